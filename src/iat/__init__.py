@@ -1,0 +1,31 @@
+"""iat: Interpolated Adversarial Training (Lamb, Verma, Kannala & Bengio, 2019) in PyTorch.
+
+    import iat
+    model = iat.load_model(RUN_DIR)                          # eval mode; images in [0,1] -> logits
+    x, y = iat.load_data("fashion-mnist", split="test")      # float in [0,1], int64 labels
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from pathlib import Path
+
+from torch import nn
+
+
+def load_model(run_dir: str | Path, device: str = "cpu") -> nn.Module:
+    """The trained model of a run directory, in eval mode, on `device`."""
+    from iat.evaluate import load_run_model
+
+    return load_run_model(run_dir, device)
+
+
+def load_data(name: str, split: str = "train", data_dir: str | Path | None = None, limit: int | None = None):
+    """Images (N, C, H, W) as floats in [0,1] and int64 labels; see iat.data for sources."""
+    from iat.data import load_data as _load
+
+    return _load(name, split, data_dir, limit)
+
+
+__all__ = ["__version__", "load_data", "load_model"]

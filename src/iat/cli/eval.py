@@ -1,0 +1,52 @@
+"""`iat eval`: white-box error of a trained run under clean, FGSM and PGD-N."""
+
+from __future__ import annotations
+
+from iat.cli import options as opt
+from iat.units import format_eps
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run: error (%%) under clean, fgsm, pgdN",
+        description="White-box evaluation on the test split, in eval mode. An example counts as an error if it is "
+        "misclassified clean or under the attack. Writes eval.json into the run directory.",
+        epilog="Example: iat eval runs/pgd --attacks clean,fgsm,pgd7,pgd20 --eps 8/255 --step-size 2/255",
+    )
+    p.add_argument("run_dir", help="a run directory written by `iat train`")
+    p.add_argument("--attacks", default="clean,fgsm,pgd7,pgd20",
+                   help="comma-separated: clean, fgsm, pgdN (N steps, e.g. pgd1000)")
+    p.add_argument("--eps", type=opt.EPS, default=None, help="attack radius (default: the run's training eps)")
+    p.add_argument("--step-size", type=opt.STEP, default=None, help="PGD step (default: the run's training step)")
+    p.add_argument("--limit", type=opt.POS_INT, default=None, help="evaluate the first N test examples only")
+    p.add_argument("--batch-size", type=opt.POS_INT, default=500, help="examples per attack batch")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--data-dir", default=None, help="where the data set lives (default: the run's)")
+    p.set_defaults(run=run)
+
+
+def parse_attack_list(text: str) -> list[str]:
+    from iat.attacks import parse_attack_name
+    from iat.errors import UsageError
+
+    names = [a.strip().lower() for a in text.split(",") if a.strip()]
+    if not names:
+        raise UsageError(f"--attacks {text!r} is empty; give e.g. clean,fgsm,pgd7,pgd20")
+    for name in names:
+        parse_attack_name(name)
+    return names
+
+
+def run(args) -> int:
+    from iat.evaluate import evaluate_run
+    from iat.report import format_table
+
+    attacks = parse_attack_list(args.attacks)
+    report = evaluate_run(args.run_dir, attacks, args.eps, args.step_size, args.limit, args.device,
+                          args.data_dir, args.batch_size, progress=not args.quiet)
+    print(f"{args.run_dir}: {report['dataset']} test, {report['n_examples']} examples, "
+          f"eps {format_eps(report['eps'])}, step {format_eps(report['step_size'])}")
+    rows = [[name, f"{r['error']:.2f}"] for name, r in report["results"].items()]
+    print(format_table(["attack", "error %"], rows))
+    return 0

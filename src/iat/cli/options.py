@@ -1,0 +1,64 @@
+"""Argument types shared by the commands: parse once, fail with one clear line."""
+
+from __future__ import annotations
+
+import argparse
+
+from iat.errors import UsageError
+from iat.units import parse_eps, parse_eps_list, parse_fraction, parse_int_list
+
+
+def _wrap(fn):
+    def parse(text: str):
+        try:
+            return fn(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = fn.__name__
+    return parse
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise UsageError(f"{v} must be at least 1")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise UsageError(f"{v} must be at least 0")
+    return v
+
+
+def positive_float(text: str) -> float:
+    v = parse_fraction(text)
+    if v <= 0:
+        raise UsageError(f"{text!r} must be greater than 0")
+    return v
+
+
+def nonnegative_float(text: str) -> float:
+    v = parse_fraction(text)
+    if v < 0:
+        raise UsageError(f"{text!r} must be at least 0")
+    return v
+
+
+EPS = _wrap(lambda t: parse_eps(t, "eps"))
+STEP = _wrap(lambda t: parse_eps(t, "step size", allow_zero=False))
+EPS_LIST = _wrap(lambda t: parse_eps_list(t, "eps list"))
+STEPS_LIST = _wrap(lambda t: parse_int_list(t, "steps list", 1, 100_000))
+MILESTONES = _wrap(lambda t: parse_int_list(t, "milestones", 1))
+POS_INT = _wrap(positive_int)
+NONNEG_INT = _wrap(nonnegative_int)
+POS_FLOAT = _wrap(positive_float)
+NONNEG_FLOAT = _wrap(nonnegative_float)

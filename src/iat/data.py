@@ -1,0 +1,213 @@
+"""Data sets as tensors: images float in [0,1], shape (N, C, H, W); labels int64.
+
+Small data sets live whole on the training device and are augmented a batch at a time
+(`augment`), which on a CPU or GPU is far faster than per-sample Python transforms.
+
+Where each data set comes from:
+- digits: scikit-learn's 8x8 digits (ships with scikit-learn; no download), a fixed 1297/500 split.
+- fashion-mnist: `--data-dir`, else Debian's package dataset-fashion-mnist
+  (/usr/share/datasets/fashion-mnist), else torchvision's download.
+- mnist: `--data-dir` (torchvision's layout or the raw idx files), else torchvision's download.
+- cifar10, svhn: torchvision's data sets in `--data-dir` (default ~/.cache/iat/data);
+  they are downloaded only when you ask (`download=True`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iat.errors import UsageError
+
+DEFAULT_DATA_DIR = Path(os.environ.get("IAT_DATA_DIR", Path.home() / ".cache" / "iat" / "data"))
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model and the training loop need to know about a data set."""
+
+    name: str
+    in_channels: int
+    image_size: int  # side of the square image
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, on images in [0,1]; applied inside the model
+    std: tuple[float, ...]
+    crop_pad: int  # random-crop padding used for augmentation (0: no crop)
+    flip: bool  # random horizontal flips
+
+
+DATASETS: dict[str, DataInfo] = {
+    d.name: d
+    for d in [
+        DataInfo("digits", 1, 8, 10, (0.3,), (0.38,), 0, False),
+        DataInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,), 0, False),
+        DataInfo("fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), 0, False),
+        DataInfo("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True),
+        DataInfo("svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 4, False),
+    ]
+}
+
+
+def dataset_names() -> list[str]:
+    return list(DATASETS)
+
+
+def dataset_info(name: str) -> DataInfo:
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+# ---------------------------------------------------------------------------------------- readers
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An MNIST-style idx file (gzipped or not) as a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise UsageError(f"{path} is not an unsigned-byte idx file (corrupted or wrong file?)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise UsageError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for sub in ("", "raw", "FashionMNIST/raw", "MNIST/raw"):
+        for suffix in ("", ".gz"):
+            p = folder / sub / f"{stem}{suffix}"
+            if p.is_file():
+                return p
+    return None
+
+
+def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    prefix = "train" if split == "train" else "t10k"
+    images = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
+    labels = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+    if images is None or labels is None:
+        return None
+    return _read_idx(images), _read_idx(labels)
+
+
+def _load_mnist_like(name: str, split: str, data_dir: Path | None, download: bool):
+    folders = [data_dir] if data_dir is not None else []
+    if name == "fashion-mnist" and data_dir is None:
+        folders.append(DEBIAN_FASHION_MNIST)
+    folders.append(DEFAULT_DATA_DIR)
+    for folder in folders:
+        pair = _idx_pair(Path(folder), split)
+        if pair is not None:
+            return pair
+    if download:
+        import torchvision
+
+        cls = torchvision.datasets.FashionMNIST if name == "fashion-mnist" else torchvision.datasets.MNIST
+        root = data_dir or DEFAULT_DATA_DIR
+        try:
+            ds = cls(str(root), train=split == "train", download=True)
+        except Exception as e:  # no network, a proxy, a full disk: all end the same way for the user
+            raise UsageError(f"{name}: download into {root} failed ({type(e).__name__}); {_how_to_get(name)}")
+        return ds.data.numpy(), ds.targets.numpy()
+    searched = ", ".join(str(f) for f in folders)
+    raise UsageError(f"{name} not found (looked in {searched}); {_how_to_get(name)}")
+
+
+def _how_to_get(name: str) -> str:
+    if name == "fashion-mnist":
+        return "install it with `apt-get install dataset-fashion-mnist`, or pass --data-dir DIR holding the idx files"
+    if name == "mnist":
+        return "pass --data-dir DIR holding MNIST's idx files, or let torchvision download it (--download)"
+    tv = {"cifar10": "CIFAR10(DIR, download=True)", "svhn": "SVHN(DIR, split='train', download=True)"}[name]
+    return (f"download it with `python -c \"import torchvision; torchvision.datasets.{tv}\"` "
+            f"and pass --data-dir DIR")
+
+
+def _load_torchvision(name: str, split: str, data_dir: Path | None, download: bool):
+    import torchvision
+
+    root = Path(data_dir or DEFAULT_DATA_DIR)
+    try:
+        if name == "cifar10":
+            ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
+            return ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets)  # (N,H,W,C) -> (N,C,H,W)
+        ds = torchvision.datasets.SVHN(str(root), split=split, download=download)
+        return ds.data, np.asarray(ds.labels)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise UsageError(f"{name} not found or corrupted in {root} ({e}); {_how_to_get(name)}") from None
+
+
+def _load_digits(split: str):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0 * 255).round().astype(np.uint8)  # 0..16 -> 0..255
+    order = np.random.RandomState(0).permutation(len(images))
+    idx = order[:1297] if split == "train" else order[1297:]
+    return images[idx], digits.target[idx]
+
+
+def load_data(
+    name: str,
+    split: str = "train",
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    download: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as a float tensor in [0,1] of shape (N, C, H, W) and int64 labels of shape (N,).
+
+    `limit` keeps the first N examples (quick runs and benchmarks).
+    """
+    info = dataset_info(name)
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    data_dir = Path(data_dir) if data_dir is not None else None
+    if data_dir is not None and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir} is not a directory")
+    if name == "digits":
+        images, labels = _load_digits(split)
+    elif name in ("mnist", "fashion-mnist"):
+        images, labels = _load_mnist_like(name, split, data_dir, download)
+    else:
+        images, labels = _load_torchvision(name, split, data_dir, download)
+    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))
+    if x.dim() == 3:
+        x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
+    y = torch.from_numpy(np.asarray(labels).astype(np.int64))
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    if x.shape[1:] != (info.in_channels, info.image_size, info.image_size) or len(x) != len(y):
+        raise UsageError(f"{name}: unexpected data shape {tuple(x.shape)} / {tuple(y.shape)}; files corrupted?")
+    return x.float().div_(255), y
+
+
+# ----------------------------------------------------------------------------------- augmentation
+
+
+def augment(x: torch.Tensor, crop_pad: int = 0, flip: bool = False) -> torch.Tensor:
+    """Random crop after zero padding by `crop_pad`, and random horizontal flips, for a whole batch."""
+    n, _, h, w = x.shape
+    if crop_pad > 0:
+        padded = torch.nn.functional.pad(x, (crop_pad,) * 4)  # (N, C, H+2p, W+2p)
+        dy = torch.randint(0, 2 * crop_pad + 1, (n, 1), device=x.device)
+        dx = torch.randint(0, 2 * crop_pad + 1, (n, 1), device=x.device)
+        rows = (dy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+        cols = (dx + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+        batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+        chans = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+        x = padded[batch, chans, rows, cols]  # (N, C, H, W)
+    if flip:
+        flipped = torch.rand(n, device=x.device) < 0.5
+        x = torch.where(flipped.view(n, 1, 1, 1), x.flip(3), x)
+    return x

@@ -1,0 +1,39 @@
+"""Tables in the paper's format: rows are training methods, columns attacks, cells `mean ± std`."""
+
+from __future__ import annotations
+
+import statistics
+
+ATTACK_COLUMNS = {"clean": "No attack", "fgsm": "FGSM", "pgd7": "PGD (7 steps)", "pgd20": "PGD (20 steps)"}
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def format_cell(stat: dict[str, float] | None, digits: int = 2) -> str:
+    if stat is None:
+        return "-"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured markdown table, columns padded so it also reads as plain text."""
+    cells = [header] + rows
+    widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
+
+    def line(r):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def whitebox_table(methods: dict[str, dict[str, dict[str, float]]], labels: dict[str, str],
+                   attacks: list[str] | None = None) -> str:
+    """`methods[name][attack] = {"mean", "std"}` as the paper's Tables 1-4."""
+    attacks = attacks or list(ATTACK_COLUMNS)
+    header = ["Training \\ Adversary"] + [ATTACK_COLUMNS.get(a, a) for a in attacks]
+    rows = [[labels.get(m, m)] + [format_cell(r.get(a)) for a in attacks] for m, r in methods.items()]
+    return format_table(header, rows)
