@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny models trained on scikit-learn's digits, once per test session."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from iat.config import TrainConfig
+from iat.train import train
+
+torch.set_num_threads(2)
+
+# Digits images are 8x8 in [0,1]; eps 0.1 is a real but beatable threat there.
+DIGITS_EPS = 0.1
+DIGITS_STEP = 0.025
+
+
+def tiny_config(method: str = "erm", **overrides) -> TrainConfig:
+    """A cnn-small of width 8 on digits: a few seconds per epoch on a CPU."""
+    kw = dict(method=method, dataset="digits", arch="cnn-small", width=8, epochs=4, batch_size=64,
+              lr=0.1, eps=DIGITS_EPS, step_size=DIGITS_STEP, attack_steps=5, seed=0, device="cpu")
+    kw.update(overrides)
+    return TrainConfig(**kw)
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> dict[str, Path]:
+    """Run directories of `erm` and `pgd` trained on digits (10 epochs each), shared by all tests.
+
+    Tests must not write into them; copy one first.
+    """
+    logging.getLogger("iat").setLevel(logging.WARNING)
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for method in ("erm", "pgd"):
+        runs[method] = train(tiny_config(method, epochs=10), root / method, progress=False)
+    return runs
