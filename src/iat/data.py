@@ -118,7 +118,7 @@ def _load_mnist_like(name: str, split: str, data_dir: Path | None, download: boo
         try:
             ds = cls(str(root), train=split == "train", download=True)
         except Exception as e:  # no network, a proxy, a full disk: all end the same way for the user
-            raise UsageError(f"{name}: download into {root} failed ({type(e).__name__}); {_how_to_get(name)}")
+            raise UsageError(f"{name}: download into {root} failed ({type(e).__name__}); {_how_to_get(name)}") from None
         return ds.data.numpy(), ds.targets.numpy()
     searched = ", ".join(str(f) for f in folders)
     raise UsageError(f"{name} not found (looked in {searched}); {_how_to_get(name)}")

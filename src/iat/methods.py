@@ -6,8 +6,8 @@ Every method is `method(model, x, y) -> (loss, metrics)`. The adversarial ones a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

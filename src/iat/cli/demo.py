@@ -48,6 +48,6 @@ def run(args) -> int:
 
     load_data(cfg.dataset, "test", cfg.data_dir, limit=1)  # a missing data set fails before any output
     results = run_demo(cfg, args.out, seeds=args.seeds, methods=methods, progress=not args.quiet)
-    print((open(f"{args.out}/table.md").read()))
+    print(open(f"{args.out}/table.md").read())
     print(f"wall time: {results['seconds'] / 60:.1f} min; results in {args.out}/results.json")
     return 0

@@ -7,7 +7,8 @@ The output of the last stage is the penultimate representation (used by the rand
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import nn
