@@ -46,10 +46,13 @@ class TrainConfig:
     def resolved_milestones(self) -> list[int]:
         if self.milestones is not None:
             return list(self.milestones)
-        return [self.epochs // 2, (3 * self.epochs) // 4]
+        return default_milestones(self.epochs)
 
     def validate(self) -> TrainConfig:
-        """Raise UsageError naming the first bad value and its valid range."""
+        """Raise UsageError naming the first bad value and its valid range; return self."""
+        for name in ("method", "dataset", "arch", "attack_bn", "lam_per", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not a name")
         get_method(self.method)
         dataset_info(self.dataset)
         if self.arch not in model_names():
@@ -66,8 +69,10 @@ class TrainConfig:
         if self.train_size is not None:
             checks.append(("--train-size", self.train_size, 1, 10**9))
         for name, value, lo, hi in checks:
-            if not isinstance(value, int) or not lo <= value <= hi:
-                raise UsageError(f"{name} {value!r} is outside [{lo}, {hi}]")
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise UsageError(f"{name} {value!r} is not an integer; give a whole number in [{lo}, {hi}]")
+            if not lo <= value <= hi:
+                raise UsageError(f"{name} {value!r} is outside [{lo}, {hi}]; give a value in that range")
         fchecks = [
             ("--lr", self.lr, 0.0, 10.0, False),
             ("--lr-gamma", self.lr_gamma, 0.0, 1.0, False),
@@ -79,18 +84,28 @@ class TrainConfig:
             ("--manifold-alpha", self.manifold_alpha, 0.0, 100.0, False),
         ]
         for name, value, lo, hi, zero_ok in fchecks:
-            if not (lo < value <= hi or (zero_ok and value == lo)):
-                bracket = "[" if zero_ok else "("
-                raise UsageError(f"{name} {value!r} is outside {bracket}{lo:g}, {hi:g}]")
+            bracket = "[" if zero_ok else "("
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise UsageError(f"{name} {value!r} is not a number; give a value in {bracket}{lo:g}, {hi:g}]")
+            if not (lo < value <= hi or (zero_ok and value == lo)):  # also refuses NaN
+                raise UsageError(f"{name} {value!r} is outside {bracket}{lo:g}, {hi:g}]; give a value in that range")
         if self.milestones is not None:
-            if any(m < 1 or m > self.epochs for m in self.milestones) or sorted(self.milestones) != self.milestones:
-                raise UsageError(f"--milestones {self.milestones} must be increasing epochs in [1, {self.epochs}]")
+            ms = self.milestones
+            example = ",".join(map(str, default_milestones(self.epochs)))
+            if (not isinstance(ms, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms)
+                    or any(m < 1 or m > self.epochs for m in ms) or any(a >= b for a, b in zip(ms, ms[1:]))):
+                raise UsageError(f"--milestones {ms!r} must be strictly increasing epochs in [1, {self.epochs}] "
+                                 f"(--epochs); e.g. {example}")
         if self.attack_bn not in BN_MODES:
             raise UsageError(f"--attack-bn {self.attack_bn!r}: choose one of {', '.join(BN_MODES)}")
         if self.lam_per not in LAMBDA_MODES:
             raise UsageError(f"--lam-per {self.lam_per!r}: choose one of {', '.join(LAMBDA_MODES)}")
         if self.device not in DEVICES:
             raise UsageError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise UsageError(f"--data-dir {self.data_dir!r} is not a path")
+        if not isinstance(self.amp, bool):
+            raise UsageError(f"amp {self.amp!r} is not true or false")
         return self
 
     def to_dict(self) -> dict:
@@ -104,5 +119,11 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def default_milestones(epochs: int) -> list[int]:
+    """Half and three quarters of the way (the paper's 100,150 of 200); at least epoch 1, no repeats."""
+    return sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)})
+
+
 # Options that decide the trained weights: a resumed run must be given the same values.
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("device", "data_dir", "extra"))
+RESUME_KEYS += ("milestones_resolved",)

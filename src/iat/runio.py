@@ -2,15 +2,26 @@
 
 Weights are safetensors; configuration and results are JSON; the resumable training state is a
 `torch.save` dict of tensors and plain values, read back with `weights_only=True`, which refuses
-any pickled object that is not a tensor or a plain container.
+any pickled object that is not a tensor or a plain container. Nothing in a run directory can run
+code when it is loaded.
+
+Every file is written to a temporary file beside its target (`.NAME.XXXX.tmp`), flushed and
+fsynced, then renamed over the target: a crash at any moment leaves either the old file or the new
+one, never half of one. A temporary file left by a killed process is ignored by every reader and
+removed by `clean_temp_files` when the run is resumed.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import re
+import signal
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +37,48 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 EVAL = "eval.json"
 
+TEMP_FILE = re.compile(r"^\..+\.[^.]+\.tmp$")  # what atomic_write_bytes leaves behind if killed
+
+# Test-only fault injection, read from the environment at each write so that a test can start a real
+# training process and have it die mid-write. `IAT_TEST_WRITE_DELAY=SECONDS` sleeps after writing half
+# the temporary file (a wide window for an outside `kill -9`); `IAT_TEST_KILL_IN_WRITE=NAME:N` sends
+# SIGKILL to this process at that point of the N-th write of file NAME. Unset, they cost nothing.
+_TEST_DELAY, _TEST_KILL = "IAT_TEST_WRITE_DELAY", "IAT_TEST_KILL_IN_WRITE"
+_write_counts: dict[str, int] = {}
+
+
+def _test_fault_hook(name: str) -> None:
+    if _TEST_DELAY in os.environ:
+        time.sleep(float(os.environ[_TEST_DELAY]))
+    if _TEST_KILL in os.environ:
+        target, _, nth = os.environ[_TEST_KILL].rpartition(":")
+        _write_counts[name] = _write_counts.get(name, 0) + 1
+        if target == name and _write_counts[name] == int(nth):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush and fsync it, then rename over `path`."""
+    """Write to a temporary file beside `path`, flush and fsync it, then rename over `path`.
+
+    If anything fails (a full disk, Ctrl-C), the temporary file is removed and `path` is untouched.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make run directories private
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            half = len(data) // 2
+            f.write(data[:half])
+            if _TEST_DELAY in os.environ or _TEST_KILL in os.environ:
+                f.flush()
+                _test_fault_hook(path.name)
+            f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -43,9 +88,59 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def temp_files(folder: str | Path) -> list[Path]:
+    """Temporary files a killed `atomic_write_bytes` left in `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and TEMP_FILE.match(p.name))
+
+
+def clean_temp_files(folder: str | Path) -> list[Path]:
+    """Remove what `temp_files` finds; return the paths removed."""
+    removed = temp_files(folder)
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
+def check_out_dir(path: str | Path, option: str = "--out") -> Path:
+    """Refuse an output path that cannot become a directory, before anything is created.
+
+    The path may exist (as a directory) or not; its nearest existing ancestor must be a writable
+    directory. Raises UsageError naming the path and the fix.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path} exists and is not a directory; choose a directory path")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{option} {path}: {probe} is a file, not a directory; choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: {probe} is not writable; choose a directory you can write to")
+    return path
+
+
+def make_dir(path: str | Path, option: str = "--out") -> Path:
+    """`mkdir -p`, with a failure (read-only file system, permissions) as a one-line UsageError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{option} {path} cannot be created ({e.strerror or e}); choose another directory") from None
+    return path
+
+
+# ------------------------------------------------------------------------------------------- JSON
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -63,7 +158,12 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); the file is damaged")
+        detail = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
+        raise UsageError(f"{path} is not valid JSON ({detail}); the file is damaged: "
+                         "restore it or train the run again") from None
+
+
+# ---------------------------------------------------------------------------------------- weights
 
 
 def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor]) -> None:
@@ -74,28 +174,46 @@ def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor]) -> None:
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path} is missing: the run has not finished training (resume it with --resume)")
+        raise UsageError(f"{path} is missing: the run has not finished training; finish it with "
+                         "`iat train ... --resume` (same options)")
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UsageError(f"{path} is not a valid safetensors file ({e}); the file is damaged") from None
+    except Exception as e:  # safetensors raises SafetensorError, OSError, or ValueError on bad headers
+        kind = "damaged" if isinstance(e, (SafetensorError, OSError, ValueError)) else "unreadable"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise UsageError(f"{path} is not a valid safetensors file ({first}); the file is {kind}: "
+                         "restore it or train the run again") from None
+
+
+# ------------------------------------------------------------------------------------- checkpoint
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    import io
-
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a training checkpoint; anything but tensors and plain containers is refused."""
+    """Load a training checkpoint; anything but tensors and plain containers is refused.
+
+    Raises UsageError (one line) for a missing, damaged or unsafe file; no code in it ever runs.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path} is missing")
+    fix = f"delete {path} to restart the run from scratch, or restore the file"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"{path} holds objects that are not plain tensors, refused for safety ({first[:160]})")
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}); the file is damaged") from None
+        found = re.search(r"(unsupported GLOBAL \S+|Unsupported operand \d+|Unsupported class \S+)", str(e))
+        what = found.group(1) if found else "objects other than tensors"
+        raise UsageError(f"{path} was refused for safety: it holds code, not just tensors ({what}); {fix}") from None
+    except Exception as e:  # torch.load raises RuntimeError, EOFError, IndexError, ... on damaged files
+        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}); the file is damaged; "
+                         f"{fix}") from None
+    if not isinstance(state, dict):
+        raise UsageError(f"{path} is not an iat checkpoint (a {type(state).__name__}, not a dict); {fix}")
+    return state

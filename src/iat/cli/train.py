@@ -74,9 +74,22 @@ def config_from_args(args) -> TrainConfig:
 
 
 def run(args) -> int:
-    from iat.train import train
+    import sys
+
+    from iat.train import TrainingError, TrainingInterrupted, is_complete, train
 
     cfg = config_from_args(args)
-    out = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if args.resume and is_complete(cfg, args.out):
+        print(f"{args.out} is already complete ({cfg.epochs} epochs); nothing to do")
+        return 0
+    try:
+        out = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    except TrainingError as e:  # diverged, disk full: not bad input, so exit 1 (interfaces.md)
+        sys.stderr.write(f"iat train: error: {e}\n")
+        return 1
+    except TrainingInterrupted as e:
+        saved = "checkpoint written" if e.saved else "the last checkpoint is kept"
+        sys.stderr.write(f"iat train: interrupted ({e}); {saved}: continue with the same command plus --resume\n")
+        return 128 + e.signum
     print(f"trained {cfg.method} on {cfg.dataset} ({cfg.arch}); run directory: {out}")
     return 0
