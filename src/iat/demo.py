@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,31 +52,63 @@ class DemoConfig:
                            extra={"experiment": "demo"}).validate()
 
 
+def _train_and_evaluate(cfg: DemoConfig, method: str, seed: int, run_dir: Path, progress: bool,
+                        threads: int | None) -> dict:
+    """One (method, seed) cell: train (resuming or skipping a finished run), then evaluate."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    train(cfg.train_config(method, seed), run_dir, resume=True, progress=progress)
+    return evaluate_run(run_dir, list(ATTACK_COLUMNS), cfg.eps, cfg.step_size, limit=cfg.test_size,
+                        device=cfg.device, data_dir=cfg.data_dir, progress=progress)
+
+
+def default_jobs(device: str) -> int:
+    """On a CPU, one single-threaded process per core beats one process using every core for
+    models this small (measured: benchmarks/demo_parallel.py); on a GPU, one process."""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 6))
+
+
 def run_demo(cfg: DemoConfig, out: str | Path, seeds: int = 1, methods: list[str] | None = None,
-             progress: bool = True) -> dict:
-    """Train and evaluate every method for every seed under `out`; write results.json and table.md."""
+             progress: bool = True, jobs: int | None = None) -> dict:
+    """Train and evaluate every method for every seed under `out`; write results.json and table.md.
+
+    `jobs` > 1 runs that many (method, seed) cells at once, each in its own single-threaded process.
+    """
     out = Path(out)
     methods = methods or list(METHODS)
     for m in methods:  # validate everything before any directory is created
         cfg.train_config(m, 0)
+    jobs = jobs or default_jobs(cfg.device)
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     attacks = list(ATTACK_COLUMNS)
+    cells = [(m, seed) for seed in range(seeds) for m in methods]
+    if jobs == 1:
+        reports = [_train_and_evaluate(cfg, m, seed, out / f"{m}-seed{seed}", progress, None) for m, seed in cells]
+    else:
+        import multiprocessing
+
+        log.info("demo: %d runs, %d at a time, one thread each", len(cells), jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            # the adversarial runs take ~8x longer: start them first so the pool drains evenly
+            order = sorted(cells, key=lambda c: not METHODS[c[0]].adversarial)
+            futures = {c: pool.submit(_train_and_evaluate, cfg, c[0], c[1], out / f"{c[0]}-seed{c[1]}", False, 1)
+                       for c in order}
+            reports = []
+            for c in cells:
+                reports.append(futures[c].result())
+                log.info("demo: %s seed %d done (%.0fs)", c[0], c[1], time.perf_counter() - started)
     errors: dict[str, dict[str, list[float]]] = {m: {a: [] for a in attacks} for m in methods}
-    for seed in range(seeds):
-        for method in methods:
-            run_dir = out / f"{method}-seed{seed}"
-            log.info("demo: %s, seed %d", method, seed)
-            train(cfg.train_config(method, seed), run_dir, resume=True, progress=progress)
-            report = evaluate_run(run_dir, attacks, cfg.eps, cfg.step_size, limit=cfg.test_size,
-                                  device=cfg.device, data_dir=cfg.data_dir, progress=progress)
-            for a in attacks:
-                errors[method][a].append(report["results"][a]["error"])
+    for (method, _), report in zip(cells, reports):
+        for a in attacks:
+            errors[method][a].append(report["results"][a]["error"])
     seconds = time.perf_counter() - started
     summary = {m: {a: mean_std(v) for a, v in errs.items()} for m, errs in errors.items()}
     results = {"dataset": cfg.dataset, "seeds": list(range(seeds)), "methods": summary,
-               "config": dataclasses.asdict(cfg), "seconds": round(seconds, 1),
-               "torch_version": torch.__version__, "threads": torch.get_num_threads()}
+               "config": dataclasses.asdict(cfg), "seconds": round(seconds, 1), "jobs": jobs,
+               "torch_version": torch.__version__}
     runio.write_json(out / "results.json", results)
     table = whitebox_table(summary, {m: METHODS[m].label for m in methods}, attacks)
     header = (f"# iat demo: {cfg.dataset}, {cfg.arch}, {cfg.epochs} epochs on "

@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--eps", type=opt.EPS, default=D.eps, help="attack radius for training and evaluation")
     p.add_argument("--step-size", type=opt.STEP, default=D.step_size, help="PGD step size")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--jobs", type=opt.POS_INT, default=None,
+                   help="runs trained at once, one thread each (default: one per CPU core; 1 on a GPU)")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST's idx files (default: Debian's package)")
     p.set_defaults(run=run)
 
@@ -47,7 +49,7 @@ def run(args) -> int:
     from iat.data import load_data
 
     load_data(cfg.dataset, "test", cfg.data_dir, limit=1)  # a missing data set fails before any output
-    results = run_demo(cfg, args.out, seeds=args.seeds, methods=methods, progress=not args.quiet)
+    results = run_demo(cfg, args.out, seeds=args.seeds, methods=methods, progress=not args.quiet, jobs=args.jobs)
     print(open(f"{args.out}/table.md").read())
     print(f"wall time: {results['seconds'] / 60:.1f} min; results in {args.out}/results.json")
     return 0
