@@ -1,0 +1,42 @@
+"""`iat demo` end to end at a tiny size: results.json and table.md as interfaces.md says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from iat.data import DEBIAN_FASHION_MNIST
+
+pytestmark = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist absent")
+
+METHODS = ["erm", "mixup", "manifold-mixup", "pgd", "iat-mixup", "iat-manifold-mixup"]
+
+
+def test_demo_writes_results_and_table(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "iat", "demo", "--out", str(out), "--epochs", "1", "--train-size", "128",
+           "--test-size", "64", "--seeds", "2", "--jobs", "2", "--arch", "mlp6", "-q"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "fashion-mnist" and results["seeds"] == [0, 1]
+    assert list(results["methods"]) == METHODS
+    for method in METHODS:
+        cells = results["methods"][method]
+        assert list(cells) == ["clean", "fgsm", "pgd7", "pgd20"]
+        assert all(set(c) == {"mean", "std"} and 0 <= c["mean"] <= 100 for c in cells.values())
+        for seed in (0, 1):
+            assert (out / f"{method}-seed{seed}" / "model.safetensors").is_file()
+    table = (out / "table.md").read_text()
+    for column in ["No attack", "FGSM", "PGD (7 steps)", "PGD (20 steps)", "Interpolated Adversarial Training"]:
+        assert column in table
+    assert "±" in table and "Wall time" in table
+    assert "PGD (20 steps)" in proc.stdout and "wall time" in proc.stdout
+
+    # a second call finds every run finished and trains nothing
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/model.safetensors")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and stamps == {p: p.stat().st_mtime_ns for p in out.glob("*/model.safetensors")}
