@@ -1,0 +1,26 @@
+"""Matplotlib without a display (Agg), and PNGs written atomically like every other output file."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: str | Path, dpi: int = 120) -> None:
+    """Write `fig` to `path` atomically and close it."""
+    from iat import runio
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    pyplot().close(fig)
+    runio.atomic_write_bytes(path, buf.getvalue())

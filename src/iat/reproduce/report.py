@@ -1,0 +1,429 @@
+"""report.md and the plots of `iat reproduce`: our numbers in the paper's layout, beside the paper's.
+
+Everything here reads results.json's content only, so a report can be rewritten without the runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iat import runio
+from iat.analysis.figures import pyplot, save_png
+from iat.methods import METHODS
+from iat.report import ATTACK_COLUMNS, format_table
+from iat.reproduce.paper import CITATION
+from iat.units import format_eps
+
+EPS_SETTINGS = {"eps", "step_size", "eval_eps", "eval_step_size"}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "fashion-mnist": "Fashion-MNIST", "mnist": "MNIST",
+                 "digits": "digits"}
+
+
+# ------------------------------------------------------------------------------------------ cells
+
+
+def fmt(stat: dict | None) -> str:
+    """`mean ± std` over seeds; just the mean for one seed (no std to give)."""
+    if stat is None:
+        return "—"
+    if len(stat.get("values", [])) > 1:
+        return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+    return f"{stat['mean']:.2f}"
+
+
+def fmt_paper(cell) -> str:
+    """A paper cell: [mean, std], [mean, None], a number, or None ('-' in the paper)."""
+    if cell is None:
+        return "—"
+    if isinstance(cell, list):
+        return f"{cell[0]:.2f}" if cell[1] is None else f"{cell[0]:.2f} ± {cell[1]:.2f}"
+    return f"{cell:.2f}"
+
+
+def fmt_setting(key: str, value) -> str:
+    if value is None:
+        return {"train_size": "all", "test_size": "all", "width": "the architecture's own"}.get(key, "—")
+    if key in EPS_SETTINGS:
+        return format_eps(value)
+    if key == "eval_eps_list":
+        return ", ".join(format_eps(v).split(" =")[0] for v in value)
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def eps_255(value: float) -> str:
+    k = value * 255
+    return f"{round(k)}" if abs(k - round(k)) < 1e-6 else f"{k:.3g}"
+
+
+SHORT = {"erm": "Baseline", "mixup": "Mixup", "manifold-mixup": "Manifold Mixup", "pgd": "PGD",
+         "iat-mixup": "IAT (Mixup)", "iat-manifold-mixup": "IAT (Manifold Mixup)"}
+
+
+def short(method: str) -> str:
+    """A method's name in plots."""
+    return SHORT.get(method, method)
+
+
+def plot_title(results: dict) -> str:
+    title = f"{results['experiment']}: {results['title']}"
+    if results["scale"] == "smoke":
+        data = DATASET_NAMES.get(results["settings"]["dataset"], results["settings"]["dataset"])
+        title += f"\nSMOKE RUN on {data}: not comparable with the paper"
+    return title
+
+
+def label(method: str, paper: dict | None = None) -> str:
+    for row in (paper or {}).get("rows", []):
+        if row.get("method") == method:
+            return row["label"]
+    return METHODS[method].label if method in METHODS else method
+
+
+# --------------------------------------------------------------------------------------- sections
+
+
+def header(results: dict) -> list[str]:
+    r, s = results, results["settings"]
+    lines = [f"# `iat reproduce {r['experiment']}`: {r['title']}", ""]
+    if r["scale"] == "smoke":
+        subs = {d["setting"]: d for d in r["substitutions"]}
+        swapped = ""
+        if "dataset" in subs:
+            swapped = (f" **{DATASET_NAMES.get(subs['dataset']['paper'], subs['dataset']['paper'])} was replaced by "
+                       f"{DATASET_NAMES.get(s['dataset'], s['dataset'])}.**")
+        lines += [
+            f"> **⚠ SMOKE RUN — NOT THE PAPER'S EXPERIMENT.**{swapped} Every run was shrunk to finish in minutes "
+            "on a CPU (see *What was substituted* below). These numbers check that the pipeline runs end to end; "
+            "they say nothing about the paper's claims and are not comparable with the paper's numbers beside "
+            f"them. For the real experiment run `iat reproduce {r['experiment']}` (the default `--scale paper`) "
+            "on a GPU.", ""]
+    lines += [
+        f"Paper: {CITATION}. Config: `{Path(r['config_file']).name}`"
+        f" ({r['scale']} scale). {DATASET_NAMES.get(s['dataset'], s['dataset'])}, `{s['arch']}`"
+        + (f" at width {s['width']}" if s["width"] else "")
+        + f", {s['epochs']} epochs, {len(r['seeds'])} seed(s); "
+        f"{len(r['trained'])} run(s) trained by this call, wall time {r['seconds'] / 60:.1f} min "
+        f"(training time of all runs: {r.get('train_seconds', 0) / 60:.1f} min); torch {r['torch_version']} "
+        f"on {r['device']} ({r['threads']} threads), iat {r['iat_version']}.", ""]
+    return lines
+
+
+def whitebox_section(results: dict, out: Path) -> list[str]:
+    wb = results["ours"]["whitebox"]
+    paper = results["paper"] if results["kind"] == "whitebox" else None
+    attacks = list(next(iter(wb["methods"].values())))
+    n = wb["n_examples"]
+    lines = ["## White-box error (%)" if results["kind"] == "whitebox" else "## Clean and white-box error (%)", "",
+             f"Error in % on {'the first ' if results['settings']['test_size'] else 'all '}{n} test images; "
+             f"{attack_text(attacks, wb)}. An example counts as an error if it is misclassified clean or under "
+             f"attack. Ours: mean ± std over {len(results['seeds'])} seed(s)"
+             + (" (one seed: no std)" if len(results["seeds"]) == 1 else "")
+             + ("; *paper*: the paper's number." if paper else "."), ""]
+    head = ["Training \\ Adversary"]
+    for a in attacks:
+        head += [ATTACK_COLUMNS.get(a, a)] + (["*paper*"] if paper else [])
+    rows = []
+    if paper:
+        for prow in paper["rows"]:
+            m = prow["method"]
+            ours = wb["methods"].get(m, {}) if m else {}
+            name = prow["label"] if m else f"{prow['label']} *(quoted, not run)*"
+            cells = [name]
+            for a in attacks:
+                cells += [fmt(ours.get(a)) if m else "—", fmt_paper(prow["cells"].get(a))]
+            rows.append(cells)
+    else:
+        for m, ours in wb["methods"].items():
+            rows.append([label(m)] + [fmt(ours[a]) for a in attacks])
+    lines += [format_table(head, rows), ""]
+    plot_whitebox(wb, paper, out / "whitebox.png", plot_title(results))
+    lines += ["![white-box error, ours beside the paper's](whitebox.png)", ""]
+    return lines
+
+
+def attack_text(attacks: list[str], wb: dict) -> str:
+    parts = []
+    if "fgsm" in attacks:
+        parts.append(f"FGSM with eps {format_eps(wb['eps'])}")
+    steps = [a[3:] for a in attacks if a.startswith("pgd")]
+    if steps:
+        parts.append(f"PGD ({', '.join(steps)} steps) with eps {format_eps(wb['eps'])} and steps of "
+                     f"{format_eps(wb['step_size'])}")
+    return "; ".join(parts) if parts else "no attack"
+
+
+def transfer_section(results: dict, out: Path) -> list[str]:
+    t, paper = results["ours"]["transfer"], results["paper"]
+    methods = results["methods"]
+    eps_list = sorted({p["eps"] for p in t["points"]})
+    cell = {(p["eps"], p["source"], p["target"]): p for p in t["points"]}
+    head = ["Attack \\ Target"] + [f"ε {eps_255(e)}/255: {label(m, paper)}" for e in eps_list for m in methods]
+    ours = [[label(src, paper)] + [fmt(cell.get((e, src, tgt))) for e in eps_list for tgt in methods]
+            for src in methods]
+    lines = ["## Transfer attacks: error (%)", "",
+             f"PGD-{t['steps']} adversarial examples made on the row's model (*Attack*) and evaluated on the "
+             "column's (*Target*); the diagonal is the white-box attack, which should be the strongest in its "
+             f"column. Step size: {step_text(t)}. Ours: mean ± std over {len(results['seeds'])} seed(s), each seed's "
+             "models attacking each other.", "", "**Ours**", "", format_table(head, ours), ""]
+    if paper:
+        prow = {r["method"]: r for r in paper["rows"]}
+        pe = [str(e) for e in paper["eps_255"]]
+        phead = ["Attack \\ Target"] + [f"ε {e}/255: {label(m, paper)}" for e in pe for m in methods]
+        prows = [[label(src, paper)] + [fmt_paper(prow[src]["cells"][e][tgt]) for e in pe for tgt in methods]
+                 for src in methods if src in prow]
+        lines += ["**Paper (Table 5)**", "", format_table(phead, prows), ""]
+    plot_transfer(t, paper, methods, out / "transfer.png", plot_title(results))
+    lines += ["![transfer error, ours beside the paper's](transfer.png)", ""]
+    return lines
+
+
+def step_text(ours: dict) -> str:
+    if ours.get("step_size") is not None:
+        return format_eps(ours["step_size"])
+    rule = ours.get("suite", {}).get("step_size")
+    if rule is not None:
+        return f"the robustness suite's default ({rule})"
+    return "the robustness suite's default for each eps"
+
+
+def sweep_section(results: dict, out: Path) -> list[str]:
+    kind, paper, methods = results["kind"], results["paper"], results["methods"]
+    sweep = results["ours"][kind.replace("-", "_")]
+    axis = "eps" if kind == "sweep-eps" else "steps"
+    values = sorted({p[axis] for p in sweep["points"]})
+    cell = {(p["method"], p[axis]): p for p in sweep["points"]}
+    name = (lambda v: eps_255(v)) if axis == "eps" else str
+    corner = "Attack ε (/255) \\ Model" if axis == "eps" else "Model \\ Num. Iterations"
+    head = [corner] + [name(v) for v in values]
+    rows = [[label(m, paper)] + [fmt(cell.get((m, v))) for v in values] for m in methods]
+    if axis == "eps":
+        what = f"white-box PGD with {sweep['steps']} steps and increasing eps"
+    else:
+        what = f"white-box PGD at eps {format_eps(sweep['eps'])} with an increasing number of steps"
+    lines = [f"## Error (%) against {what}", "",
+             f"Step size: {step_text(sweep)}. Ours: mean ± std over {len(results['seeds'])} seed(s).", "",
+             "**Ours**", "", format_table(head, rows), ""]
+    if paper:
+        keys = [str(k) for k in paper["eps_255" if axis == "eps" else "steps"]]
+        prows = [[r["label"]] + [fmt_paper(r["cells"][k]) for k in keys] for r in paper["rows"]]
+        lines += [f"**Paper ({results['experiment'].replace('table', 'Table ')})**", "",
+                  format_table([corner] + keys, prows), ""]
+    file = f"{kind}.png"
+    plot_sweep(sweep, paper, methods, axis, out / file, plot_title(results))
+    lines += [f"![error against {axis}, ours beside the paper's]({file})", ""]
+    return lines
+
+
+def norms_section(results: dict, out: Path) -> list[str]:
+    from iat.analysis.norms import plot_norms
+
+    norms = results["ours"]["norms"]
+    methods = norms["methods"]
+    lines = ["## Weight norms per layer (Figure 1)", "",
+             "Frobenius and spectral norm (largest singular value, exact) of each weight matrix, in forward order; "
+             f"mean ± std over {len(results['seeds'])} seed(s). Per-run values: norms.json.", "",
+             "![Frobenius and spectral norms per layer](norms.png)", ""]
+    layers = next(iter(methods.values()))
+    head = ["layer", "shape"] + [f"{short(m)}: {k}" for m in methods for k in ("Frobenius", "spectral")]
+    rows = []
+    for i, layer in enumerate(layers):
+        cells = [f"{i + 1} ({layer['layer']})", "x".join(str(d) for d in layer["shape"])]
+        for m in methods:
+            cells += [fmt(methods[m][i]["frobenius"]), fmt(methods[m][i]["spectral"])]
+        rows.append(cells)
+    lines += [format_table(head, rows), ""]
+    if norms["claims"]:
+        lines += ["**The paper's claims (Section 4.4), checked on these runs**", ""]
+        lines += [f"- {'✅ holds' if c['holds'] else '❌ does not hold'}: {c['claim']} ({c['detail']})"
+                  for c in norms["claims"]]
+        lines.append("")
+    plot_rows = {short(m): [{"layer": layer["layer"], "frobenius": layer["frobenius"]["mean"],
+                             "spectral": layer["spectral"]["mean"], "frobenius_std": layer["frobenius"]["std"],
+                             "spectral_std": layer["spectral"]["std"]} for layer in rows_]
+                 for m, rows_ in methods.items()}
+    plot_norms({"runs": plot_rows}, out / "norms.png", labels={k: k for k in plot_rows}, title=plot_title(results))
+    return lines
+
+
+def probe_section(results: dict, out: Path) -> list[str]:
+    probe, paper = results["ours"]["probe"], results["paper"]
+    cfg = probe["config"]
+    prow = {r["method"]: r for r in (paper or {}).get("rows", [])}
+    lines = ["## Random-label probe: accuracy (%) fitting random binary labels", "",
+             f"The frozen penultimate representation of {cfg['n']} training images; random binary labels; a "
+             f"2-layer MLP ({cfg['hidden']} hidden units, Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}) "
+             f"trained for {cfg['epochs']} epochs; the accuracy on those examples. Higher: a less compressed "
+             f"representation. Ours: mean ± std over {len(results['seeds'])} seed(s). Per-run values: probe.json.",
+             ""]
+    head = ["Training", "examples", "feature dim", "accuracy (%)", "*paper*"]
+    rows = [[label(m, paper), str(v["n_examples"]), str(v["dim"]), fmt(v["accuracy"]),
+             fmt_paper(prow[m]["accuracy"]) if m in prow else "—"] for m, v in probe["methods"].items()]
+    lines += [format_table(head, rows), ""]
+    plot_probe(probe, prow, out / "probe.png", plot_title(results))
+    lines += ["![probe accuracy, ours beside the paper's](probe.png)", ""]
+    return lines
+
+
+def settings_section(results: dict) -> list[str]:
+    s = results["settings"]
+    subs = {d["setting"]: d["paper"] for d in results["substitutions"]}
+    keys = ["dataset", "arch", "width", "epochs", "milestones", "lr", "batch_size", "momentum", "weight_decay",
+            "eps", "step_size", "attack_steps", "mixup_alpha", "manifold_alpha", "train_size", "test_size"]
+    by_kind = {"transfer": ["eval_eps_list", "eval_steps", "eval_step_size"],
+               "sweep-eps": ["eval_eps_list", "eval_steps", "eval_step_size"],
+               "sweep-steps": ["eval_steps_list", "eval_eps", "eval_step_size"],
+               "probe": ["probe_n", "probe_epochs", "probe_hidden", "probe_lr", "probe_batch_size"]}
+    keys += by_kind.get(results["kind"], [])
+    if s["attacks"]:
+        keys += [k for k in ("attacks", "eval_eps", "eval_step_size") if k not in keys]
+    lines = []
+    if results["scale"] == "smoke":
+        lines += ["## What was substituted (smoke scale)", "",
+                  format_table(["setting", "paper", "this smoke run"],
+                               [[k, fmt_setting(k, subs[k]), fmt_setting(k, s[k])] for k in subs]), ""]
+    lines += ["## Settings", "", f"Methods: {', '.join(results['methods'])}; seeds {results['seeds']}. "
+              "Run directories: METHOD-seedK/ beside this report.", "",
+              format_table(["setting", "value"], [[k, fmt_setting(k, s[k])] for k in keys]), ""]
+    return lines
+
+
+def notes_section(results: dict) -> list[str]:
+    notes = list(results["notes"]) + list((results["paper"] or {}).get("notes", []))
+    if not notes:
+        return []
+    return ["## Notes and assumptions", ""] + [f"- {n}" for n in notes] + [""]
+
+
+def write_report(results: dict, out: Path) -> str:
+    """Write OUT/report.md (and its plots); return the report's text."""
+    lines = header(results)
+    kind = results["kind"]
+    if kind == "transfer":
+        lines += transfer_section(results, out)
+    elif kind in ("sweep-eps", "sweep-steps"):
+        lines += sweep_section(results, out)
+    elif kind == "norms":
+        lines += norms_section(results, out)
+    elif kind == "probe":
+        lines += probe_section(results, out)
+    if "whitebox" in results["ours"]:
+        lines += whitebox_section(results, out)
+    lines += settings_section(results) + notes_section(results)
+    text = "\n".join(lines)
+    runio.atomic_write_bytes(out / "report.md", text.encode())
+    return text
+
+
+# ------------------------------------------------------------------------------------------ plots
+
+
+def _bars(ax, names: list[str], ours: list[float], ours_sd: list[float], paper: list[float | None]):
+    import numpy as np
+
+    x = np.arange(len(names))
+    has_paper = any(p is not None for p in paper)
+    w = 0.4 if has_paper else 0.7
+    ax.bar(x - (w / 2 if has_paper else 0), ours, w, yerr=ours_sd, label="ours", color="C0")
+    if has_paper:
+        ax.bar(x + w / 2, [p if p is not None else 0 for p in paper], w, label="paper", color="C1", alpha=0.7)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_whitebox(wb: dict, paper: dict | None, path: Path, title: str) -> None:
+    plt = pyplot()
+    methods = list(wb["methods"])
+    attacks = list(next(iter(wb["methods"].values())))
+    prow = {r["method"]: r for r in (paper or {}).get("rows", []) if r["method"]}
+    fig, axes = plt.subplots(1, len(attacks), figsize=(3.2 * len(attacks), 3.6), squeeze=False)
+    for ax, a in zip(axes[0], attacks):
+        cells = [prow[m]["cells"].get(a) if m in prow else None for m in methods]
+        _bars(ax, [short(m) for m in methods], [wb["methods"][m][a]["mean"] for m in methods],
+              [wb["methods"][m][a]["std"] for m in methods], [c[0] if c else None for c in cells])
+        ax.set_title(ATTACK_COLUMNS.get(a, a))
+        ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("error (%)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def plot_probe(probe: dict, prow: dict, path: Path, title: str) -> None:
+    plt = pyplot()
+    methods = list(probe["methods"])
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    _bars(ax, [short(m) for m in methods], [probe["methods"][m]["accuracy"]["mean"] for m in methods],
+          [probe["methods"][m]["accuracy"]["std"] for m in methods],
+          [prow[m]["accuracy"] if m in prow else None for m in methods])
+    ax.set_ylabel("random labels fitted (accuracy %)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def plot_sweep(sweep: dict, paper: dict | None, methods: list[str], axis: str, path: Path, title: str) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    prow = {r["method"]: r for r in (paper or {}).get("rows", [])}
+    for i, m in enumerate(methods):
+        pts = sorted((p for p in sweep["points"] if p["method"] == m), key=lambda p: p[axis])
+        xs = [p[axis] * 255 if axis == "eps" else p[axis] for p in pts]
+        ax.errorbar(xs, [p["mean"] for p in pts], yerr=[p["std"] for p in pts], marker="o", color=f"C{i}",
+                    label=f"{short(m)} (ours)")
+        if m in prow:
+            keys = sorted(prow[m]["cells"], key=float)
+            ax.plot([float(k) for k in keys], [prow[m]["cells"][k] for k in keys], "--", marker="x",
+                    color=f"C{i}", alpha=0.6, label=f"{short(m)} (paper)")
+    ax.set_xlabel("attack eps (/255)" if axis == "eps" else "PGD steps")
+    if axis == "steps":
+        ax.set_xscale("log")
+    ax.set_ylabel("error (%)")
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def plot_transfer(t: dict, paper: dict | None, methods: list[str], path: Path, title: str) -> None:
+    import numpy as np
+
+    plt = pyplot()
+    eps_list = sorted({p["eps"] for p in t["points"]})
+    cell = {(p["eps"], p["source"], p["target"]): p["mean"] for p in t["points"]}
+    grids = [("ours", e, [[cell.get((e, s, g), np.nan) for g in methods] for s in methods]) for e in eps_list]
+    if paper:
+        prow = {r["method"]: r for r in paper["rows"]}
+        grids += [("paper", e / 255, [[prow[s]["cells"][str(e)][g] for g in methods] for s in methods])
+                  for e in paper["eps_255"]]
+    cols = max(len(eps_list), len(paper["eps_255"]) if paper else 0)
+    rows = 2 if paper else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.1 * rows), squeeze=False)
+    names = [short(m) for m in methods]
+    for idx, (who, e, grid) in enumerate(grids):
+        ax = axes[0 if who == "ours" else 1][idx if who == "ours" else idx - len(eps_list)]
+        ax.imshow(np.array(grid, dtype=float), vmin=0, vmax=100, cmap="viridis")
+        for i in range(len(methods)):
+            for j in range(len(methods)):
+                ax.text(j, i, f"{grid[i][j]:.1f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set_title(f"{who}: eps {eps_255(e)}/255", fontsize=9)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(len(methods)))
+        ax.set_yticklabels(names, fontsize=7)
+        ax.set_xlabel("target", fontsize=7)
+        ax.set_ylabel("attack", fontsize=7)
+    for r in axes:
+        for ax in r:
+            if not ax.images:
+                ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)
