@@ -322,7 +322,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         if signals:  # asked twice: stop now, the last checkpoint stays as it is
             raise TrainingInterrupted(signum, out, epoch, step, saved=False)
         signals.append(signum)
-        log.warning("%s: finishing this step, then writing a checkpoint (again to stop at once)",
+        log.info("%s: finishing this step, then writing a checkpoint (again to stop at once)",
                     signal.Signals(signum).name)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
