@@ -1,7 +1,8 @@
-"""White-box evaluation: error (%) under clean, FGSM and PGD-N on a test split, in eval mode.
+"""White-box evaluation: error (%) under clean, FGSM, PGD-N and AutoAttack on a test split, in eval mode.
 
-An example counts as robust only if it is classified correctly both clean and under the attack
-(the worst case of the two), so attacks spend work only on examples still classified correctly.
+An example counts as robust only if it is classified correctly clean and at every point the attack
+visits, in every restart (the worst case; see iat.attacks.worstcase), so attacks spend work only on
+examples still classified correctly, and drop each one the moment it is misclassified.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from torch import nn
 from tqdm import tqdm
 
 from iat import runio
-from iat.attacks import make_attack, parse_attack_name
+from iat.attacks import make_attack, parse_attack_name, require_autoattack
+from iat.attacks.worstcase import error_pct, survivors
 from iat.config import TrainConfig
 from iat.errors import UsageError
 from iat.models import MixableNet
@@ -67,13 +69,15 @@ def evaluate(
     batch_size: int = 500,
     seed: int = 0,
     progress: bool = False,
+    restarts: int = 1,
 ) -> dict[str, dict[str, float]]:
-    """{attack name: {"error": %}} for each attack name ('clean', 'fgsm', 'pgdN').
+    """{attack name: {"error": %}} for each attack name ('clean', 'fgsm', 'pgdN', 'autoattack').
 
     Every attack is seeded with `seed` before it runs, so the same call gives the same numbers.
+    PGD runs `restarts` times from random starts; each restart attacks only the examples that
+    survived the ones before. Parameters get no gradient and the model's mode is restored.
     """
-    for name in attacks:
-        parse_attack_name(name)
+    check_attacks(attacks)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -82,21 +86,54 @@ def evaluate(
         correct_clean = predict(model, x, batch_size) == y
         results = {}
         for name in attacks:
-            attack = make_attack(name, model, eps, step_size)
-            correct = correct_clean.clone()
-            if attack is not None:
-                torch.manual_seed(seed)
-                todo = correct_clean.nonzero().flatten()  # misclassified examples stay errors
-                for i in tqdm(range(0, len(todo), batch_size), desc=name, disable=None if progress else True, leave=False):
-                    idx = todo[i : i + batch_size]
-                    x_adv = attack(x[idx], y[idx])
-                    with torch.no_grad():
-                        correct[idx] = model(x_adv).argmax(1) == y[idx]
-            results[name] = {"error": 100.0 * (1 - correct.float().mean().item())}
+            correct = correct_under(model, x, y, name, eps, step_size, correct_clean, batch_size, seed, progress,
+                                    restarts)
+            results[name] = {"error": error_pct(correct)}
             log.info("%s: error %.2f%%", name, results[name]["error"])
         return results
     finally:
         model.train(was_training)
+
+
+def correct_under(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    name: str,
+    eps: float,
+    step_size: float,
+    correct_clean: torch.Tensor,
+    batch_size: int = 500,
+    seed: int = 0,
+    progress: bool = False,
+    restarts: int = 1,
+) -> torch.Tensor:
+    """Bool mask: still classified correctly under the attack `name`; only `correct_clean` are attacked."""
+    kind, steps = parse_attack_name(name)
+    if kind == "clean":
+        return correct_clean.clone()
+    if kind in ("fgsm", "pgd"):
+        fgsm = kind == "fgsm"
+        return survivors(model, x, y, eps, eps if fgsm else step_size, steps, correct=correct_clean,
+                         random_start=not fgsm, restarts=1 if fgsm else restarts, batch_size=batch_size,
+                         seed=seed, progress=progress, desc=name)[-1]
+    attack = make_attack(name, model, eps, step_size, seed=seed)
+    correct = correct_clean.clone()
+    torch.manual_seed(seed)
+    todo = correct_clean.nonzero().flatten()  # misclassified examples stay errors
+    for i in tqdm(range(0, len(todo), batch_size), desc=name, disable=None if progress else True, leave=False):
+        idx = todo[i : i + batch_size]
+        x_adv = attack(x[idx], y[idx])
+        with torch.no_grad():
+            correct[idx] = model(x_adv).argmax(1) == y[idx]
+    return correct
+
+
+def check_attacks(attacks: list[str]) -> None:
+    """Raise UsageError for an unknown name, or for autoattack without its optional extra."""
+    for name in attacks:
+        if parse_attack_name(name)[0] == "autoattack":
+            require_autoattack()
 
 
 def evaluate_run(
@@ -109,11 +146,13 @@ def evaluate_run(
     data_dir: str | None = None,
     batch_size: int = 500,
     progress: bool = False,
+    restarts: int = 1,
 ) -> dict:
     """Evaluate a run on its data set's test split; write and return eval.json's content."""
     from iat.data import load_data
     from iat.train import resolve_device
 
+    check_attacks(attacks)
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     dev = resolve_device(device)
@@ -121,8 +160,9 @@ def evaluate_run(
     eps = cfg.eps if eps is None else eps
     step_size = cfg.step_size if step_size is None else step_size
     x, y = load_data(cfg.dataset, "test", data_dir or cfg.data_dir, limit=limit)
-    results = evaluate(model, x, y, attacks, eps, step_size, batch_size, seed=cfg.seed, progress=progress)
+    results = evaluate(model, x, y, attacks, eps, step_size, batch_size, seed=cfg.seed, progress=progress,
+                       restarts=restarts)
     report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": eps,
-              "step_size": step_size, "results": results}
+              "step_size": step_size, "restarts": restarts, "results": results}
     runio.write_json(run_dir / runio.EVAL, report)
     return report

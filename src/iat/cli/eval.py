@@ -1,4 +1,4 @@
-"""`iat eval`: white-box error of a trained run under clean, FGSM and PGD-N."""
+"""`iat eval`: white-box error of a trained run under clean, FGSM, PGD-N and AutoAttack."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ from iat.units import format_eps
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="evaluate a run: error (%%) under clean, fgsm, pgdN",
+        help="evaluate a run: error (%%) under clean, fgsm, pgdN, autoattack",
         description="White-box evaluation on the test split, in eval mode. An example counts as an error if it is "
-        "misclassified clean or under the attack. Writes eval.json into the run directory.",
+        "misclassified clean or at any point the attack visits (any PGD step, any restart). `autoattack` is "
+        "standard L-inf AutoAttack (APGD-CE, APGD-T, FAB-T, Square) by its authors' package, the optional extra: "
+        "pip install 'iat[autoattack]'. Writes eval.json into the run directory.",
         epilog="Example: iat eval runs/pgd --attacks clean,fgsm,pgd7,pgd20 --eps 8/255 --step-size 2/255",
     )
     p.add_argument("run_dir", help="a run directory written by `iat train`")
     p.add_argument("--attacks", default="clean,fgsm,pgd7,pgd20",
-                   help="comma-separated: clean, fgsm, pgdN (N steps, e.g. pgd1000)")
+                   help="comma-separated: clean, fgsm, pgdN (N steps, e.g. pgd1000), autoattack")
     p.add_argument("--eps", type=opt.EPS, default=None, help="attack radius (default: the run's training eps)")
     p.add_argument("--step-size", type=opt.STEP, default=None, help="PGD step (default: the run's training step)")
     p.add_argument("--limit", type=opt.POS_INT, default=None, help="evaluate the first N test examples only")
+    p.add_argument("--restarts", type=opt.POS_INT, default=1,
+                   help="PGD random restarts; each attacks only the examples the previous ones did not fool")
     p.add_argument("--batch-size", type=opt.POS_INT, default=500, help="examples per attack batch")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: the run's)")
@@ -35,6 +39,9 @@ def parse_attack_list(text: str) -> list[str]:
         raise UsageError(f"--attacks {text!r} is empty; give e.g. clean,fgsm,pgd7,pgd20")
     for name in names:
         parse_attack_name(name)
+    from iat.evaluate import check_attacks
+
+    check_attacks(names)
     return names
 
 
@@ -44,7 +51,7 @@ def run(args) -> int:
 
     attacks = parse_attack_list(args.attacks)
     report = evaluate_run(args.run_dir, attacks, args.eps, args.step_size, args.limit, args.device,
-                          args.data_dir, args.batch_size, progress=not args.quiet)
+                          args.data_dir, args.batch_size, progress=not args.quiet, restarts=args.restarts)
     print(f"{args.run_dir}: {report['dataset']} test, {report['n_examples']} examples, "
           f"eps {format_eps(report['eps'])}, step {format_eps(report['step_size'])}")
     rows = [[name, f"{r['error']:.2f}"] for name, r in report["results"].items()]

@@ -1,0 +1,59 @@
+"""Standard AutoAttack (Croce & Hein 2020, https://arxiv.org/abs/2003.01690), L-inf, by its authors' code.
+
+The ensemble APGD-CE, APGD-T (9 target classes), FAB-T (9 target classes) and Square (5000
+queries), each run only on the examples the previous ones did not fool, all hyperparameters
+fixed. It comes from the `pyautoattack` package, the optional extra: `pip install 'iat[autoattack]'`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from iat.attacks.base import Attack
+from iat.errors import UsageError
+
+PACKAGE = "pyautoattack"
+COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")  # the 'standard' version, in the order run
+
+
+def autoattack_available() -> bool:
+    return importlib.util.find_spec(PACKAGE) is not None
+
+
+def require_autoattack() -> None:
+    """Raise a UsageError that says how to install AutoAttack when it is missing."""
+    if not autoattack_available():
+        raise UsageError(f"the autoattack attack needs the optional extra: pip install 'iat[autoattack]' "
+                         f"(the {PACKAGE} package, AutoAttack by its authors), then run the command again")
+
+
+class AutoAttack(Attack):
+    """Standard L-inf AutoAttack: APGD-CE, APGD-T, FAB-T, Square; the worst case over the four.
+
+    Args: model (images in [0,1] -> logits), eps (radius, e.g. 8/255), seed (recorded, passed to every
+    component; AutoAttack's own fallback is the clock). Parameters get no gradient.
+    Usage: `x_adv = AutoAttack(model, eps=8/255, seed=0)(x, y)`.
+    """
+
+    def __init__(self, model, eps: float, seed: int = 0):
+        require_autoattack()
+        super().__init__(model, eps)
+        self.seed = int(seed)
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from pyautoattack import AutoAttack as _AutoAttack
+
+        from iat.attacks.worstcase import attack_mode
+
+        if len(x) == 0:
+            return x
+        with attack_mode(self.model):  # AutoAttack calls backward(): keep parameters out of it
+            aa = _AutoAttack(self.model, eps=self.eps, norm="Linf", version="standard", seed=self.seed,
+                             device=x.device)
+            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+        return x_adv
+
+    def describe(self) -> dict:
+        return {**super().describe(), "version": "standard", "components": list(COMPONENTS), "seed": self.seed}

@@ -1,0 +1,157 @@
+"""Measuring error under attack: which examples survive, spending work only on those that still do.
+
+An example is robust only if the model classifies it correctly clean *and* at every point the
+attack visits, in every restart: any point misclassified inside the eps-ball is an adversarial
+example, whichever step or restart found it (the worst case per example). So an example leaves
+the batch the moment it is misclassified, and a restart attacks only the survivors. A PGD-k run
+also gives PGD-j for every j < k for free: with the same seed its first j steps are PGD-j.
+
+The forward pass that yields the gradient at a point also says whether that point is
+misclassified, so early stopping costs nothing. Only the input gets a gradient: parameters are
+frozen (and restored) while attacking, and the model runs in eval mode.
+"""
+
+from __future__ import annotations
+
+import bisect
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from iat.attacks.base import LossFn, ce_loss
+
+
+@contextmanager
+def attack_mode(model: nn.Module):
+    """Eval mode and parameters with `requires_grad=False`; both restored on exit."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Predicted labels, batch by batch."""
+    if len(x) == 0:
+        return torch.empty(0, dtype=torch.long, device=x.device)
+    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+
+
+def pgd_trace(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    step_size: float,
+    steps: int,
+    loss_fn: LossFn = ce_loss,
+    random_start: bool = True,
+    early_stop: bool = True,
+    record: list[int] | None = None,
+) -> torch.Tensor:
+    """One L-inf PGD run on one batch; bool (len(record), N): still correct at step k, per k in record.
+
+    Step 0 is the start point (x, or a uniform random point of the ball), step t the point after t
+    signed-gradient steps of `step_size`, each projected to the ball and to [0,1].
+    early_stop=True: row k says "correct at every step 0..k" and a misclassified example is
+    dropped at once (the evaluation mode). early_stop=False: row k says "correct at step k" and
+    every example takes every step (plain PGD, whose error may fall as steps grow).
+    The caller sets the model's mode and the random seed (see `survivors`).
+    """
+    record = sorted(set(record)) if record else [steps]
+    if record[0] < 0 or record[-1] > steps:
+        raise ValueError(f"record {record} must lie in [0, steps={steps}]")
+    out = torch.ones(len(record), len(x), dtype=torch.bool, device=x.device)
+    alive = torch.arange(len(x), device=x.device)  # rows of x still being attacked
+    x0, yb, xa = x, y, x.detach()
+    if random_start:
+        xa = _project(x + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+    for t in range(steps + 1):
+        xa = xa.detach().requires_grad_(t < steps)
+        with torch.enable_grad():
+            logits = model(xa)
+        wrong = logits.detach().argmax(1) != yb
+        if early_stop:
+            first = bisect.bisect_left(record, t)  # a miss at step t counts for every k >= t
+            out[first:, alive[wrong]] = False
+        elif t in record:
+            out[record.index(t), alive] = ~wrong
+        if t == steps or (early_stop and bool(wrong.all())):
+            break
+        keep = ~wrong if early_stop else torch.ones_like(wrong)
+        loss = loss_fn(logits[keep], yb[keep])
+        (grad,) = torch.autograd.grad(loss, xa)
+        if early_stop and not bool(keep.all()):  # drop the fooled examples from the batch
+            alive, x0, yb, xa, grad = alive[keep], x0[keep], yb[keep], xa[keep], grad[keep]
+        xa = _project(xa.detach() + step_size * grad.sign(), x0, eps)
+    return out
+
+
+def survivors(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    step_size: float,
+    steps: int,
+    correct: torch.Tensor | None = None,
+    loss_fn: LossFn = ce_loss,
+    random_start: bool = True,
+    restarts: int = 1,
+    early_stop: bool = True,
+    record: list[int] | None = None,
+    batch_size: int = 500,
+    seed: int = 0,
+    progress: bool = False,
+    desc: str = "pgd",
+) -> torch.Tensor:
+    """Bool (len(record), N): which examples PGD fails to fool, attacking only the ones that need it.
+
+    x: images in [0,1] (N, C, H, W) on the model's device; correct: examples still to attack
+    (default: those classified correctly clean); the rest count as errors and cost nothing.
+    FGSM is `steps=1, step_size=eps, random_start=False`. Seeded with `seed` before the first batch.
+    record (default [steps]) lists the step counts to report; with restarts > 1 only [steps].
+    Usage: `err = 100 * (1 - survivors(model, x, y, 8/255, 2/255, 20)[-1].float().mean())`.
+    """
+    record = sorted(set(record)) if record else [steps]
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if restarts > 1 and record != [steps]:
+        raise ValueError("restarts > 1 reports the final step only; leave record at [steps]")
+    if not 0 <= eps <= 1:
+        raise ValueError(f"eps must be in [0, 1] for images in [0,1], got {eps} (write 8/255, not 8)")
+    with attack_mode(model):
+        if correct is None:
+            correct = predict(model, x, batch_size) == y
+        out = correct.to(torch.bool).expand(len(record), len(x)).clone()
+        if eps == 0:
+            return out  # the ball is the point itself: error is the clean error
+        torch.manual_seed(seed)
+        for _ in range(restarts if random_start else 1):
+            todo = out[-1].nonzero().flatten() if early_stop else correct.nonzero().flatten()
+            for i in tqdm(range(0, len(todo), batch_size), desc=desc, disable=None if progress else True,
+                          leave=False):
+                idx = todo[i : i + batch_size]
+                out[:, idx] &= pgd_trace(model, x[idx], y[idx], eps, step_size, steps, loss_fn, random_start,
+                                         early_stop, record)
+    return out
+
+
+def error_pct(correct: torch.Tensor) -> float:
+    """Error in % from a bool mask of correctly classified examples."""
+    n = correct.numel()
+    return 100.0 * (n - int(correct.sum().item())) / n if n else 0.0

@@ -1,0 +1,107 @@
+"""Transfer attacks (the paper's Table 5): craft on one run, evaluate on every other, for each eps.
+
+The off-diagonal cells are black-box: PGD crafts adversarial examples on the source model alone
+(every example any target still classifies correctly; all steps, no early stop, so they go deep
+into the source's wrong side), and the target classifies them. The diagonal is the white-box
+error, measured as `iat eval` does. Every cell is the worst case with the clean error: an example
+the target misclassifies clean is an error. A defense that masks gradients shows black-box cells
+stronger than its white-box diagonal.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from tqdm import tqdm
+
+from iat.attacks import PGD
+from iat.attacks.worstcase import attack_mode, error_pct, predict, survivors
+from iat.errors import UsageError
+from iat.report import format_table
+from iat.robustness.runs import STEP_RULE, default_step, load_runs, run_labels, short_eps
+
+log = logging.getLogger(__name__)
+
+TRANSFER_JSON = "transfer.json"
+
+
+def transfer_correct(source, targets: list, x: torch.Tensor, y: torch.Tensor, correct: list[torch.Tensor],
+                     eps: float, step_size: float, steps: int, batch_size: int = 500, seed: int = 0,
+                     progress: bool = False) -> list[torch.Tensor]:
+    """For each target: still correct on PGD examples crafted on `source` (and clean, per `correct`)."""
+    out = [c.clone() for c in correct]
+    if eps == 0 or not targets:
+        return out
+    todo = torch.stack(out).any(0).nonzero().flatten()  # examples some target still gets right
+    attack = PGD(source, eps=eps, alpha=step_size, steps=steps)
+    torch.manual_seed(seed)
+    with attack_mode(source):
+        for i in tqdm(range(0, len(todo), batch_size), desc="transfer", disable=None if progress else True,
+                      leave=False):
+            idx = todo[i : i + batch_size]
+            x_adv = attack(x[idx], y[idx])
+            for target, c in zip(targets, out):
+                c[idx] &= predict(target, x_adv, batch_size) == y[idx]
+    return out
+
+
+def transfer_matrix(run_dirs, eps_list: list[float], steps: int = 20, step_size: float | None = None,
+                    limit: int | None = None, device: str = "auto", data_dir: str | None = None,
+                    batch_size: int = 500, progress: bool = False) -> dict:
+    """transfer.json's content: error (%) of every target run on PGD examples of every source run.
+
+    step_size None: eps/4 at each eps. Sources are seeded with their training seed.
+    Usage: `transfer_matrix(["runs/pgd", "runs/iat-mixup"], [2/255, 5/255, 10/255])`.
+    """
+    eps_sorted = sorted(set(eps_list))
+    if not eps_sorted or eps_sorted[0] < 0 or eps_sorted[-1] > 1:
+        raise UsageError(f"eps list {eps_list} must be non-empty values in [0, 1]")
+    if steps < 1:
+        raise UsageError(f"--steps {steps} must be at least 1")
+    runs = load_runs(run_dirs, limit, device, data_dir, min_runs=2)
+    with torch.no_grad():
+        clean = [predict(m, runs.x, batch_size) == runs.y for m in runs.models]
+    points = []
+    for eps in eps_sorted:
+        step = default_step(eps) if step_size is None else step_size
+        for s, (source, cfg) in enumerate(zip(runs.models, runs.configs)):
+            others = [t for t in range(len(runs.names)) if t != s]
+            white = survivors(source, runs.x, runs.y, eps, step, steps, correct=clean[s], batch_size=batch_size,
+                              seed=cfg.seed, progress=progress, desc="white-box")[-1]
+            black = transfer_correct(source, [runs.models[t] for t in others], runs.x, runs.y,
+                                     [clean[t] for t in others], eps, step, steps, batch_size, cfg.seed, progress)
+            cells = {s: white, **dict(zip(others, black))}
+            for t in range(len(runs.names)):
+                points.append({"eps": eps, "source": runs.names[s], "target": runs.names[t],
+                               "error": error_pct(cells[t])})
+            log.info("eps %s, source %s: %s", short_eps(eps), runs.names[s],
+                     ", ".join(f"{p['target']} {p['error']:.2f}%" for p in points[-len(runs.names):]))
+    return {"steps": steps, "step_size": step_size, "step_size_rule": STEP_RULE if step_size is None else "fixed",
+            "dataset": runs.dataset, "split": "test", "n_examples": len(runs.x),
+            "counting": "an example is an error if the target misclassifies it clean or on the source's "
+            "adversarial example; source == target is the white-box error", "points": points}
+
+
+def transfer_table(result: dict) -> str:
+    """The paper's Table 5 as markdown: rows source (attack) runs, columns eps x target runs; error %."""
+    names, eps_values, cell = [], [], {}
+    for p in result["points"]:
+        for n in (p["source"], p["target"]):
+            if n not in names:
+                names.append(n)
+        if p["eps"] not in eps_values:
+            eps_values.append(p["eps"])
+        cell[p["eps"], p["source"], p["target"]] = p["error"]
+    eps_values.sort()
+    labels = run_labels(names)
+    header = ["Attack \\ Target"] + [f"ε={short_eps(e)} {labels[t]}" for e in eps_values for t in names]
+    rows = []
+    for s in names:
+        row = [labels[s]]
+        for e in eps_values:
+            for t in names:
+                v = cell.get((e, s, t))
+                row.append("-" if v is None else f"{v:.2f}" + ("*" if s == t else ""))
+        rows.append(row)
+    return format_table(header, rows) + "\n\n* white-box (source = target)"
