@@ -46,8 +46,12 @@ def run(args) -> int:
                          f"choose from {', '.join(method_names())}")
     cfg = DemoConfig(arch=args.arch, epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
                      eps=args.eps, step_size=args.step_size, device=args.device, data_dir=args.data_dir)
+    from iat import runio
     from iat.data import load_data
+    from iat.train import resolve_device
 
+    resolve_device(args.device)  # --device cuda without a GPU, and an unusable --out, fail before any output
+    runio.check_out_dir(args.out)
     load_data(cfg.dataset, "test", cfg.data_dir, limit=1)  # a missing data set fails before any output
     results = run_demo(cfg, args.out, seeds=args.seeds, methods=methods, progress=not args.quiet, jobs=args.jobs)
     print(open(f"{args.out}/table.md").read())
