@@ -86,11 +86,15 @@ CASES = [
     ("train-out-is-file", train(out="a-file"), "exists and is not a directory"),
     ("train-out-under-file", train(out="a-file/run"), "is a file, not a directory"),
     ("train-out-under-proc", train(out="/proc/iat-run"), "cannot be created"),
-    ("train-resume-other-options", train(out="unfinished", epochs="3", resume=None), "epochs is 3 but the run was"),
-    ("train-resume-other-method", train(out="unfinished", method="mixup", resume=None), "method is 'mixup'"),
+    ("train-resume-other-options", train(out="unfinished", epochs="3", resume=None),
+     "--epochs 3 differs from the run's 1"),
+    ("train-resume-other-method", train(out="unfinished", method="mixup", resume=None),
+     "--method mixup differs from the run's erm"),
     ("train-resume-truncated-checkpoint", train(out="bad-checkpoint", resume=None), "not a readable checkpoint"),
     ("train-resume-empty-checkpoint", train(out="empty-checkpoint", resume=None), "not a readable checkpoint"),
     ("train-resume-foreign-checkpoint", train(out="foreign-checkpoint", resume=None), "not an iat checkpoint"),
+    ("train-resume-checkpoint-other-model", train(out="other-model-checkpoint", resume=None),
+     "its weights do not fit this run's 'cnn-small' model"),
     ("train-resume-truncated-config", train(out="truncated-config", resume=None), "is not valid JSON"),
     ("train-resume-not-a-run", train(out="not-a-run", resume=None), "is not a run directory of `iat train`"),
     ("train-resume-out-is-file", train(out="a-file", resume=None), "exists and is not a directory"),
@@ -215,6 +219,9 @@ def sandbox(tmp_path_factory) -> Path:
     variant("empty-checkpoint", drop=[runio.WEIGHTS], checkpoint__pt=b"")
     foreign = {"model": {"w": torch.zeros(1)}, "epoch": 0}
     variant("foreign-checkpoint", drop=[runio.WEIGHTS], checkpoint__pt=_torch_bytes(foreign))
+    state = torch.load(good / runio.CHECKPOINT, weights_only=True)
+    state["model"].pop(next(iter(state["model"])))  # a weight of another model: one tensor missing
+    variant("other-model-checkpoint", drop=[runio.WEIGHTS], checkpoint__pt=_torch_bytes(state))
     variant("truncated-config", config__json=(good / runio.CONFIG).read_text()[:40])
     variant("config-list", config__json="[1, 2, 3]")
     variant("config-bad-lr", config__json=json.dumps({**config, "lr": "fast"}))

@@ -39,7 +39,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     data_dir: str | None = None
     train_size: int | None = None  # use the first N training examples (None: all)
-    checkpoint_every: int = 0  # steps between checkpoints; 0: at the end of every epoch
+    checkpoint_every: int = 0  # also checkpoint every N steps (counted over the run); always at epoch ends
     amp: bool = False  # bfloat16 autocast on CUDA (off on the CPU)
     extra: dict = field(default_factory=dict)  # free-form provenance (e.g. the experiment name)
 

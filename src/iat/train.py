@@ -138,12 +138,23 @@ CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "epoch": int, "step": int, 
 RNG_KEYS = ("python", "python_gauss", "numpy", "numpy_pos", "numpy_has_gauss", "numpy_gauss", "torch")
 
 
+def _as_option(value) -> str:
+    if value is None:
+        return "(not given)"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _first_difference(cfg: TrainConfig, saved: dict) -> str | None:
+    """'--epochs 5 differs from ...' for the first option that decides the weights and differs."""
     current = cfg.to_dict()
     for k in RESUME_KEYS:
         if saved.get(k) != current.get(k):
-            return (f"{k} is {current.get(k)!r} but the run was started with {saved.get(k)!r}; "
-                    "resume with the same options")
+            flag = "--milestones (as resolved from --epochs)" if k == "milestones_resolved" else \
+                "--" + k.replace("_", "-")
+            return (f"{flag} {_as_option(current.get(k))} differs from the run's {_as_option(saved.get(k))}; "
+                    "resume with the options the run was started with (see its config.json)")
     return None
 
 
@@ -179,9 +190,10 @@ def _check_checkpoint(cfg: TrainConfig, path: Path, ckpt: dict) -> dict:
     for key, kind in CHECKPOINT_KEYS.items():
         if not isinstance(ckpt.get(key), kind) or isinstance(ckpt.get(key), bool):
             raise UsageError(f"{path} is not an iat checkpoint ({key!r} is missing or malformed); {fix}")
-    missing = [k for k in RNG_KEYS if k not in ckpt["rng"]]
+    missing = [f"rng.{k}" for k in RNG_KEYS if k not in ckpt["rng"]]
+    missing += [f"running.{k}" for k in ("loss_sum", "count", "seconds") if k not in ckpt["running"]]
     if missing:
-        raise UsageError(f"{path} is not an iat checkpoint (no RNG state {missing[0]!r}); {fix}")
+        raise UsageError(f"{path} is not an iat checkpoint (no {missing[0]}); {fix}")
     diff = _first_difference(cfg, ckpt["config"])
     if diff:
         raise UsageError(f"{path} belongs to another run: {diff}")
@@ -255,14 +267,15 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
         if ckpt["step"] > steps_per_epoch:
             raise UsageError(f"{path} is at step {ckpt['step']} of an epoch of {steps_per_epoch} steps; "
                              f"delete {path} to restart the run from scratch")
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            set_rng_state(ckpt["rng"])
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
-            raise UsageError(f"{path} does not match the architecture {cfg.arch!r} of this run ({first}); "
-                             f"delete {path} to restart the run from scratch") from None
+        for part, restore in (("weights", lambda: model.load_state_dict(ckpt["model"])),
+                              ("optimizer state", lambda: optimizer.load_state_dict(ckpt["optimizer"])),
+                              ("RNG state", lambda: set_rng_state(ckpt["rng"]))):
+            try:
+                restore()
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+                first = " ".join((str(e).strip().splitlines() or [type(e).__name__])[:2])[:150]
+                raise UsageError(f"{path}: its {part} do not fit this run's {cfg.arch!r} model ({first}); "
+                                 f"delete {path} to restart the run from scratch") from None
         epoch, step, metrics, running = ckpt["epoch"], ckpt["step"], ckpt["metrics"], ckpt["running"]
 
     # ---- from here on the run directory is created and written

@@ -56,9 +56,11 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="where the data set lives (see README: Data)")
     p.add_argument("--train-size", type=opt.POS_INT, default=None, help="use only the first N training examples")
     p.add_argument("--checkpoint-every", type=opt.NONNEG_INT, default=D.checkpoint_every,
-                   help="steps between checkpoints (0: once per epoch)")
+                   help="also write checkpoint.pt every N training steps (0: only at the end of each epoch)")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out (same options)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, given the same options (on the CPU "
+                   "the final weights are bit-identical to an uninterrupted run's); a finished run is left as is")
     p.set_defaults(run=run)
 
 
