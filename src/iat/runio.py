@@ -57,10 +57,13 @@ def _test_fault_hook(name: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # (reading the umask means setting it: done once, at import)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -71,7 +74,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make run directories private
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files: give them the usual umask permissions
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             half = len(data) // 2
             f.write(data[:half])
