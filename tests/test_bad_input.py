@@ -94,7 +94,7 @@ CASES = [
     ("train-resume-empty-checkpoint", train(out="empty-checkpoint", resume=None), "not a readable checkpoint"),
     ("train-resume-foreign-checkpoint", train(out="foreign-checkpoint", resume=None), "not an iat checkpoint"),
     ("train-resume-checkpoint-other-model", train(out="other-model-checkpoint", resume=None),
-     "its weights do not fit this run's 'cnn-small' model"),
+     "its weights failed to load into this run's 'cnn-small' model"),
     ("train-resume-truncated-config", train(out="truncated-config", resume=None), "is not valid JSON"),
     ("train-resume-not-a-run", train(out="not-a-run", resume=None), "is not a run directory of `iat train`"),
     ("train-resume-out-is-file", train(out="a-file", resume=None), "exists and is not a directory"),

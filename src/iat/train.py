@@ -261,6 +261,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     attack = PGD(model, cfg.eps, cfg.step_size, cfg.attack_steps, bn_mode=cfg.attack_bn) if spec.adversarial else None
     loss_fn = make_loss_fn(spec, mix, attack)
 
+    if saved_config is not None and saved_config.get("n_train", n) != n:
+        raise UsageError(f"the training set has {n} examples but the run in {out} was started with "
+                         f"{saved_config['n_train']}; resume with the data it was trained on (--data-dir)")
     epoch, step, metrics, running = 0, 0, [], {"loss_sum": 0.0, "count": 0, "seconds": 0.0}
     if ckpt is not None:
         path = out / runio.CHECKPOINT
@@ -274,8 +277,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                 restore()
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
                 first = " ".join((str(e).strip().splitlines() or [type(e).__name__])[:2])[:150]
-                raise UsageError(f"{path}: its {part} do not fit this run's {cfg.arch!r} model ({first}); "
-                                 f"delete {path} to restart the run from scratch") from None
+                raise UsageError(f"{path} cannot be restored: its {part} failed to load into this run's "
+                                 f"{cfg.arch!r} model ({first}); delete {path} to restart the run "
+                                 "from scratch") from None
         epoch, step, metrics, running = ckpt["epoch"], ckpt["step"], ckpt["metrics"], ckpt["running"]
 
     # ---- from here on the run directory is created and written
