@@ -38,3 +38,13 @@ def trained_runs(tmp_path_factory) -> dict[str, Path]:
     for method in ("erm", "pgd"):
         runs[method] = train(tiny_config(method, epochs=10), root / method, progress=False)
     return runs
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests: tiny models gain nothing from more, and on a busy
+    2-core machine extra threads make attacks several times slower. The old count is restored."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

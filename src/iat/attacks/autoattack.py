@@ -53,7 +53,18 @@ class AutoAttack(Attack):
             aa = _AutoAttack(self.model, eps=self.eps, norm="Linf", version="standard", seed=self.seed,
                              device=x.device)
             x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+        self_check(x, x_adv, self.eps)
         return x_adv
 
     def describe(self) -> dict:
         return {**super().describe(), "version": "standard", "components": list(COMPONENTS), "seed": self.seed}
+
+
+def self_check(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> None:
+    """Refuse adversarial examples outside the eps-ball or [0,1], or with NaNs (AutoAttack's final check)."""
+    nans = int(torch.isnan(x_adv).sum().item())
+    dist = (x_adv - x).abs().flatten(1).amax(1).max().item() if len(x) else 0.0
+    lo, hi = (x_adv.min().item(), x_adv.max().item()) if len(x) else (0.0, 1.0)
+    if nans or dist > eps + 1e-5 or lo < 0 or hi > 1:
+        raise RuntimeError(f"AutoAttack returned invalid examples: max L-inf perturbation {dist:.6f} (eps {eps:.6f}), "
+                           f"{nans} NaNs, range [{lo:.4g}, {hi:.4g}]")
