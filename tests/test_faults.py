@@ -155,6 +155,7 @@ def test_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path, monke
     assert signal.getsignal(signal.SIGINT) is handler  # train() gives the handler back
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_real_process(tmp_path):
     """A real `iat train` process, a real SIGINT: exit 130, one line, and --resume finishes it."""
     out = tmp_path / "run"

@@ -119,6 +119,7 @@ SELF_KILLS = [
 ]
 
 
+@pytest.mark.slow
 def test_sigkill_during_writes_then_resume_is_bit_exact(reference, tmp_path):
     out = tmp_path / "run"
     for i, moment in enumerate(SELF_KILLS):
@@ -132,6 +133,7 @@ def test_sigkill_during_writes_then_resume_is_bit_exact(reference, tmp_path):
     assert_finished_like(out, reference)
 
 
+@pytest.mark.slow
 def test_outside_kill_at_three_moments_then_resume_is_bit_exact(reference, tmp_path):
     """`kill -9` from outside: before the first checkpoint, mid-epoch, during a (slowed) checkpoint write."""
     out = tmp_path / "run"
