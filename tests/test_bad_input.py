@@ -147,6 +147,7 @@ CASES_ANALYZE = [
      "not a valid safetensors file"),
     ("analyze-norms-unfinished", ["analyze", "norms", "unfinished", "--out", NEW], "has not finished training"),
     ("analyze-norms-out-is-file", ["analyze", "norms", "good", "--out", "a-file"], "a-file"),
+    ("analyze-norms-out-under-file", ["analyze", "norms", "good", "--out", "a-file/sub"], "a-file"),
     ("analyze-probe-n-0", ["analyze", "probe", "good", "--n", "0", "--out", NEW], "0 must be at least 1"),
     ("analyze-probe-lr-text", ["analyze", "probe", "good", "--lr", "x", "--out", NEW], "'x' is not a number"),
     ("analyze-probe-device-cuda", ["analyze", "probe", "good", "--device", "cuda", "--out", NEW],
@@ -157,6 +158,7 @@ CASES_REPRODUCE = [
     ("reproduce-unknown-scale", ["reproduce", "table1", "--scale", "huge", "--out", NEW], "invalid choice: 'huge'"),
     ("reproduce-seeds-0", ["reproduce", "table1", "--seeds", "0", "--out", NEW], "0 must be at least 1"),
     ("reproduce-out-is-file", ["reproduce", "table1", "--scale", "smoke", "--out", "a-file"], "a-file"),
+    ("reproduce-out-under-file", ["reproduce", "table1", "--scale", "smoke", "--out", "a-file/sub"], "a-file"),
 ]
 CASES_SWEEP = [
     ("sweep-eps-list-bad", ["sweep", "eps", "good", "--eps", "1/255,x", "--out", NEW], "'x'"),
@@ -260,7 +262,18 @@ def fingerprint(root: Path) -> dict[str, tuple]:
 # --------------------------------------------------------------------------------------------- rows
 
 
-@pytest.mark.parametrize("argv, fragment", [c[1:] for c in ALL], ids=[c[0] for c in ALL])
+# Rows that fail today in commands this file's author does not own; each owner removes its row when fixed.
+KNOWN = {
+    "analyze-norms-out-under-file": "cli/analyze.py mkdirs --out unchecked (NotADirectoryError traceback); "
+                                    "call runio.check_out_dir(out) first",
+    "reproduce-out-under-file": "reproduce/runner.py mkdirs --out unchecked (NotADirectoryError traceback); "
+                                "call runio.check_out_dir(out) first",
+}
+ROWS = [pytest.param(*c[1:], id=c[0], marks=[pytest.mark.xfail(reason=KNOWN[c[0]], strict=False)]
+                     if c[0] in KNOWN else []) for c in ALL]
+
+
+@pytest.mark.parametrize("argv, fragment", ROWS)
 def test_bad_invocation_exits_2_with_one_line_and_touches_nothing(sandbox, monkeypatch, capsys, argv, fragment):
     if "cuda" in argv and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
