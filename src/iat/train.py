@@ -122,6 +122,15 @@ def rng_state() -> dict:
     return state
 
 
+def upgrade_rng_state(state: dict) -> dict:
+    """Read the RNG state of checkpoints written before 0.1.0's format (a list and `python_pos`)."""
+    if "python_pos" in state and "python_gauss" not in state:
+        state = {**state, "python": torch.as_tensor(state["python"], dtype=torch.int64),
+                 "python_gauss": None if state["python_pos"] == -1 else state["python_pos"],
+                 "numpy_has_gauss": 0, "numpy_gauss": 0.0}
+    return state
+
+
 def set_rng_state(state: dict) -> None:
     random.setstate((3, tuple(int(v) for v in state["python"].tolist()), state["python_gauss"]))
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
@@ -190,6 +199,7 @@ def _check_checkpoint(cfg: TrainConfig, path: Path, ckpt: dict) -> dict:
     for key, kind in CHECKPOINT_KEYS.items():
         if not isinstance(ckpt.get(key), kind) or isinstance(ckpt.get(key), bool):
             raise UsageError(f"{path} is not an iat checkpoint ({key!r} is missing or malformed); {fix}")
+    ckpt["rng"] = upgrade_rng_state(ckpt["rng"])
     missing = [f"rng.{k}" for k in RNG_KEYS if k not in ckpt["rng"]]
     missing += [f"running.{k}" for k in ("loss_sum", "count", "seconds") if k not in ckpt["running"]]
     if missing:
