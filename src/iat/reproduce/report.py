@@ -166,7 +166,7 @@ def transfer_section(results: dict, out: Path) -> list[str]:
              f"PGD-{t['steps']} adversarial examples made on the row's model (*Attack*) and evaluated on the "
              "column's (*Target*); the diagonal is the white-box attack, which should be the strongest in its "
              f"column. Step size: {step_text(t)}. Ours: mean ± std over {len(results['seeds'])} seed(s), each seed's "
-             "models attacking each other.", "", "**Ours**", "", format_table(head, ours), ""]
+             f"models attacking each other.{counting_text(t)}", "", "**Ours**", "", format_table(head, ours), ""]
     if paper:
         prow = {r["method"]: r for r in paper["rows"]}
         pe = [str(e) for e in paper["eps_255"]]
@@ -182,10 +182,15 @@ def transfer_section(results: dict, out: Path) -> list[str]:
 def step_text(ours: dict) -> str:
     if ours.get("step_size") is not None:
         return format_eps(ours["step_size"])
-    rule = ours.get("suite", {}).get("step_size")
+    rule = ours.get("suite", {}).get("step_size_rule")
     if rule is not None:
-        return f"the robustness suite's default ({rule})"
+        return f"{rule} at each eps (the robustness suite's default; the paper does not give it)"
     return "the robustness suite's default for each eps"
+
+
+def counting_text(ours: dict) -> str:
+    counting = ours.get("suite", {}).get("counting")
+    return f" Counting: {counting}." if counting else ""
 
 
 def sweep_section(results: dict, out: Path) -> list[str]:
@@ -203,7 +208,8 @@ def sweep_section(results: dict, out: Path) -> list[str]:
     else:
         what = f"white-box PGD at eps {format_eps(sweep['eps'])} with an increasing number of steps"
     lines = [f"## Error (%) against {what}", "",
-             f"Step size: {step_text(sweep)}. Ours: mean ± std over {len(results['seeds'])} seed(s).", "",
+             f"Step size: {step_text(sweep)}. Ours: mean ± std over {len(results['seeds'])} seed(s)."
+             f"{counting_text(sweep)}", "",
              "**Ours**", "", format_table(head, rows), ""]
     if paper:
         keys = [str(k) for k in paper["eps_255" if axis == "eps" else "steps"]]

@@ -265,8 +265,8 @@ def measure_probe(exp: Experiment, out: Path, runs: dict[str, list[Path]], devic
     return {"config": dataclasses.asdict(pcfg), "methods": methods}
 
 
-def measure_robustness(exp: Experiment, out: Path, runs: dict[str, list[Path]], seeds: int,
-                       device: str) -> dict:
+def measure_robustness(exp: Experiment, out: Path, runs: dict[str, list[Path]], seeds: int, device: str,
+                       data_dir: str | None, progress: bool) -> dict:
     """Tables 5-7 with iat.robustness, one call per seed (each seed's runs attack each other)."""
     s = exp.settings
     fn = robustness_function(exp.kind)
@@ -275,6 +275,8 @@ def measure_robustness(exp: Experiment, out: Path, runs: dict[str, list[Path]], 
         for run in dirs:
             method_of[str(run)] = method
             method_of[str(run.resolve())] = method
+    common = {"step_size": s.eval_step_size, "limit": s.test_size, "device": device, "data_dir": data_dir,
+              "progress": progress}
     points, extra = [], {}
     for seed in range(seeds):
         seed_runs = [runs[m][seed] for m in exp.methods]
@@ -284,12 +286,10 @@ def measure_robustness(exp: Experiment, out: Path, runs: dict[str, list[Path]], 
                "step_size": s.eval_step_size, "limit": s.test_size}
         if exp.kind == "sweep-steps":
             def compute(seed_runs=seed_runs):
-                return fn([str(r) for r in seed_runs], s.eval_steps_list, s.eval_eps, step_size=s.eval_step_size,
-                          limit=s.test_size, device=device)
+                return fn([str(r) for r in seed_runs], s.eval_steps_list, eps=s.eval_eps, **common)
         else:
             def compute(seed_runs=seed_runs):
-                return fn([str(r) for r in seed_runs], s.eval_eps_list, steps=s.eval_steps,
-                          step_size=s.eval_step_size, limit=s.test_size, device=device)
+                return fn([str(r) for r in seed_runs], s.eval_eps_list, steps=s.eval_steps, **common)
         result = cached(out, f"{exp.kind}-seed{seed}", key, compute)
         points += result["points"]
         extra = {k: v for k, v in result.items() if k != "points"}
@@ -349,7 +349,7 @@ def reproduce(name: str, out: str | Path | None = None, seeds: int = 1, scale: s
     elif exp.kind == "probe":
         ours["probe"] = measure_probe(exp, out, runs, device, data_dir)
     elif exp.kind in ROBUSTNESS_KINDS:
-        ours[exp.kind.replace("-", "_")] = measure_robustness(exp, out, runs, seeds, device)
+        ours[exp.kind.replace("-", "_")] = measure_robustness(exp, out, runs, seeds, device, data_dir, progress)
 
     seconds = time.perf_counter() - started
     results = {
