@@ -6,7 +6,7 @@ from iat.cli import options as opt
 
 
 def add_parser(sub) -> None:
-    from iat.robustness.audit import DEFAULT_LIMIT, DEFAULT_STEPS_LIST, SURROGATE
+    from iat.robustness.masking import DEFAULT_LIMIT, DEFAULT_STEPS_LIST, SURROGATE
 
     p = sub.add_parser(
         "audit",

@@ -191,7 +191,8 @@ def check_steps(plain: dict[int, torch.Tensor], best: dict[int, torch.Tensor], s
                      "loss surface misleads the attack.", values)
     rise_status = _gap_status(rise, rise_se)
     if rise_status != "pass":
-        return Check("steps", "warn", f"PGD error by steps ({curve}): the worst case still rises {rise:.2f} points "
+        worst_curve = ", ".join(f"{k}: {error_pct(best[k]):.2f}" for k in sorted(best))
+        return Check("steps", "warn", f"worst-case PGD error by steps ({worst_curve}) still rises {rise:.2f} points "
                      f"from {steps} to {k_max} steps, so PGD-{steps} underestimates the error; report the larger "
                      "step count (slow convergence can also mean obfuscated gradients).", values)
     return Check("steps", "pass", f"PGD error by steps ({curve}) does not fall with more steps and has "
