@@ -17,6 +17,15 @@ from iat.models import create_model, model_names
 SHAPES = [(7, 5), (5, 7), (1, 9), (9, 1), (64, 64), (10, 512)]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models gain little from threads, and on a busy 2-core machine a second thread costs a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_spectral_norm_is_the_largest_singular_value(shape):
     w = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
