@@ -164,16 +164,19 @@ CASES_SWEEP = [
     ("sweep-eps-list-bad", ["sweep", "eps", "good", "--eps", "1/255,x", "--out", NEW], "'x'"),
     ("sweep-eps-list-empty", ["sweep", "eps", "good", "--eps", ",", "--out", NEW], "empty"),
     ("sweep-steps-list-bad", ["sweep", "steps", "good", "--steps", "5,ten", "--out", NEW], "'ten'"),
+    ("sweep-out-under-file", ["sweep", "eps", "good", "--eps", "0.1", "--out", "a-file/sub"], "a-file"),
     ("sweep-missing-run", ["sweep", "eps", "nowhere", "--eps", "1/255", "--out", NEW], "nowhere"),
     ("sweep-corrupt-weights", ["sweep", "eps", "corrupt-weights", "--eps", "1/255", "--out", NEW],
      "not a valid safetensors file"),
 ]
 CASES_TRANSFER = [
     ("transfer-eps-too-big", ["transfer", "good", "good", "--eps", "0.1,9", "--out", NEW], "9"),
+    ("transfer-out-under-file", ["transfer", "good", "good-copy", "--eps", "0.1", "--out", "a-file/sub"], "a-file"),
     ("transfer-missing-run", ["transfer", "good", "nowhere", "--eps", "0.1", "--out", NEW], "nowhere"),
 ]
 CASES_AUDIT = [
     ("audit-missing-run", ["audit", "nowhere"], "nowhere"),
+    ("audit-out-under-file", ["audit", "good", "--out", "a-file/sub"], "a-file"),
     ("audit-truncated-weights", ["audit", "truncated-weights"], "not a valid safetensors file"),
 ]
 
@@ -216,6 +219,7 @@ def sandbox(tmp_path_factory) -> Path:
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
 
     checkpoint = (good / runio.CHECKPOINT).read_bytes()
+    variant("good-copy")
     variant("unfinished", drop=[runio.WEIGHTS])
     variant("bad-checkpoint", drop=[runio.WEIGHTS], checkpoint__pt=checkpoint[: len(checkpoint) // 2])
     variant("empty-checkpoint", drop=[runio.WEIGHTS], checkpoint__pt=b"")
@@ -262,14 +266,17 @@ def fingerprint(root: Path) -> dict[str, tuple]:
 # --------------------------------------------------------------------------------------------- rows
 
 
-# Rows that fail today in commands this file's author does not own; each owner removes its row when fixed.
+# Rows that fail today (a traceback, after the work is done) in commands that test_bad_input's author does not
+# own; they are not run, to keep this file fast. Each owner deletes its entry here once the row passes.
 KNOWN = {
     "analyze-norms-out-under-file": "cli/analyze.py mkdirs --out unchecked (NotADirectoryError traceback); "
                                     "call runio.check_out_dir(out) first",
+    **{f"{c}-out-under-file": f"cli/{c}.py mkdirs --out unchecked (NotADirectoryError traceback); "
+                                "call runio.check_out_dir(out) first" for c in ("sweep", "transfer", "audit")},
     "reproduce-out-under-file": "reproduce/runner.py mkdirs --out unchecked (NotADirectoryError traceback); "
                                 "call runio.check_out_dir(out) first",
 }
-ROWS = [pytest.param(*c[1:], id=c[0], marks=[pytest.mark.xfail(reason=KNOWN[c[0]], strict=False)]
+ROWS = [pytest.param(*c[1:], id=c[0], marks=[pytest.mark.xfail(reason=KNOWN[c[0]], run=False)]
                      if c[0] in KNOWN else []) for c in ALL]
 
 
