@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
         help="gradient-masking checks (Athalye et al., AutoAttack's flags): pass, warn or fail",
         description="Runs the checks for the known ways an evaluation can be fooled by gradient masking: the "
         "model is deterministic and outputs logits; input gradients are not zero or vanishing; PGD beats FGSM; "
-        "PGD's error does not fall as steps grow; error reaches about 100%% at a large eps; white-box beats "
+        "PGD's error does not fall as steps grow; error reaches about 100% at a large eps; white-box beats "
         "transfer from a separate surrogate model; the DLR loss, which cannot saturate, is not much stronger "
         "than cross-entropy; optionally AutoAttack is not much stronger than PGD. Each check prints pass, warn "
         "or fail with its numbers; the verdict is fail if any check fails. Writes audit.json into --out. "
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
         f"epochs on up to {SURROGATE['train_size']} training images; about a minute on a CPU). "
         "Example: iat audit runs/pgd --surrogate runs/erm --limit 1000",
     )
-    p.add_argument("run_dir", help="a run directory written by `iat train`")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `iat train`")
     p.add_argument("--eps", type=opt.EPS, default=None, help="attack radius (default: the run's training eps)")
     p.add_argument("--step-size", type=opt.STEP, default=None,
                    help="PGD step size (default: eps/4, i.e. 2/255 at 8/255, the paper's ratio)")

@@ -251,6 +251,22 @@ def check_autoattack(pgd: torch.Tensor, aa: torch.Tensor, steps: int) -> Check:
 # --------------------------------------------------------------------------------------------- audit
 
 
+def _check_options(eps: float, steps: int, steps_list, large_eps: float | None, autoattack: bool) -> float:
+    """UsageError for a bad option; returns the large eps to use."""
+    if not 0 < eps <= 1:
+        raise UsageError(f"eps {eps:g} must be in (0, 1] for an audit")
+    if steps < 1 or not steps_list or any(k < 1 for k in steps_list):
+        raise UsageError(f"steps {steps} and steps list {list(steps_list)} must be at least 1")
+    large_eps = default_large_eps(eps) if large_eps is None else large_eps
+    if not eps < large_eps <= 1:
+        raise UsageError(f"large eps {large_eps:g} must be in ({eps:g}, 1]: larger than the audited eps")
+    if autoattack:
+        from iat.attacks.autoattack import require_autoattack
+
+        require_autoattack()
+    return large_eps
+
+
 def audit_model(
     model: nn.Module,
     x: torch.Tensor,
@@ -275,16 +291,8 @@ def audit_model(
     trained model for the transfer check (skipped without one); autoattack: add the AutoAttack check.
     Usage: `audit_model(model, x, y, eps=8/255, surrogate=other_model)["verdict"]`.
     """
-    if not 0 < eps <= 1:
-        raise UsageError(f"eps {eps} must be in (0, 1] for an audit")
-    if steps < 1 or any(k < 1 for k in steps_list):
-        raise UsageError(f"steps {steps} and steps list {list(steps_list)} must be at least 1")
-    if autoattack:
-        from iat.attacks.autoattack import require_autoattack
-
-        require_autoattack()
+    large_eps = _check_options(eps, steps, steps_list, large_eps, autoattack)
     step = default_step(eps) if step_size is None else step_size
-    large_eps = default_large_eps(eps) if large_eps is None else large_eps
     ks = sorted(set(steps_list) | {steps})
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
@@ -367,16 +375,13 @@ def audit(
     """
     from iat.robustness.runs import load_runs
 
-    if autoattack:
-        from iat.attacks.autoattack import require_autoattack
-
-        require_autoattack()
     dirs = [run_dir] + ([surrogate] if surrogate is not None else [])
     runs = load_runs(dirs, limit, device, data_dir)
     cfg = runs.configs[0]
+    if eps is None and cfg.eps == 0:
+        raise UsageError(f"{run_dir} was trained at eps 0; give --eps")
     eps = cfg.eps if eps is None else eps
-    if not 0 < eps <= 1:
-        raise UsageError(f"eps {eps} must be in (0, 1]; the run was trained at eps {cfg.eps:g}, give --eps")
+    _check_options(eps, steps, steps_list, large_eps, autoattack)
     if surrogate is not None:
         surrogate_model, surrogate_name = runs.models[1], os.fspath(surrogate)
     else:
