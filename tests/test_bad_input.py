@@ -271,8 +271,6 @@ def fingerprint(root: Path) -> dict[str, tuple]:
 KNOWN = {
     "analyze-norms-out-under-file": "cli/analyze.py mkdirs --out unchecked (NotADirectoryError traceback); "
                                     "call runio.check_out_dir(out) first",
-    **{f"{c}-out-under-file": f"cli/{c}.py mkdirs --out unchecked (NotADirectoryError traceback); "
-                                "call runio.check_out_dir(out) first" for c in ("sweep", "transfer", "audit")},
     "reproduce-out-under-file": "reproduce/runner.py mkdirs --out unchecked (NotADirectoryError traceback); "
                                 "call runio.check_out_dir(out) first",
 }

@@ -45,9 +45,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from iat import runio
     from iat.robustness import audit, audit_table, write_audit
     from iat.units import format_eps
 
+    runio.check_out_dir(args.out or args.run_dir)
     result = audit(args.run_dir, args.eps, args.step_size, args.steps, tuple(args.steps_list), args.large_eps,
                    args.surrogate, args.autoattack, args.limit, args.device, args.data_dir, args.batch_size,
                    progress=not args.quiet)

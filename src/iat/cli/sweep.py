@@ -66,16 +66,20 @@ def _finish(result: dict, args) -> int:
 
 
 def run_eps(args) -> int:
+    from iat import runio
     from iat.robustness import sweep_eps
 
+    runio.check_out_dir(args.out or args.run_dirs[0])
     result = sweep_eps(args.run_dirs, args.eps, args.steps, args.step_size, args.limit, args.device, args.data_dir,
                        args.batch_size, progress=not args.quiet)
     return _finish(result, args)
 
 
 def run_steps(args) -> int:
+    from iat import runio
     from iat.robustness import sweep_steps
 
+    runio.check_out_dir(args.out or args.run_dirs[0])
     result = sweep_steps(args.run_dirs, args.steps, args.eps, args.step_size, args.limit, args.device,
                          args.data_dir, args.batch_size, progress=not args.quiet)
     return _finish(result, args)

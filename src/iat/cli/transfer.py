@@ -30,19 +30,17 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from iat import runio
     from iat.errors import UsageError
     from iat.robustness import TRANSFER_JSON, transfer_matrix, transfer_table
 
     if len(args.run_dirs) < 2:
         raise UsageError(f"give at least two run directories (a source and a target), got {len(args.run_dirs)}")
+    out = runio.check_out_dir(args.out or args.run_dirs[0])
     result = transfer_matrix(args.run_dirs, args.eps, args.steps, args.step_size, args.limit, args.device,
                              args.data_dir, args.batch_size, progress=not args.quiet)
     print(transfer_table(result))
-    out = Path(args.out or args.run_dirs[0])
-    out.mkdir(parents=True, exist_ok=True)
+    runio.make_dir(out)
     runio.write_json(out / TRANSFER_JSON, result)
     print(f"\n{result['dataset']} test, {result['n_examples']} examples, PGD-{result['steps']}; "
           f"wrote {out / TRANSFER_JSON}")

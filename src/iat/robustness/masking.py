@@ -400,7 +400,6 @@ def audit_table(result: dict) -> str:
 
 
 def write_audit(result: dict, out: str | Path) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = runio.make_dir(out)
     runio.write_json(out / AUDIT_JSON, result)
     return out / AUDIT_JSON

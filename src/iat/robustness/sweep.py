@@ -167,8 +167,7 @@ def sweep_plot(result: dict) -> bytes:
 def write_sweep(result: dict, out: str | Path) -> list[Path]:
     """Write sweep-eps/steps .json and .png into `out` (created if missing); return the paths."""
     axis = _axis(result)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = runio.make_dir(out)
     json_name, png_name = (SWEEP_EPS_JSON, SWEEP_EPS_PNG) if axis == "eps" else (SWEEP_STEPS_JSON, SWEEP_STEPS_PNG)
     runio.write_json(out / json_name, result)
     runio.atomic_write_bytes(out / png_name, sweep_plot(result))
