@@ -63,12 +63,10 @@ def add_parser(sub) -> None:
 
 
 def _out_dir(args) -> Path:
-    out = Path(args.out) if args.out is not None else Path(args.run_dirs[0])
-    if out.exists() and not out.is_dir():
-        from iat.errors import UsageError
+    """--out (default: the first RUN_DIR), refused before any work if it cannot become a directory."""
+    from iat import runio
 
-        raise UsageError(f"--out {out} is a file, not a directory")
-    return out
+    return runio.check_out_dir(Path(args.out) if args.out is not None else Path(args.run_dirs[0]))
 
 
 def _labels(run_dirs: list[str]) -> dict[str, str]:
@@ -86,7 +84,7 @@ def run_norms(args) -> int:
     out = _out_dir(args)
     result = norms_of_runs(args.run_dirs)
     labels = _labels(args.run_dirs)
-    out.mkdir(parents=True, exist_ok=True)
+    runio.make_dir(out)
     runio.write_json(out / "norms.json", result)
     plot_norms(result, out / "norms.png", labels=labels)
     print(norms_table(result, {r: Path(r).name for r in args.run_dirs}))
@@ -104,7 +102,7 @@ def run_probe(args) -> int:
     check_runs(args.run_dirs)
     out = _out_dir(args)
     result = probe_runs(args.run_dirs, cfg, args.device, args.data_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    runio.make_dir(out)
     runio.write_json(out / "probe.json", result)
     print(f"random-label probe: {cfg.n} examples, {cfg.epochs} epochs, MLP {cfg.hidden} hidden units")
     print(probe_table(result, _labels(args.run_dirs)))

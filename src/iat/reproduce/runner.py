@@ -74,9 +74,8 @@ def manifest(exp: Experiment) -> dict:
 
 
 def check_out(out: Path, exp: Experiment) -> None:
-    """Refuse an --out that holds something else: another experiment, scale or settings."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a directory")
+    """Refuse an --out that cannot be a directory or holds something else: another experiment, scale, settings."""
+    runio.check_out_dir(out)
     if not out.is_dir() or not any(out.iterdir()):
         return
     path = out / MANIFEST
@@ -336,7 +335,7 @@ def reproduce(name: str, out: str | Path | None = None, seeds: int = 1, scale: s
     check_out(out, exp)
 
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    runio.make_dir(out)
     runio.write_json(out / MANIFEST, manifest(exp))
     log.info("reproduce %s at %s scale, %d seed(s), into %s", exp.name, exp.scale, seeds, out)
     runs, trained = train_runs(exp, out, seeds, device, data_dir, progress)
