@@ -61,6 +61,12 @@ SURROGATE = {"method": "erm", "arch": "cnn-small", "width": 16, "epochs": 5, "ba
              "train_size": 5000}
 
 
+def eps_text(eps: float) -> str:
+    """`0.8`, or `8/255 = 0.0314` where the short form is a fraction."""
+    short = short_eps(eps)
+    return short if short == f"{eps:g}" else f"{short} = {eps:.4f}"
+
+
 def default_large_eps(eps: float) -> float:
     """8 x eps, at least 0.25 (64/255), at most 1."""
     return min(1.0, max(8 * eps, 0.25))
@@ -147,7 +153,7 @@ def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
               "median_first_order_ratio": median}
     worst = max(frac_ce, frac_m)
     numbers = (f"of {n} attacked examples, {100 * frac_ce:.1f}% have a zero cross-entropy gradient and "
-               f"{100 * frac_m:.1f}% a zero or vanishing margin gradient (median eps*|grad|_1/margin {median:.3g})")
+               f"{100 * frac_m:.1f}% a zero or vanishing margin gradient (median eps·‖grad‖₁/margin {median:.3g})")
     if worst > BAD_GRAD_FAIL:
         return Check("input-gradients", "fail", numbers + ": gradient attacks cannot move these examples, so their "
                      "robustness is unmeasured, not shown (masking).", values)
@@ -195,15 +201,17 @@ def check_steps(plain: dict[int, torch.Tensor], best: dict[int, torch.Tensor], s
         return Check("steps", "warn", f"worst-case PGD error by steps ({worst_curve}) still rises {rise:.2f} points "
                      f"from {steps} to {k_max} steps, so PGD-{steps} underestimates the error; report the larger "
                      "step count (slow convergence can also mean obfuscated gradients).", values)
-    return Check("steps", "pass", f"PGD error by steps ({curve}) does not fall with more steps and has "
-                 f"converged by {steps} steps.", values)
+    converged = (f"has converged by {steps} steps" if k_max > steps
+                 else f"was not tried beyond {steps} steps, so convergence is unchecked")
+    return Check("steps", "pass", f"PGD error by steps ({curve}) does not fall with more steps and {converged}.",
+                 values)
 
 
 def check_large_eps(correct: torch.Tensor, large_eps: float, steps: int) -> Check:
     err = error_pct(correct)
     values = {"eps": large_eps, "error": err, "steps": steps}
     status = "pass" if err >= LARGE_EPS_PASS else "warn" if err >= LARGE_EPS_WARN else "fail"
-    numbers = f"PGD-{steps} at eps {short_eps(large_eps)} = {large_eps:.4g}: error {err:.2f}%"
+    numbers = f"PGD-{steps} at eps {eps_text(large_eps)}: error {err:.2f}%"
     if status == "pass":
         return Check("large-eps", status, numbers + ": with a ball this large every image can be changed "
                      "into a wrong one, and the attack finds it.", values)
