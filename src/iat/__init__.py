@@ -10,8 +10,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported on first use, so `iat --help` and the CLI's thread settings come first
+    from torch import nn
 
 
 def load_model(run_dir: str | Path, device: str = "cpu") -> nn.Module:

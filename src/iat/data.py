@@ -14,6 +14,7 @@ Where each data set comes from:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from dataclasses import dataclass
@@ -69,7 +70,13 @@ def dataset_info(name: str) -> DataInfo:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """An MNIST-style idx file (gzipped or not) as a numpy array."""
+    """An MNIST-style idx file (gzipped or not) as a read-only numpy array, cached per process."""
+    stat = path.stat()
+    return _read_idx_cached(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx_cached(path: Path, mtime_ns: int, size: int) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         raw = f.read()

@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+# Idle OpenMP threads sleep instead of spinning: with several processes on few cores (the demo's
+# parallel runs, a test suite, anything else on the machine) spinning threads slowed training up to 7x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from iat.errors import UsageError
 
@@ -18,7 +23,12 @@ COMMANDS = ["train", "eval", "demo", "sweep", "transfer", "audit", "analyze", "r
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), not the usage block."""
+    """argparse, but a usage error is one line on stderr (exit 2), not the usage block, and no
+    abbreviated options (`--epoch` is not silently `--epochs`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
