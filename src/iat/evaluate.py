@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from iat import runio
 from iat.attacks import make_attack, parse_attack_name, require_autoattack
-from iat.attacks.worstcase import error_pct, survivors
+from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.config import TrainConfig
 from iat.errors import UsageError
 from iat.models import MixableNet
@@ -52,11 +52,6 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> M
         raise UsageError(f"{run_dir / runio.WEIGHTS} does not match the architecture {cfg.arch!r} of its "
                          f"config.json ({detail[:150]})") from None
     return model.to(device).eval()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def evaluate(
