@@ -2,7 +2,16 @@
 
 Six methods, the same budget each (architecture, epochs, data, schedule), evaluated on the full
 10,000 test images against FGSM, PGD-7 and PGD-20. The defaults below were chosen so that the whole
-demo runs in about 20 minutes on a 2-core CPU; see README for the table they give.
+demo (two seeds) runs in under 20 minutes on a 2-core CPU; see README for the table they give.
+
+Why this regime: the paper's claim is about recovering the clean error that PGD training costs, so
+the demo should make that cost large. On the paper's Fashion-MNIST network (mlp6, eps 0.1), measured
+with one seed (clean / PGD-20 error, %, first 2,000 test images):
+    10,000 images x 20 epochs: ERM 14.2, PGD 16.8 / 36.1, IAT-Mixup 16.6 / 39.6, IAT-MM 17.2 / 39.3
+    60,000 images x 4 epochs:  ERM 11.5, PGD 16.0 / 33.9, IAT-Mixup 16.1 / 38.0, IAT-MM 16.3 / 36.8
+    60,000 images x 8 epochs:  ERM 10.9, PGD 14.6 / 32.7, IAT-Mixup 14.8 / 35.7, IAT-MM 14.9 / 34.9
+All the training data gives PGD training its largest clean-error cost (4-5 points vs 2.6), and at
+equal cost in time 5 epochs of 60,000 images fit two seeds into the budget.
 """
 
 from __future__ import annotations
@@ -33,8 +42,8 @@ class DemoConfig:
     dataset: str = "fashion-mnist"
     arch: str = "mlp6"  # the paper's own Fashion-MNIST network (Section 4.4)
     width: int | None = None  # None: the architecture's own (512 for mlp6)
-    epochs: int = 20
-    train_size: int | None = 10_000  # the first N training images
+    epochs: int = 5  # with all 60,000 images; see the module docstring for why
+    train_size: int | None = None  # None: all 60,000 training images
     batch_size: int = 64  # the paper's
     lr: float = 0.1
     eps: float = 0.1  # common on Fashion-MNIST (~25/255)

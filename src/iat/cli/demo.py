@@ -20,11 +20,11 @@ def add_parser(sub) -> None:
         "Calling it again on the same --out resumes and skips finished runs.",
     )
     p.add_argument("--out", default="demo-out", help="output directory")
-    p.add_argument("--seeds", type=opt.POS_INT, default=1, help="seeds per method (mean ± std over seeds)")
+    p.add_argument("--seeds", type=opt.POS_INT, default=2, help="seeds per method (mean ± std over seeds)")
     p.add_argument("--methods", default=",".join(method_names()), help="comma-separated subset of the methods")
     p.add_argument("--arch", choices=model_names(), default=D.arch, help="architecture")
     p.add_argument("--epochs", type=opt.POS_INT, default=D.epochs, help="epochs per run")
-    p.add_argument("--train-size", type=opt.POS_INT, default=D.train_size, help="training images used")
+    p.add_argument("--train-size", type=opt.POS_INT, default=D.train_size, help="training images used (default: all)")
     p.add_argument("--test-size", type=opt.POS_INT, default=None, help="test images (default: all 10,000)")
     p.add_argument("--eps", type=opt.EPS, default=D.eps, help="attack radius for training and evaluation")
     p.add_argument("--step-size", type=opt.STEP, default=D.step_size, help="PGD step size")
