@@ -33,7 +33,7 @@ def test_demo_writes_results_and_table(tmp_path):
     table = (out / "table.md").read_text()
     for column in ["No attack", "FGSM", "PGD (7 steps)", "PGD (20 steps)", "Interpolated Adversarial Training"]:
         assert column in table
-    assert "±" in table and "Wall time" in table
+    assert "±" in table and "Wall time of this call" in table and "PGD training raised clean error" in table
     assert "PGD (20 steps)" in proc.stdout and "wall time" in proc.stdout
 
     # a second call finds every run finished and trains nothing
