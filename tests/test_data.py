@@ -120,3 +120,22 @@ def test_flip_flips_about_half():
     kept = [torch.equal(out[i], x[i]) for i in range(400)]
     assert all(f or k for f, k in zip(flipped, kept)) and 150 < sum(flipped) < 250
     assert torch.equal(augment(x, 0, False), x)
+
+
+def test_download_only_when_asked(tmp_path, monkeypatch):
+    """Absent data: an error saying how to get it, unless download=True hands the job to torchvision."""
+    calls = []
+
+    class FakeFashionMNIST:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            self.data = torch.zeros(3, 28, 28, dtype=torch.uint8)
+            self.targets = torch.tensor([1, 2, 3])
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", FakeFashionMNIST)
+    monkeypatch.setattr("iat.data.DEFAULT_DATA_DIR", tmp_path / "cache")
+    with pytest.raises(UsageError, match="--download"):
+        load_data("fashion-mnist", "test", data_dir=tmp_path)
+    assert calls == []
+    x, y = load_data("fashion-mnist", "test", data_dir=tmp_path, download=True)
+    assert calls == [(str(tmp_path), False, True)] and x.shape == (3, 1, 28, 28) and y.tolist() == [1, 2, 3]

@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     data_dir: str | None = None
+    download: bool = False  # fetch the data set with torchvision into data_dir when it is absent
     train_size: int | None = None  # use the first N training examples (None: all)
     checkpoint_every: int = 0  # also checkpoint every N steps (counted over the run); always at epoch ends
     amp: bool = False  # bfloat16 autocast on CUDA (off on the CPU)
@@ -106,6 +107,8 @@ class TrainConfig:
             raise UsageError(f"--data-dir {self.data_dir!r} is not a path")
         if not isinstance(self.amp, bool):
             raise UsageError(f"amp {self.amp!r} is not true or false")
+        if not isinstance(self.download, bool):
+            raise UsageError(f"download {self.download!r} is not true or false")
         return self
 
     def to_dict(self) -> dict:
@@ -125,5 +128,6 @@ def default_milestones(epochs: int) -> list[int]:
 
 
 # Options that decide the trained weights: a resumed run must be given the same values.
-RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("device", "data_dir", "extra"))
+_NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra")  # where and how, not what is trained
+RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_RESUME_KEYS)
 RESUME_KEYS += ("milestones_resolved",)

@@ -133,12 +133,11 @@ def _load_mnist_like(name: str, split: str, data_dir: Path | None, download: boo
 
 def _how_to_get(name: str) -> str:
     if name == "fashion-mnist":
-        return "install it with `apt-get install dataset-fashion-mnist`, or pass --data-dir DIR holding the idx files"
+        return ("install it with `apt-get install dataset-fashion-mnist`, pass --data-dir DIR holding the idx "
+                "files, or add --download (iat train)")
     if name == "mnist":
-        return "pass --data-dir DIR holding MNIST's idx files, or let torchvision download it (--download)"
-    tv = {"cifar10": "CIFAR10(DIR, download=True)", "svhn": "SVHN(DIR, split='train', download=True)"}[name]
-    return (f"download it with `python -c \"import torchvision; torchvision.datasets.{tv}\"` "
-            f"and pass --data-dir DIR")
+        return "pass --data-dir DIR holding MNIST's idx files, or add --download (iat train)"
+    return "add --download to `iat train` (torchvision fetches it into --data-dir DIR), or pass --data-dir DIR"
 
 
 def _load_torchvision(name: str, split: str, data_dir: Path | None, download: bool):

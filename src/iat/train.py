@@ -257,7 +257,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
 
     # Data before any directory is created, so a missing data set leaves nothing behind.
     info = dataset_info(cfg.dataset)
-    x_train, y_train = load_data(cfg.dataset, "train", cfg.data_dir, limit=cfg.train_size)
+    x_train, y_train = load_data(cfg.dataset, "train", cfg.data_dir, limit=cfg.train_size,
+                                 download=cfg.download)
     x_train, y_train = x_train.to(device), y_train.to(device)
     n = len(x_train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)

@@ -54,6 +54,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=opt.NONNEG_INT, default=D.seed, help="random seed")
     p.add_argument("--device", choices=DEVICES, default=D.device, help="auto: CUDA when available, else CPU")
     p.add_argument("--data-dir", default=None, help="where the data set lives (see README: Data)")
+    p.add_argument("--download", action="store_true",
+                   help="download the data set with torchvision into --data-dir (default ~/.cache/iat/data) if absent")
     p.add_argument("--train-size", type=opt.POS_INT, default=None, help="use only the first N training examples")
     p.add_argument("--checkpoint-every", type=opt.NONNEG_INT, default=D.checkpoint_every,
                    help="also write checkpoint.pt every N training steps (0: only at the end of each epoch)")
@@ -71,7 +73,8 @@ def config_from_args(args) -> TrainConfig:
         momentum=args.momentum, weight_decay=args.weight_decay, eps=args.eps, step_size=args.step_size,
         attack_steps=args.attack_steps, attack_bn=args.attack_bn, mixup_alpha=args.mixup_alpha,
         manifold_alpha=args.manifold_alpha, lam_per=args.lam_per, seed=args.seed, device=args.device,
-        data_dir=args.data_dir, train_size=args.train_size, checkpoint_every=args.checkpoint_every, amp=args.amp,
+        data_dir=args.data_dir, download=args.download,
+        train_size=args.train_size, checkpoint_every=args.checkpoint_every, amp=args.amp,
     ).validate()
 
 
