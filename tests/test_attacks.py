@@ -145,3 +145,14 @@ def test_evaluate_restores_mode_and_is_seeded(trained_runs):
     a = evaluate(model, x, y, ["pgd7"], DIGITS_EPS, DIGITS_STEP, seed=3)
     b = evaluate(model, x, y, ["pgd7"], DIGITS_EPS, DIGITS_STEP, seed=3)
     assert model.training and a == b
+
+
+def test_shorter_pgd_read_off_the_longer_run_equals_its_own_run(trained_runs):
+    from iat.data import load_data
+
+    x, y = load_data("digits", "test", limit=200)
+    model = load_run_model(trained_runs["pgd"])
+    together = evaluate(model, x, y, ["pgd3", "pgd10"], DIGITS_EPS, DIGITS_STEP, seed=1)
+    alone = {a: evaluate(model, x, y, [a], DIGITS_EPS, DIGITS_STEP, seed=1)[a] for a in ("pgd3", "pgd10")}
+    assert together == alone
+    assert together["pgd3"]["error"] <= together["pgd10"]["error"]

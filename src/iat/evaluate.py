@@ -79,10 +79,20 @@ def evaluate(
     try:
         x, y = x.to(device), y.to(device)
         correct_clean = predict(model, x, batch_size) == y
+        # With one restart, PGD-j is the first j steps of PGD-k under the same seed: one run of the
+        # longest gives every shorter one (pgd7 and pgd20 cost 20 steps, not 27).
+        pgd_steps = sorted({parse_attack_name(a)[1] for a in attacks if parse_attack_name(a)[0] == "pgd"})
+        shared = {}
+        if restarts == 1 and len(pgd_steps) > 1:
+            masks = survivors(model, x, y, eps, step_size, pgd_steps[-1], correct=correct_clean, record=pgd_steps,
+                              batch_size=batch_size, seed=seed, progress=progress, desc=f"pgd{pgd_steps[-1]}")
+            shared = {f"pgd{k}": mask for k, mask in zip(pgd_steps, masks)}
         results = {}
         for name in attacks:
-            correct = correct_under(model, x, y, name, eps, step_size, correct_clean, batch_size, seed, progress,
-                                    restarts)
+            correct = shared.get(name)
+            if correct is None:
+                correct = correct_under(model, x, y, name, eps, step_size, correct_clean, batch_size, seed,
+                                        progress, restarts)
             results[name] = {"error": error_pct(correct)}
             log.info("%s: error %.2f%%", name, results[name]["error"])
         return results
