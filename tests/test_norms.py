@@ -17,13 +17,7 @@ from iat.models import create_model, model_names
 SHAPES = [(7, 5), (5, 7), (1, 9), (9, 1), (64, 64), (10, 512)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models gain little from threads, and on a busy 2-core machine a second thread costs a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("shape", SHAPES)

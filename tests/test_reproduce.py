@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from iat.cli import main
 from iat.errors import UsageError
@@ -19,13 +18,7 @@ TRAIN_FIELDS = ("dataset", "arch", "width", "epochs", "milestones", "lr", "batch
                 "eps", "step_size", "attack_steps", "mixup_alpha", "manifold_alpha", "train_size")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models gain little from threads, and on a busy 2-core machine a second thread costs a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------------------ configs
