@@ -28,13 +28,7 @@ ARGS = ["--method", "mixup", "--dataset", "digits", "--arch", "cnn-small", "--wi
 STEPS = 12  # 2 epochs of 6 steps
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def sha(path: Path) -> str:

@@ -33,6 +33,16 @@ class Runs:
     device: torch.device
 
 
+def check_sweep_args(eps_list: list[float], steps: int) -> list[float]:
+    """The eps values ascending and deduplicated; UsageError for an empty list, eps outside [0,1] or steps < 1."""
+    eps_sorted = sorted(set(eps_list))
+    if not eps_sorted or eps_sorted[0] < 0 or eps_sorted[-1] > 1:
+        raise UsageError(f"eps list {eps_list} must be non-empty values in [0, 1]")
+    if steps < 1:
+        raise UsageError(f"--steps {steps} must be at least 1")
+    return eps_sorted
+
+
 def load_runs(run_dirs: list[str | Path], limit: int | None = None, device: str = "auto",
               data_dir: str | None = None, min_runs: int = 1) -> Runs:
     """Load every run and the test split of their common data set; UsageError if they disagree."""

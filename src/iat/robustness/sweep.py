@@ -18,7 +18,15 @@ from iat import runio
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.errors import UsageError
 from iat.report import format_table
-from iat.robustness.runs import STEP_RULE, common_eps, default_step, load_runs, run_labels, short_eps
+from iat.robustness.runs import (
+    STEP_RULE,
+    check_sweep_args,
+    common_eps,
+    default_step,
+    load_runs,
+    run_labels,
+    short_eps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +48,7 @@ def sweep_eps(run_dirs, eps_list: list[float], steps: int = 20, step_size: float
     step_size None: eps/4 at each eps. Each run is seeded with its training seed.
     Usage: `sweep_eps(["runs/pgd", "runs/iat"], [1/255, 2/255, 10/255])`.
     """
-    eps_sorted = sorted(set(eps_list))
-    if not eps_sorted or eps_sorted[0] < 0 or eps_sorted[-1] > 1:
-        raise UsageError(f"eps list {eps_list} must be non-empty values in [0, 1]")
-    if steps < 1:
-        raise UsageError(f"--steps {steps} must be at least 1")
+    eps_sorted = check_sweep_args(eps_list, steps)
     runs = load_runs(run_dirs, limit, device, data_dir)
     points = []
     for name, cfg, model in zip(runs.names, runs.configs, runs.models):

@@ -17,9 +17,8 @@ from tqdm import tqdm
 
 from iat.attacks import PGD
 from iat.attacks.worstcase import attack_mode, error_pct, predict, survivors
-from iat.errors import UsageError
 from iat.report import format_table
-from iat.robustness.runs import STEP_RULE, default_step, load_runs, run_labels, short_eps
+from iat.robustness.runs import STEP_RULE, check_sweep_args, default_step, load_runs, run_labels, short_eps
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +53,7 @@ def transfer_matrix(run_dirs, eps_list: list[float], steps: int = 20, step_size:
     step_size None: eps/4 at each eps. Sources are seeded with their training seed.
     Usage: `transfer_matrix(["runs/pgd", "runs/iat-mixup"], [2/255, 5/255, 10/255])`.
     """
-    eps_sorted = sorted(set(eps_list))
-    if not eps_sorted or eps_sorted[0] < 0 or eps_sorted[-1] > 1:
-        raise UsageError(f"eps list {eps_list} must be non-empty values in [0, 1]")
-    if steps < 1:
-        raise UsageError(f"--steps {steps} must be at least 1")
+    eps_sorted = check_sweep_args(eps_list, steps)
     runs = load_runs(run_dirs, limit, device, data_dir, min_runs=2)
     with torch.no_grad():
         clean = [predict(m, runs.x, batch_size) == runs.y for m in runs.models]
