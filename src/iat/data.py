@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,25 +71,59 @@ def dataset_info(name: str) -> DataInfo:
 # ---------------------------------------------------------------------------------------- readers
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """An MNIST-style idx file (gzipped or not) as a read-only numpy array, cached per process."""
+IDX_FIX = "(fix: replace it with a good copy, or delete it and add --download to `iat train`)"
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An MNIST-style idx file of `ndim` dimensions (gzipped or not) as a read-only numpy array,
+    cached per process. A damaged file raises UsageError saying which way it is damaged."""
     stat = path.stat()
-    return _read_idx_cached(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    return _read_idx_cached(path.resolve(), ndim, stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _read_idx_cached(path: Path, mtime_ns: int, size: int) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
-        raise UsageError(f"{path} is not an unsigned-byte idx file (corrupted or wrong file?)")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise UsageError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
-    return data.reshape(dims)
+def _read_idx_cached(path: Path, ndim: int, mtime_ns: int, size: int) -> np.ndarray:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # a cut-off or damaged gzip stream
+        raise UsageError(f"{path} is truncated/corrupt ({_first_line(e)}) {IDX_FIX}") from None
+    except OSError as e:
+        raise UsageError(f"{path} cannot be read ({e.strerror or e})") from None
+    return parse_idx(raw, path, ndim)
+
+
+def parse_idx(raw: bytes, path: Path | str, ndim: int | None = None) -> np.ndarray:
+    """The bytes of an unsigned-byte idx file as a read-only array; `ndim` is the dimension count
+    expected (None: any). Raises UsageError: a wrong header and a cut-off file are told apart."""
+    if len(raw) < 4:
+        raise UsageError(f"{path} is truncated/corrupt ({len(raw)} bytes, shorter than an idx header) {IDX_FIX}")
+    if raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise UsageError(f"{path} has a wrong idx header (starts 0x{raw[:4].hex()}, not 0x000008NN of an "
+                         f"unsigned-byte idx file): not an idx file, or the wrong one {IDX_FIX}")
+    if raw[3] == 0 or (ndim is not None and raw[3] != ndim):
+        want = f"{ndim}" if ndim is not None else "at least 1"
+        raise UsageError(f"{path} has a wrong idx header ({raw[3]} dimensions, expected {want}): "
+                         f"the wrong file? {IDX_FIX}")
+    header = 4 + 4 * raw[3]
+    if len(raw) < header:
+        raise UsageError(f"{path} is truncated/corrupt (the file ends inside its header) {IDX_FIX}")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
+    expected, found = math.prod(dims), len(raw) - header
+    if found < expected:
+        raise UsageError(f"{path} is truncated/corrupt (its header promises {expected} values of shape "
+                         f"{tuple(dims)}, the file holds {found}) {IDX_FIX}")
+    if found > expected:
+        raise UsageError(f"{path} has a wrong idx header or is corrupt ({found - expected} bytes more than the "
+                         f"header's shape {tuple(dims)} holds) {IDX_FIX}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -99,13 +135,13 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, str]] | None:
     prefix = "train" if split == "train" else "t10k"
     images = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
     labels = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
     if images is None or labels is None:
         return None
-    return _read_idx(images), _read_idx(labels)
+    return _read_idx(images, 3), _read_idx(labels, 1), (str(images), str(labels))
 
 
 def _load_mnist_like(name: str, split: str, data_dir: Path | None, download: bool):
@@ -126,7 +162,7 @@ def _load_mnist_like(name: str, split: str, data_dir: Path | None, download: boo
             ds = cls(str(root), train=split == "train", download=True)
         except Exception as e:  # no network, a proxy, a full disk: all end the same way for the user
             raise UsageError(f"{name}: download into {root} failed ({type(e).__name__}); {_how_to_get(name)}") from None
-        return ds.data.numpy(), ds.targets.numpy()
+        return ds.data.numpy(), ds.targets.numpy(), (str(root),) * 2
     searched = ", ".join(str(f) for f in folders)
     raise UsageError(f"{name} not found (looked in {searched}); {_how_to_get(name)}")
 
@@ -147,11 +183,16 @@ def _load_torchvision(name: str, split: str, data_dir: Path | None, download: bo
     try:
         if name == "cifar10":
             ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
-            return ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets)  # (N,H,W,C) -> (N,C,H,W)
-        ds = torchvision.datasets.SVHN(str(root), split=split, download=download)
-        return ds.data, np.asarray(ds.labels)
+            images, labels = ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets)  # (N,H,W,C) -> (N,C,H,W)
+        else:
+            ds = torchvision.datasets.SVHN(str(root), split=split, download=download)
+            images, labels = ds.data, np.asarray(ds.labels)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
-        raise UsageError(f"{name} not found or corrupted in {root} ({e}); {_how_to_get(name)}") from None
+        raise UsageError(f"{name} not found or corrupted in {root} ({_first_line(e)}); {_how_to_get(name)}") from None
+    except Exception as e:  # a cut-off pickle or .mat file: EOFError, UnpicklingError, ValueError, ...
+        raise UsageError(f"{name} in {root} is truncated/corrupt ({type(e).__name__}: {_first_line(e)}) "
+                         f"(fix: delete its files and add --download to `iat train`)") from None
+    return images, labels, (str(root),) * 2
 
 
 def _load_digits(split: str):
@@ -161,7 +202,7 @@ def _load_digits(split: str):
     images = (digits.images / 16.0 * 255).round().astype(np.uint8)  # 0..16 -> 0..255
     order = np.random.RandomState(0).permutation(len(images))
     idx = order[:1297] if split == "train" else order[1297:]
-    return images[idx], digits.target[idx]
+    return images[idx], digits.target[idx], ("scikit-learn's digits",) * 2
 
 
 def load_data(
@@ -181,21 +222,58 @@ def load_data(
     data_dir = Path(data_dir) if data_dir is not None else None
     if data_dir is not None and not data_dir.is_dir():
         raise UsageError(f"--data-dir {data_dir} is not a directory")
+    if limit is not None and limit < 1:
+        raise UsageError(f"limit {limit} keeps no examples; give a positive number (or None for all)")
     if name == "digits":
-        images, labels = _load_digits(split)
+        images, labels, source = _load_digits(split)
     elif name in ("mnist", "fashion-mnist"):
-        images, labels = _load_mnist_like(name, split, data_dir, download)
+        images, labels, source = _load_mnist_like(name, split, data_dir, download)
     else:
-        images, labels = _load_torchvision(name, split, data_dir, download)
+        images, labels, source = _load_torchvision(name, split, data_dir, download)
+    images, labels = np.asarray(images), np.asarray(labels)
+    check_arrays(info, split, images, labels, source)
     x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))
     if x.dim() == 3:
         x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
-    y = torch.from_numpy(np.asarray(labels).astype(np.int64))
+    y = torch.from_numpy(labels.astype(np.int64))
     if limit is not None:
         x, y = x[:limit], y[:limit]
-    if x.shape[1:] != (info.in_channels, info.image_size, info.image_size) or len(x) != len(y):
-        raise UsageError(f"{name}: unexpected data shape {tuple(x.shape)} / {tuple(y.shape)}; files corrupted?")
     return x.float().div_(255), y
+
+
+def check_arrays(info: DataInfo, split: str, images: np.ndarray, labels: np.ndarray,
+                 source: tuple[str, str]) -> None:
+    """Refuse a data set that would train or score nonsense: no images, counts or shapes that do not
+    match, pixel values that are not bytes, labels outside 0..num_classes-1.
+
+    `source` names where the images and the labels came from (files or folders), for the message.
+    """
+    where = f"{info.name} {split} data ({source[0]})"
+    fix = "(fix: replace the files with good copies, or pass --data-dir DIR holding them)"
+    size = (info.image_size, info.image_size)
+    shape = tuple(images.shape)
+    ok = (shape[1:] == size if info.in_channels == 1 and images.ndim == 3
+          else images.ndim == 4 and shape[1:] == (info.in_channels, *size))
+    if not ok:
+        raise UsageError(f"{where} holds images of shape {shape[1:]}; {info.name} images are "
+                         f"{info.in_channels}x{info.image_size}x{info.image_size} {fix}")
+    if images.dtype != np.uint8:
+        raise UsageError(f"{where} holds {images.dtype} pixels, not bytes (0..255) {fix}")
+    if len(images) == 0:
+        raise UsageError(f"{where} holds no images {fix}")
+    labels_where = where if source[1] == source[0] else f"{info.name} {split} labels ({source[1]})"
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise UsageError(f"{labels_where}: {len(images)} images but labels of shape {tuple(labels.shape)}; "
+                         f"the files do not belong together {fix}")
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise UsageError(f"{labels_where} holds {labels.dtype} labels, not class numbers {fix}")
+    bad = np.flatnonzero((labels < 0) | (labels >= info.num_classes) | (labels != np.floor(labels))
+                         if np.issubdtype(labels.dtype, np.floating) else
+                         (labels < 0) | (labels >= info.num_classes))
+    if len(bad):
+        i = int(bad[0])
+        raise UsageError(f"{labels_where}: label {labels[i].item()!r} (example {i}) is outside the {info.num_classes} "
+                         f"classes 0..{info.num_classes - 1} {fix}")
 
 
 # ----------------------------------------------------------------------------------- augmentation
