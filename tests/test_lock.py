@@ -132,7 +132,11 @@ def test_lock_file_counts_as_bookkeeping(tmp_path):
     assert runio.is_bookkeeping(tmp_path / ".model.safetensors.abc123.tmp")
     assert not runio.is_bookkeeping(tmp_path / "config.json")
     with runio.lock_dir(tmp_path):
-        assert all(runio.is_bookkeeping(p) for p in tmp_path.iterdir())
+        assert [p.name for p in tmp_path.iterdir()] == [".iat.lock"] and runio.is_empty(tmp_path)
+        (tmp_path / ".config.json.x1y2.tmp").write_text("{")
+        assert runio.is_empty(tmp_path)
+        (tmp_path / "config.json").write_text("{}")
+        assert not runio.is_empty(tmp_path)
 
 
 def test_a_file_or_an_unwritable_place_is_one_line(tmp_path):
@@ -140,9 +144,13 @@ def test_a_file_or_an_unwritable_place_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="is not a directory"):
         with runio.lock_dir(tmp_path / "f", what="--out"):
             pass
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere")
-    (tmp_path / "ro").mkdir(mode=0o555)
-    with pytest.raises(UsageError, match="ro"):
-        with runio.lock_dir(tmp_path / "ro"):
-            pass
+    (tmp_path / "ro").mkdir()
+
+    def read_only(*args, **kw):
+        raise OSError(30, "Read-only file system")
+
+    with pytest.MonkeyPatch.context() as mp:  # (a real read-only directory: root writes there anyway)
+        mp.setattr(runio.os, "open", read_only)
+        with pytest.raises(UsageError, match=r"ro cannot be locked for writing \(Read-only file system\)"):
+            with runio.lock_dir(tmp_path / "ro"):
+                pass

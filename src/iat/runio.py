@@ -129,6 +129,11 @@ def is_bookkeeping(path: str | Path) -> bool:
     return name == LOCK or bool(TEMP_FILE.match(name))
 
 
+def is_empty(folder: str | Path) -> bool:
+    """True if `folder` holds nothing but bookkeeping (a lock file, a killed write's temporaries)."""
+    return all(is_bookkeeping(p) and p.is_file() for p in Path(folder).iterdir())
+
+
 def clean_temp_files(folder: str | Path) -> list[Path]:
     """Remove what `temp_files` finds; return the paths removed."""
     removed = temp_files(folder)
