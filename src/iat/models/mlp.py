@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from iat.models import register_model
 from iat.models.base import MixableNet, Normalize
+from iat.models.registry import register_model
 
 
 def _hidden(n_in: int, n_out: int) -> nn.Sequential:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from iat.models import register_model
 from iat.models.base import MixableNet, Normalize
 from iat.models.preactresnet import PreActBlock
+from iat.models.registry import register_model
 
 
 def _group(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
