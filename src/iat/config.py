@@ -48,7 +48,7 @@ def _check_arch(name: str) -> None:
         raise UsageError(f"unknown architecture {name!r}; choose one of: {', '.join(model_names())}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """Every training option; the defaults are the paper's (Section 4.1) where it gives one.
 

@@ -20,4 +20,4 @@ def build_model(cfg: TrainConfig) -> MixableNet:
         kwargs["widen" if cfg.arch == "wrn28-10" else "width"] = cfg.width
     if cfg.arch == "mlp6":
         kwargs["input_size"] = info.image_size
-    return create_model(cfg.arch, info.in_channels, info.num_classes, info.mean, info.std, **kwargs)
+    return create_model(cfg.arch, info.in_channels, info.num_classes, mean=info.mean, std=info.std, **kwargs)

@@ -26,6 +26,7 @@ def create_model(
     name: str,
     in_channels: int = 3,
     num_classes: int = 10,
+    *,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     **kwargs,

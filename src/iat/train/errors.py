@@ -25,7 +25,7 @@ class CheckpointWriteError(TrainingError):
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped training; a checkpoint was written unless `saved` is False."""
 
-    def __init__(self, signum: int, out: Path, epoch: int, step: int, saved: bool = True):
+    def __init__(self, signum: int, out: Path, epoch: int, step: int, *, saved: bool = True):
         super().__init__(f"{signal.Signals(signum).name} at epoch {epoch + 1}, step {step}")
         self.signum, self.out, self.epoch, self.step, self.saved = signum, out, epoch, step, saved
 

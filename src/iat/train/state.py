@@ -8,7 +8,7 @@ the learning rate a function of the epoch alone (`lr_at`), so neither needs savi
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,7 @@ class RunState:
     cfg: TrainConfig
     model: MixableNet
     optimizer: torch.optim.Optimizer
+    _: KW_ONLY
     epoch: int = 0
     step: int = 0
     metrics: list[dict] = field(default_factory=list)

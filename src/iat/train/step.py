@@ -26,7 +26,7 @@ LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Ten
 def make_objective(cfg: TrainConfig, model: MixableNet) -> tuple[LossFn, str]:
     """The method's `loss_fn(model, x, y) -> (loss, metrics)` and a description for the log."""
     spec = get_method(cfg.method)
-    mix = make_mix(spec, cfg.mixup_alpha, cfg.manifold_alpha, cfg.lam_per, model.mix_layers)
+    mix = make_mix(spec, cfg.mixup_alpha, cfg.manifold_alpha, lam_per=cfg.lam_per, mix_layers=model.mix_layers)
     attack = PGD(model, cfg.eps, cfg.step_size, cfg.attack_steps, bn_mode=cfg.attack_bn) if spec.adversarial else None
     return make_loss_fn(spec, mix, attack), f"mix={mix!r}, attack={attack!r}"
 
