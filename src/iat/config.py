@@ -108,42 +108,11 @@ class TrainConfig:
         Generated from the fields' metadata, in passes: names are strings, registered names,
         integers (required ones first), floats, milestones, the other choices, paths, switches.
         """
-        kinds = {f.name: f.metadata["kind"] for f in dataclasses.fields(self)}
         fields = [f for f in dataclasses.fields(self) if f.metadata["kind"] != "dict"]
-        for f in fields:
-            if kinds[f.name] == "str" and not isinstance(getattr(self, f.name), str):
-                raise UsageError(f"{flag(f.name)} {getattr(self, f.name)!r} is not a name")
-        for f in fields:
-            if f.metadata["check"] is not None:
-                f.metadata["check"](getattr(self, f.name))
-        for f in sorted((f for f in fields if kinds[f.name] == "int"), key=lambda f: f.default is None):
-            if f.default is not None or getattr(self, f.name) is not None:
-                _check_int(flag(f.name), getattr(self, f.name), f.metadata["lo"], f.metadata["hi"])
-        for f in fields:
-            if kinds[f.name] == "float":
-                _check_float(flag(f.name), getattr(self, f.name), f.metadata)
-        self._check_milestones()
-        for f in fields:
-            names = f.metadata["choices"]
-            if names is not None and f.metadata["check"] is None and getattr(self, f.name) not in names():
-                raise UsageError(f"{flag(f.name)} {getattr(self, f.name)!r}: choose one of {', '.join(names())}")
-        for f in fields:
-            value = getattr(self, f.name)
-            if kinds[f.name] == "path" and value is not None and not isinstance(value, str):
-                raise UsageError(f"{flag(f.name)} {value!r} is not a path")
-            if kinds[f.name] == "bool" and not isinstance(value, bool):
-                raise UsageError(f"{f.name} {value!r} is not true or false")
+        for check in (_names_are_strings, _registered_names, _integers, _floats, _milestones, _choices, _paths,
+                      _switches):
+            check(self, fields)
         return self
-
-    def _check_milestones(self) -> None:
-        ms = self.milestones
-        if ms is None:
-            return
-        example = ",".join(map(str, default_milestones(self.epochs)))
-        if (not isinstance(ms, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms)
-                or any(m < 1 or m > self.epochs for m in ms) or any(a >= b for a, b in zip(ms, ms[1:]))):
-            raise UsageError(f"--milestones {ms!r} must be strictly increasing epochs in [1, {self.epochs}] "
-                             f"(--epochs); e.g. {example}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -181,6 +150,66 @@ class TrainConfig:
 def flag(name: str) -> str:
     """The `iat train` flag of a field: batch_size -> --batch-size."""
     return "--" + name.replace("_", "-")
+
+
+# The passes of TrainConfig.validate, in order; each raises the first bad value's UsageError.
+
+
+def _names_are_strings(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    for f in fields:
+        if f.metadata["kind"] == "str" and not isinstance(getattr(cfg, f.name), str):
+            raise UsageError(f"{flag(f.name)} {getattr(cfg, f.name)!r} is not a name")
+
+
+def _registered_names(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    for f in fields:
+        if f.metadata["check"] is not None:
+            f.metadata["check"](getattr(cfg, f.name))
+
+
+def _integers(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    """Required integers first, then the optional ones that are given."""
+    for f in sorted((f for f in fields if f.metadata["kind"] == "int"), key=lambda f: f.default is None):
+        if f.default is not None or getattr(cfg, f.name) is not None:
+            _check_int(flag(f.name), getattr(cfg, f.name), f.metadata["lo"], f.metadata["hi"])
+
+
+def _floats(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    for f in fields:
+        if f.metadata["kind"] == "float":
+            _check_float(flag(f.name), getattr(cfg, f.name), f.metadata)
+
+
+def _milestones(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    ms = cfg.milestones
+    if ms is None:
+        return
+    example = ",".join(map(str, default_milestones(cfg.epochs)))
+    if (not isinstance(ms, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms)
+            or any(m < 1 or m > cfg.epochs for m in ms) or any(a >= b for a, b in zip(ms, ms[1:]))):
+        raise UsageError(f"--milestones {ms!r} must be strictly increasing epochs in [1, {cfg.epochs}] "
+                         f"(--epochs); e.g. {example}")
+
+
+def _choices(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    """The names without a registry's own check: choose one of the listed values."""
+    for f in fields:
+        names = f.metadata["choices"]
+        if names is not None and f.metadata["check"] is None and getattr(cfg, f.name) not in names():
+            raise UsageError(f"{flag(f.name)} {getattr(cfg, f.name)!r}: choose one of {', '.join(names())}")
+
+
+def _paths(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    for f in fields:
+        value = getattr(cfg, f.name)
+        if f.metadata["kind"] == "path" and value is not None and not isinstance(value, str):
+            raise UsageError(f"{flag(f.name)} {value!r} is not a path")
+
+
+def _switches(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    for f in sorted(fields, key=lambda f: f.name):  # by name: amp before download, as before the metadata
+        if f.metadata["kind"] == "bool" and not isinstance(getattr(cfg, f.name), bool):
+            raise UsageError(f"{f.name} {getattr(cfg, f.name)!r} is not true or false")
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:

@@ -53,23 +53,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     step = Step(state.model, state.optimizer, loss_fn, out=out, amp=cfg.amp)
     with SignalGuard(out, lambda: (state.epoch, state.step)) as guard:
         while state.epoch < cfg.epochs:
-            state.start_epoch()
-            order = epoch_order(cfg.seed, state.epoch, len(data)).to(device)
-            bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-                       disable=None if progress else True, leave=False, unit="batch")
-            started = time.perf_counter()
-            for x, y in data.batches(order, state.step, cfg.batch_size):
-                step(state, x, y)
-                bar.update(1)
-                bar.set_postfix(loss=f"{state.mean_loss():.3f}")
-                if guard.signum is not None:
-                    break
-                if checkpointer.due(state, steps_per_epoch):
-                    state.running["seconds"] += time.perf_counter() - started
-                    started = time.perf_counter()
-                    checkpointer.save(state)
-            bar.close()
-            state.running["seconds"] += time.perf_counter() - started
+            run_steps(state, data, step=step, checkpointer=checkpointer, guard=guard, progress=progress)
             if state.step == steps_per_epoch:  # the epoch is done: record it, checkpoint, then metrics.jsonl
                 row = state.end_epoch()
                 log.info("epoch %d/%d  lr %.4g  train_loss %.4f  %.1fs", row["epoch"], cfg.epochs, row["lr"],
@@ -82,6 +66,30 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                 raise guard.interrupted(state.epoch, state.step)
         checkpointer.save_weights(state.model)
     return out
+
+
+def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Checkpointer, guard: SignalGuard,
+              progress: bool) -> None:
+    """The steps of `state.epoch` from `state.step` on, until its end or a signal; checkpoints as asked."""
+    cfg = state.cfg
+    steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
+    state.start_epoch()
+    order = epoch_order(cfg.seed, state.epoch, len(data)).to(data.x.device)
+    bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+               disable=None if progress else True, leave=False, unit="batch")
+    started = time.perf_counter()
+    for x, y in data.batches(order, state.step, cfg.batch_size):
+        step(state, x, y)
+        bar.update(1)
+        bar.set_postfix(loss=f"{state.mean_loss():.3f}")
+        if guard.signum is not None:
+            break
+        if checkpointer.due(state, steps_per_epoch):
+            state.running["seconds"] += time.perf_counter() - started
+            started = time.perf_counter()
+            checkpointer.save(state)
+    bar.close()
+    state.running["seconds"] += time.perf_counter() - started
 
 
 def check_same_data(saved_config: dict | None, n: int, out: Path) -> None:
