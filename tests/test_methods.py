@@ -43,7 +43,7 @@ def test_iat_objective_is_mean_of_clean_and_adversarial_mixed_losses():
         model, x, y, attack = _setup()
         state = {k: v.clone() for k, v in model.state_dict().items()}  # BatchNorm statistics move
         torch.manual_seed(1)
-        loss, metrics = interpolated_adversarial_loss(model, mix, x, y, attack)
+        loss, metrics = interpolated_adversarial_loss(model, mix, x, y, attack=attack)
         model.load_state_dict(state)
         torch.manual_seed(1)  # replay the same randomness by hand
         l_clean = mixed_loss(model, mix, x, y)
@@ -63,7 +63,7 @@ def test_adversarial_examples_use_unmixed_batch_and_original_labels():
             received.append((xx.clone(), yy.clone()))
             return attack(xx, yy)
 
-    interpolated_adversarial_loss(model, Mixup(1.0), x, y, Spy())
+    interpolated_adversarial_loss(model, Mixup(1.0), x, y, attack=Spy())
     assert torch.equal(received[0][0], x) and torch.equal(received[0][1], y)
 
 

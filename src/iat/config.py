@@ -1,48 +1,101 @@
-"""The training configuration: every option, with the paper's value as default where it gives one."""
+"""The training configuration: every option once, with its default, help, unit and valid range beside it.
+
+`TrainConfig` is the only place a training option is written. Each field's metadata (made by `option`)
+says what the option means (`help`), what it is (`kind`: int, float, str, bool, ints, path, dict),
+its unit, and what values are valid (`lo`/`hi`, `choices`); `TrainConfig.validate` and the flags of
+`iat train` (iat.cli.train) are generated from it, and experiment and demo settings are overrides of it
+(`TrainConfig.from_overrides`, `dataclasses.replace`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import torch
 
 from iat.attacks import BN_MODES
-from iat.data import dataset_info
+from iat.data import dataset_info, dataset_names
 from iat.errors import UsageError
-from iat.methods import get_method
+from iat.methods import get_method, method_names
 from iat.mixing import LAMBDA_MODES
 from iat.models import model_names
+from iat.units import parse_eps
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
-@dataclass
+def option(default: Any = None, help: str = "", *, kind: str, unit: str | None = None, lo: float | None = None,
+           hi: float | None = None, above: bool = False, choices: Callable[[], Iterable[str]] | None = None,
+           check: Callable[[str], Any] | None = None, required_flag: bool = False, factory: Callable | None = None):
+    """A TrainConfig field: `default`, its `help` and the metadata `validate` and the CLI are built from.
+
+    `lo`/`hi`: the valid range, `lo` excluded when `above`; `choices`: the valid names (a function, as
+    registries fill up on import); `check(value)`: raises the option's own UsageError; `required_flag`:
+    `iat train` requires the flag although the dataclass has a default.
+    """
+    meta = {"help": help, "kind": kind, "unit": unit, "lo": lo, "hi": hi, "above": above, "choices": choices,
+            "check": check, "required_flag": required_flag}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_arch(name: str) -> None:
+    if name not in model_names():
+        raise UsageError(f"unknown architecture {name!r}; choose one of: {', '.join(model_names())}")
+
+
+@dataclass(kw_only=True)
 class TrainConfig:
-    method: str = "erm"  # erm | mixup | manifold-mixup | pgd | iat-mixup | iat-manifold-mixup
-    dataset: str = "cifar10"  # digits | mnist | fashion-mnist | cifar10 | svhn
-    arch: str = "preactresnet18"  # preactresnet18 | wrn28-10 | mlp6 | cnn-small
-    width: int | None = None  # model width override (None: the architecture's own; for smoke runs)
-    epochs: int = 200  # paper: 200
-    batch_size: int = 64  # paper: 64
-    lr: float = 0.1  # paper: 0.1
-    milestones: list[int] | None = None  # epochs where lr /= 10; None: [epochs/2, 3*epochs/4] (paper: 100,150)
-    lr_gamma: float = 0.1  # paper: "annealed by a factor of 0.1"
-    momentum: float = 0.9  # SGD momentum (paper: "SGD with momentum")
-    weight_decay: float = 1e-4  # not given in the paper; the Manifold Mixup code's value
-    eps: float = 8 / 255  # L-inf radius of the training attack, images in [0,1] (paper: 8/255)
-    step_size: float = 2 / 255  # PGD step (paper: 2/255)
-    attack_steps: int = 7  # PGD steps during training (paper: 7)
-    attack_bn: str = "eval"  # BatchNorm mode while attacking during training: eval | train
-    mixup_alpha: float = 1.0  # Beta(alpha, alpha) for Mixup (paper: 1.0)
-    manifold_alpha: float = 2.0  # Beta(alpha, alpha) for Manifold Mixup (paper: 2.0)
-    lam_per: str = "batch"  # one lambda per 'batch' or per 'example'
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    data_dir: str | None = None
-    download: bool = False  # fetch the data set with torchvision into data_dir when it is absent
-    train_size: int | None = None  # use the first N training examples (None: all)
-    checkpoint_every: int = 0  # also checkpoint every N steps (counted over the run); always at epoch ends
-    amp: bool = False  # bfloat16 autocast on CUDA (off on the CPU)
-    extra: dict = field(default_factory=dict)  # free-form provenance (e.g. the experiment name)
+    """Every training option; the defaults are the paper's (Section 4.1) where it gives one.
+
+    Build one from an experiment file or the demo as overrides of these defaults:
+
+        cfg = TrainConfig.from_overrides({"method": "pgd", "epochs": 10, "eps": "8/255"}, source="table2.toml")
+        cfg2 = dataclasses.replace(cfg, seed=1).validate()
+
+    `from_overrides` refuses unknown keys and values of the wrong type with a one-line UsageError naming
+    `source` and the key, then validates the whole config (see `validate`).
+    """
+
+    method: str = option("erm", "training method (a row of the tables)", kind="str", choices=method_names,
+                         check=get_method, required_flag=True)
+    dataset: str = option("cifar10", "data set", kind="str", choices=dataset_names, check=dataset_info,
+                          required_flag=True)
+    arch: str = option("preactresnet18", "architecture", kind="str", choices=model_names, check=_check_arch,
+                       required_flag=True)
+    width: int | None = option(None, "width override (smaller models for quick runs)", kind="int", lo=1, hi=100_000)
+    epochs: int = option(200, "training epochs", kind="int", unit="epochs", lo=1, hi=100_000)  # paper: 200
+    batch_size: int = option(64, "examples per update", kind="int", unit="examples", lo=1, hi=1_000_000)
+    lr: float = option(0.1, "initial learning rate", kind="float", lo=0.0, hi=10.0, above=True)  # paper: 0.1
+    milestones: list[int] | None = option(  # paper: 100,150 of 200
+        None, "epochs at which lr is multiplied by --lr-gamma, e.g. 100,150 (default: epochs/2, 3*epochs/4)",
+        kind="ints", unit="epochs")
+    lr_gamma: float = option(0.1, "lr decay factor at each milestone", kind="float", lo=0.0, hi=1.0, above=True)
+    momentum: float = option(0.9, "SGD momentum", kind="float", lo=0.0, hi=1.0)
+    weight_decay: float = option(1e-4, "L2 weight decay", kind="float", lo=0.0, hi=1.0)  # the Manifold Mixup code's
+    eps: float = option(8 / 255, "training attack radius", kind="float", unit="eps", lo=0.0, hi=1.0)
+    step_size: float = option(2 / 255, "training PGD step", kind="float", unit="eps", lo=0.0, hi=1.0, above=True)
+    attack_steps: int = option(7, "training PGD steps", kind="int", unit="steps", lo=1, hi=100_000)
+    attack_bn: str = option("eval", "BatchNorm mode while crafting training attacks (train: batch statistics, "
+                            "running statistics left untouched)", kind="str", choices=lambda: BN_MODES)
+    mixup_alpha: float = option(1.0, "Beta(a,a) for Mixup", kind="float", lo=0.0, hi=100.0, above=True)
+    manifold_alpha: float = option(2.0, "Beta(a,a) for Manifold Mixup", kind="float", lo=0.0, hi=100.0, above=True)
+    lam_per: str = option("batch", "one mixing lambda per batch or example", kind="str", choices=lambda: LAMBDA_MODES)
+    seed: int = option(0, "random seed", kind="int", lo=0, hi=2**63 - 1)
+    device: str = option("auto", "auto: CUDA when available, else CPU", kind="str", choices=lambda: DEVICES)
+    data_dir: str | None = option(None, "where the data set lives (see README: Data)", kind="path")
+    download: bool = option(False, "download the data set with torchvision into --data-dir (default "
+                            "~/.cache/iat/data) if absent", kind="bool")
+    train_size: int | None = option(None, "use only the first N training examples", kind="int", unit="examples",
+                                    lo=1, hi=10**9)
+    checkpoint_every: int = option(0, "also write checkpoint.pt every N training steps (0: only at the end of "
+                                   "each epoch)", kind="int", unit="steps", lo=0, hi=10**12)
+    amp: bool = option(False, "bfloat16 autocast (CUDA only)", kind="bool")
+    extra: dict = option(help="free-form provenance (e.g. the experiment name)", kind="dict", factory=dict)
 
     def resolved_milestones(self) -> list[int]:
         if self.milestones is not None:
@@ -50,65 +103,15 @@ class TrainConfig:
         return default_milestones(self.epochs)
 
     def validate(self) -> TrainConfig:
-        """Raise UsageError naming the first bad value and its valid range; return self."""
-        for name in ("method", "dataset", "arch", "attack_bn", "lam_per", "device"):
-            if not isinstance(getattr(self, name), str):
-                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not a name")
-        get_method(self.method)
-        dataset_info(self.dataset)
-        if self.arch not in model_names():
-            raise UsageError(f"unknown architecture {self.arch!r}; choose one of: {', '.join(model_names())}")
-        checks = [
-            ("--epochs", self.epochs, 1, 100_000),
-            ("--batch-size", self.batch_size, 1, 1_000_000),
-            ("--attack-steps", self.attack_steps, 1, 100_000),
-            ("--seed", self.seed, 0, 2**63 - 1),
-            ("--checkpoint-every", self.checkpoint_every, 0, 10**12),
-        ]
-        if self.width is not None:
-            checks.append(("--width", self.width, 1, 100_000))
-        if self.train_size is not None:
-            checks.append(("--train-size", self.train_size, 1, 10**9))
-        for name, value, lo, hi in checks:
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise UsageError(f"{name} {value!r} is not an integer; give a whole number in [{lo}, {hi}]")
-            if not lo <= value <= hi:
-                raise UsageError(f"{name} {value!r} is outside [{lo}, {hi}]; give a value in that range")
-        fchecks = [
-            ("--lr", self.lr, 0.0, 10.0, False),
-            ("--lr-gamma", self.lr_gamma, 0.0, 1.0, False),
-            ("--momentum", self.momentum, 0.0, 1.0, True),
-            ("--weight-decay", self.weight_decay, 0.0, 1.0, True),
-            ("--eps", self.eps, 0.0, 1.0, True),
-            ("--step-size", self.step_size, 0.0, 1.0, False),
-            ("--mixup-alpha", self.mixup_alpha, 0.0, 100.0, False),
-            ("--manifold-alpha", self.manifold_alpha, 0.0, 100.0, False),
-        ]
-        for name, value, lo, hi, zero_ok in fchecks:
-            bracket = "[" if zero_ok else "("
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise UsageError(f"{name} {value!r} is not a number; give a value in {bracket}{lo:g}, {hi:g}]")
-            if not (lo < value <= hi or (zero_ok and value == lo)):  # also refuses NaN
-                raise UsageError(f"{name} {value!r} is outside {bracket}{lo:g}, {hi:g}]; give a value in that range")
-        if self.milestones is not None:
-            ms = self.milestones
-            example = ",".join(map(str, default_milestones(self.epochs)))
-            if (not isinstance(ms, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms)
-                    or any(m < 1 or m > self.epochs for m in ms) or any(a >= b for a, b in zip(ms, ms[1:]))):
-                raise UsageError(f"--milestones {ms!r} must be strictly increasing epochs in [1, {self.epochs}] "
-                                 f"(--epochs); e.g. {example}")
-        if self.attack_bn not in BN_MODES:
-            raise UsageError(f"--attack-bn {self.attack_bn!r}: choose one of {', '.join(BN_MODES)}")
-        if self.lam_per not in LAMBDA_MODES:
-            raise UsageError(f"--lam-per {self.lam_per!r}: choose one of {', '.join(LAMBDA_MODES)}")
-        if self.device not in DEVICES:
-            raise UsageError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
-        if self.data_dir is not None and not isinstance(self.data_dir, str):
-            raise UsageError(f"--data-dir {self.data_dir!r} is not a path")
-        if not isinstance(self.amp, bool):
-            raise UsageError(f"amp {self.amp!r} is not true or false")
-        if not isinstance(self.download, bool):
-            raise UsageError(f"download {self.download!r} is not true or false")
+        """Raise UsageError naming the first bad value and its valid range; return self.
+
+        Generated from the fields' metadata, in passes: names are strings, registered names,
+        integers (required ones first), floats, milestones, the other choices, paths, switches.
+        """
+        fields = [f for f in dataclasses.fields(self) if f.metadata["kind"] != "dict"]
+        for check in (_names_are_strings, _registered_names, _integers, _floats, _milestones, _choices, _paths,
+                      _switches):
+            check(self, fields)
         return self
 
     def to_dict(self) -> dict:
@@ -118,13 +121,147 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """The config of a config.json (its extra keys, such as versions, are ignored); not validated."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any], source: str = "settings",
+                       base: TrainConfig | None = None) -> TrainConfig:
+        """`base` (default: TrainConfig()) with `overrides` applied, type-checked and validated.
+
+        Keys are field names (`batch_size`, not `--batch-size`). An int is accepted for a float
+        option, and eps-unit options (`eps`, `step_size`) also accept '8/255'. An unknown key or a
+        value of the wrong type raises UsageError("{source}: ...") naming the key; an out-of-range
+        value raises the message `validate` gives, prefixed with `source`.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in overrides.items():
+            if key not in fields:
+                raise UsageError(f"{source}: unknown training option {key!r}; known: {', '.join(fields)}")
+            values[key] = _coerce(fields[key], value, source)
+        try:
+            return dataclasses.replace(base if base is not None else cls(), **values).validate()
+        except UsageError as e:
+            raise UsageError(f"{source}: {e}") from None
+
+
+def flag(name: str) -> str:
+    """The `iat train` flag of a field: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+# The passes of TrainConfig.validate, in order; each raises the first bad value's UsageError.
+
+
+def _names_are_strings(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    for f in fields:
+        if f.metadata["kind"] == "str" and not isinstance(getattr(cfg, f.name), str):
+            raise UsageError(f"{flag(f.name)} {getattr(cfg, f.name)!r} is not a name")
+
+
+def _registered_names(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    for f in fields:
+        if f.metadata["check"] is not None:
+            f.metadata["check"](getattr(cfg, f.name))
+
+
+def _integers(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    """Required integers first, then the optional ones that are given."""
+    for f in sorted((f for f in fields if f.metadata["kind"] == "int"), key=lambda f: f.default is None):
+        if f.default is not None or getattr(cfg, f.name) is not None:
+            _check_int(flag(f.name), getattr(cfg, f.name), f.metadata["lo"], f.metadata["hi"])
+
+
+def _floats(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    for f in fields:
+        if f.metadata["kind"] == "float":
+            _check_float(flag(f.name), getattr(cfg, f.name), f.metadata)
+
+
+def _milestones(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    ms = cfg.milestones
+    if ms is None:
+        return
+    example = ",".join(map(str, default_milestones(cfg.epochs)))
+    if (not isinstance(ms, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms)
+            or any(m < 1 or m > cfg.epochs for m in ms) or any(a >= b for a, b in zip(ms, ms[1:]))):
+        raise UsageError(f"--milestones {ms!r} must be strictly increasing epochs in [1, {cfg.epochs}] "
+                         f"(--epochs); e.g. {example}")
+
+
+def _choices(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    """The names without a registry's own check: choose one of the listed values."""
+    for f in fields:
+        names = f.metadata["choices"]
+        if names is not None and f.metadata["check"] is None and getattr(cfg, f.name) not in names():
+            raise UsageError(f"{flag(f.name)} {getattr(cfg, f.name)!r}: choose one of {', '.join(names())}")
+
+
+def _paths(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    for f in fields:
+        value = getattr(cfg, f.name)
+        if f.metadata["kind"] == "path" and value is not None and not isinstance(value, str):
+            raise UsageError(f"{flag(f.name)} {value!r} is not a path")
+
+
+def _switches(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    for f in sorted(fields, key=lambda f: f.name):  # by name: amp before download, as before the metadata
+        if f.metadata["kind"] == "bool" and not isinstance(getattr(cfg, f.name), bool):
+            raise UsageError(f"{f.name} {getattr(cfg, f.name)!r} is not true or false")
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UsageError(f"{name} {value!r} is not an integer; give a whole number in [{lo}, {hi}]")
+    if not lo <= value <= hi:
+        raise UsageError(f"{name} {value!r} is outside [{lo}, {hi}]; give a value in that range")
+
+
+def _check_float(name: str, value: Any, meta: Mapping) -> None:
+    lo, hi, zero_ok = meta["lo"], meta["hi"], not meta["above"]
+    bracket = "[" if zero_ok else "("
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise UsageError(f"{name} {value!r} is not a number; give a value in {bracket}{lo:g}, {hi:g}]")
+    if not (lo < value <= hi or (zero_ok and value == lo)):  # also refuses NaN
+        raise UsageError(f"{name} {value!r} is outside {bracket}{lo:g}, {hi:g}]; give a value in that range")
+
+
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a name", "bool": "true or false",
+               "ints": "a list of integers", "path": "a path (a string)", "dict": "a table"}
+
+
+def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
+    """`value` as field `f` holds it, or a UsageError naming `source` and the key."""
+    kind = f.metadata["kind"]
+    if value is None and f.default is None:
+        return None
+    if kind == "float" and f.metadata["unit"] == "eps" and isinstance(value, str):
+        return parse_eps(value, f"{source}: {f.name}", allow_zero=not f.metadata["above"])
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    ok = {"int": is_int, "float": is_int or isinstance(value, float), "str": isinstance(value, str),
+          "bool": isinstance(value, bool), "path": isinstance(value, str), "dict": isinstance(value, dict),
+          "ints": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)}
+    if not ok[kind]:
+        raise UsageError(f"{source}: {f.name} = {value!r} is not {_KIND_NAMES[kind]}")
+    return float(value) if kind == "float" else list(value) if kind == "ints" else value
 
 
 def default_milestones(epochs: int) -> list[int]:
     """Half and three quarters of the way (the paper's 100,150 of 200); at least epoch 1, no repeats."""
     return sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)})
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a --device value: auto picks CUDA when there is a GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name!r}: choose one of auto, cpu, cuda")
+    return torch.device(name)
 
 
 # Options that decide the trained weights: a resumed run must be given the same values.

@@ -17,7 +17,7 @@ from iat.errors import UsageError
 from iat.mixing import ManifoldMixup, Mixup, NoMix, mixed_loss
 
 
-def interpolated_adversarial_loss(model: nn.Module, mix, x: torch.Tensor, y: torch.Tensor, attack: Attack):
+def interpolated_adversarial_loss(model: nn.Module, mix, x: torch.Tensor, y: torch.Tensor, *, attack: Attack):
     """Algorithm 1 of the paper, one update's loss."""
     loss_clean = mixed_loss(model, mix, x, y)  # L_c = Loss(f, Mix, x_i, y_i)
     x_adv = attack(x, y)  # x~_i = attack(x_i, y_i)
@@ -66,7 +66,7 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def make_mix(spec: MethodSpec, mixup_alpha: float, manifold_alpha: float, lam_per: str = "batch",
+def make_mix(spec: MethodSpec, mixup_alpha: float, manifold_alpha: float, *, lam_per: str = "batch",
              mix_layers: tuple[int, ...] = (0, 1, 2)):
     if spec.mix == "mixup":
         return Mixup(alpha=mixup_alpha, lam_per=lam_per)
@@ -80,5 +80,5 @@ def make_loss_fn(spec: MethodSpec, mix, attack: Attack | None) -> Callable:
     if spec.adversarial:
         if attack is None:
             raise ValueError(f"method {spec.name!r} needs an attack")
-        return lambda model, x, y: interpolated_adversarial_loss(model, mix, x, y, attack)
+        return lambda model, x, y: interpolated_adversarial_loss(model, mix, x, y, attack=attack)
     return lambda model, x, y: standard_loss(model, mix, x, y)

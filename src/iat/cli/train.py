@@ -1,19 +1,48 @@
-"""`iat train`: train one model with one method; writes a run directory."""
+"""`iat train`: train one model with one method; writes a run directory.
+
+The flags are built from TrainConfig's fields (their help, default, unit and range live there);
+only --out and --resume are this command's own.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 
-from iat.attacks import BN_MODES
 from iat.cli import options as opt
-from iat.config import DEVICES, TrainConfig
-from iat.data import dataset_names
-from iat.methods import method_names
-from iat.mixing import LAMBDA_MODES
-from iat.models import model_names
+from iat.config import TrainConfig, flag
+from iat.train import TrainingError, TrainingInterrupted, is_complete, train
 from iat.units import format_eps
 
-D = TrainConfig()
+# Options that are not flags: free-form provenance, set by experiments and the demo.
+NOT_FLAGS = ("extra",)
+
+
+def _flag_kwargs(f: dataclasses.Field) -> dict:
+    """add_argument's keyword arguments for a TrainConfig field, from its metadata."""
+    meta, kind = f.metadata, f.metadata["kind"]
+    kwargs = {"default": f.default, "help": meta["help"]}
+    if kind == "bool":
+        return {**kwargs, "action": "store_true"}
+    if meta["choices"] is not None:
+        kwargs["choices"] = list(meta["choices"]())
+        if meta["required_flag"]:
+            kwargs = {"required": True, "choices": kwargs["choices"], "help": meta["help"]}
+    elif kind == "int":
+        kwargs["type"] = opt.POS_INT if meta["lo"] == 1 else opt.NONNEG_INT
+    elif kind == "float" and meta["unit"] == "eps":
+        kwargs["type"] = opt.STEP if meta["above"] else opt.EPS
+        kwargs["help"] = f"{meta['help']} ({format_eps(f.default)})"
+    elif kind == "float":
+        kwargs["type"] = opt.POS_FLOAT if meta["above"] else opt.NONNEG_FLOAT
+    elif kind == "ints":
+        kwargs["type"] = opt.MILESTONES
+    return kwargs
+
+
+def flag_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(TrainConfig) if f.name not in NOT_FLAGS]
 
 
 def add_parser(sub) -> None:
@@ -27,62 +56,25 @@ def add_parser(sub) -> None:
         "model.safetensors into --out; --resume continues an interrupted run exactly.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--method", required=True, choices=method_names(), help="training method (a row of the tables)")
-    p.add_argument("--dataset", required=True, choices=dataset_names(), help="data set")
-    p.add_argument("--arch", required=True, choices=model_names(), help="architecture")
+    fields = flag_fields()
+    required = [f for f in fields if f.metadata["required_flag"]]
+    for f in required:
+        p.add_argument(flag(f.name), **_flag_kwargs(f))
     p.add_argument("--out", required=True, help="run directory to create (must be new unless --resume)")
-    p.add_argument("--width", type=opt.POS_INT, default=None, help="width override (smaller models for quick runs)")
-    p.add_argument("--epochs", type=opt.POS_INT, default=D.epochs, help="training epochs")
-    p.add_argument("--batch-size", type=opt.POS_INT, default=D.batch_size, help="examples per update")
-    p.add_argument("--lr", type=opt.POS_FLOAT, default=D.lr, help="initial learning rate")
-    p.add_argument("--milestones", type=opt.MILESTONES, default=None,
-                   help="epochs at which lr is multiplied by --lr-gamma, e.g. 100,150 (default: epochs/2, 3*epochs/4)")
-    p.add_argument("--lr-gamma", type=opt.POS_FLOAT, default=D.lr_gamma, help="lr decay factor at each milestone")
-    p.add_argument("--momentum", type=opt.NONNEG_FLOAT, default=D.momentum, help="SGD momentum")
-    p.add_argument("--weight-decay", type=opt.NONNEG_FLOAT, default=D.weight_decay, help="L2 weight decay")
-    p.add_argument("--eps", type=opt.EPS, default=D.eps, help=f"training attack radius ({format_eps(D.eps)})")
-    p.add_argument("--step-size", type=opt.STEP, default=D.step_size,
-                   help=f"training PGD step ({format_eps(D.step_size)})")
-    p.add_argument("--attack-steps", type=opt.POS_INT, default=D.attack_steps, help="training PGD steps")
-    p.add_argument("--attack-bn", choices=BN_MODES, default=D.attack_bn,
-                   help="BatchNorm mode while crafting training attacks (train: batch statistics, running "
-                   "statistics left untouched)")
-    p.add_argument("--mixup-alpha", type=opt.POS_FLOAT, default=D.mixup_alpha, help="Beta(a,a) for Mixup")
-    p.add_argument("--manifold-alpha", type=opt.POS_FLOAT, default=D.manifold_alpha,
-                   help="Beta(a,a) for Manifold Mixup")
-    p.add_argument("--lam-per", choices=LAMBDA_MODES, default=D.lam_per, help="one mixing lambda per batch or example")
-    p.add_argument("--seed", type=opt.NONNEG_INT, default=D.seed, help="random seed")
-    p.add_argument("--device", choices=DEVICES, default=D.device, help="auto: CUDA when available, else CPU")
-    p.add_argument("--data-dir", default=None, help="where the data set lives (see README: Data)")
-    p.add_argument("--download", action="store_true",
-                   help="download the data set with torchvision into --data-dir (default ~/.cache/iat/data) if absent")
-    p.add_argument("--train-size", type=opt.POS_INT, default=None, help="use only the first N training examples")
-    p.add_argument("--checkpoint-every", type=opt.NONNEG_INT, default=D.checkpoint_every,
-                   help="also write checkpoint.pt every N training steps (0: only at the end of each epoch)")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
+    for f in fields:
+        if f not in required:
+            p.add_argument(flag(f.name), **_flag_kwargs(f))
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, given the same options (on the CPU "
                    "the final weights are bit-identical to an uninterrupted run's); a finished run is left as is")
     p.set_defaults(run=run)
 
 
-def config_from_args(args) -> TrainConfig:
-    return TrainConfig(
-        method=args.method, dataset=args.dataset, arch=args.arch, width=args.width, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, milestones=args.milestones, lr_gamma=args.lr_gamma,
-        momentum=args.momentum, weight_decay=args.weight_decay, eps=args.eps, step_size=args.step_size,
-        attack_steps=args.attack_steps, attack_bn=args.attack_bn, mixup_alpha=args.mixup_alpha,
-        manifold_alpha=args.manifold_alpha, lam_per=args.lam_per, seed=args.seed, device=args.device,
-        data_dir=args.data_dir, download=args.download,
-        train_size=args.train_size, checkpoint_every=args.checkpoint_every, amp=args.amp,
-    ).validate()
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in flag_fields()}).validate()
 
 
-def run(args) -> int:
-    import sys
-
-    from iat.train import TrainingError, TrainingInterrupted, is_complete, train
-
+def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.resume and is_complete(cfg, args.out):
         print(f"{args.out} is already complete ({cfg.epochs} epochs); nothing to do")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from iat.models import register_model
 from iat.models.base import MixableNet, Normalize
+from iat.models.registry import register_model
 
 
 def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
@@ -16,7 +16,7 @@ def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
 
 
 @register_model("cnn-small")
-def cnn_small(in_channels, num_classes, mean, std, width: int = 32) -> MixableNet:
+def cnn_small(in_channels, num_classes, mean, std, *, width: int = 32) -> MixableNet:
     """conv(w) -> pool -> conv(2w) -> pool -> conv(4w) -> global average pool -> linear."""
     stage1 = _block(in_channels, width, pool=True)  # 28x28 -> 14x14, 8x8 -> 4x4
     stage2 = _block(width, 2 * width, pool=True)  # 14x14 -> 7x7, 4x4 -> 2x2

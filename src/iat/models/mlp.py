@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from iat.models import register_model
 from iat.models.base import MixableNet, Normalize
+from iat.models.registry import register_model
 
 
 def _hidden(n_in: int, n_out: int) -> nn.Sequential:
@@ -13,7 +13,7 @@ def _hidden(n_in: int, n_out: int) -> nn.Sequential:
 
 
 @register_model("mlp6")
-def mlp6(in_channels, num_classes, mean, std, width: int = 512, depth: int = 6, input_size: int = 28):
+def mlp6(in_channels, num_classes, mean, std, *, width: int = 512, depth: int = 6, input_size: int = 28):
     """`depth` weight layers in all: depth-1 hidden layers of `width` units and a linear classifier.
 
     Mixing layers: 0 = input, 1 = after the first hidden layer, 2 = after the second.

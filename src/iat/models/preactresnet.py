@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from iat.models import register_model
 from iat.models.base import MixableNet, Normalize
+from iat.models.registry import register_model
 
 
 class PreActBlock(nn.Module):
@@ -34,7 +34,7 @@ def _layer(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequenti
 
 
 @register_model("preactresnet18")
-def preactresnet18(in_channels, num_classes, mean, std, width: int = 64) -> MixableNet:
+def preactresnet18(in_channels, num_classes, mean, std, *, width: int = 64) -> MixableNet:
     """Four stages of two pre-activation blocks; `width` is the first stage's channels (paper: 64)."""
     w = width
     stage1 = nn.Sequential(nn.Conv2d(in_channels, w, 3, 1, 1, bias=False), _layer(w, w, 2, 1))

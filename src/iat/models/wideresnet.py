@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from iat.models import register_model
 from iat.models.base import MixableNet, Normalize
 from iat.models.preactresnet import PreActBlock
+from iat.models.registry import register_model
 
 
 def _group(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -15,7 +15,7 @@ def _group(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
-def wide_resnet(in_channels, num_classes, mean, std, depth: int, widen: int) -> MixableNet:
+def wide_resnet(in_channels, num_classes, mean, std, *, depth: int, widen: int) -> MixableNet:
     if (depth - 4) % 6 != 0:
         raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
     n = (depth - 4) // 6
@@ -34,6 +34,6 @@ def wide_resnet(in_channels, num_classes, mean, std, depth: int, widen: int) -> 
 
 
 @register_model("wrn28-10")
-def wrn28_10(in_channels, num_classes, mean, std, depth: int = 28, widen: int = 10) -> MixableNet:
+def wrn28_10(in_channels, num_classes, mean, std, *, depth: int = 28, widen: int = 10) -> MixableNet:
     """WRN-28-10: three groups of 4 blocks, widths 160/320/640 (`depth`, `widen` shrink it for smoke runs)."""
     return wide_resnet(in_channels, num_classes, mean, std, depth=depth, widen=widen)

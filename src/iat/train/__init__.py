@@ -1,0 +1,32 @@
+"""Training: `train(cfg, out)` runs one method on one model into a run directory you can resume.
+
+Resuming is exact. The checkpoint holds everything that decides the rest of the run: the weights
+(with BatchNorm statistics), the optimizer (momentum buffers), epoch and step, the metrics so far,
+and the RNG states of Python, NumPy and torch (augmentation, mixing, attack starts). The data order
+of an epoch is a function of (seed, epoch) alone and the position in it is `step`; the learning rate
+is a function of the epoch alone (`lr_at`), so there is no scheduler state to save. On the CPU a
+run killed anywhere and resumed with the same options, torch version and thread count writes a
+model.safetensors byte-for-byte equal to an uninterrupted run's (tests/test_resume.py).
+
+Faults: a NaN or infinite loss (or non-finite weights) raises TrainingDiverged before anything
+bad is saved; SIGINT or SIGTERM finishes the current step, writes a checkpoint and raises
+TrainingInterrupted; a failed checkpoint write (full disk) raises CheckpointWriteError and leaves
+the previous checkpoint intact.
+
+The pieces, each testable alone: `loop` (train itself), `state` (RunState: model, optimizer, RNG,
+position), `checkpoint` (the run directory's files), `signals` (SignalGuard), `step` (one update and
+the batches of an epoch), `resume` (what --out already holds).
+"""
+
+from __future__ import annotations
+
+from iat.config import resolve_device
+from iat.models import build_model
+from iat.train.errors import CheckpointWriteError, TrainingDiverged, TrainingError, TrainingInterrupted
+from iat.train.loop import train
+from iat.train.resume import is_complete
+from iat.train.state import RunState, epoch_order, lr_at, rng_state, seed_everything, set_rng_state
+
+__all__ = ["CheckpointWriteError", "RunState", "TrainingDiverged", "TrainingError", "TrainingInterrupted",
+           "build_model", "epoch_order", "is_complete", "lr_at", "resolve_device", "rng_state",
+           "seed_everything", "set_rng_state", "train"]

@@ -1,0 +1,91 @@
+"""The run directory and its files: config.json once, then checkpoints, metrics and the final weights.
+
+Every write is atomic (iat.runio): a write that fails (a full disk) raises CheckpointWriteError and
+leaves the previous file intact; weights that became NaN or infinite are never checkpointed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import iat
+from iat import runio
+from iat.config import TrainConfig
+from iat.data import DataInfo
+from iat.train.errors import CheckpointWriteError, diverged
+from iat.train.resume import Prior
+from iat.train.state import RunState
+
+log = logging.getLogger("iat.train")
+
+
+def run_config(cfg: TrainConfig, *, device: torch.device, info: DataInfo, n: int) -> dict:
+    """config.json: the options plus what the run was made with (versions, threads, data shape)."""
+    return {**cfg.to_dict(), "iat_version": iat.__version__, "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "device_resolved": str(device),
+            "in_channels": info.in_channels, "num_classes": info.num_classes, "image_size": info.image_size,
+            "n_train": n}
+
+
+def open_run_dir(out: Path, config: dict, prior: Prior, resume: bool) -> None:
+    """Create `out` and write config.json (a new run), or tidy it for a resumed one."""
+    created = not out.exists()
+    runio.make_dir(out)
+    if resume:
+        for p in runio.clean_temp_files(out):
+            log.info("removed %s, left by an interrupted write", p)
+    if prior.config is None:
+        try:
+            runio.write_json(out / runio.CONFIG, config)
+        except OSError as e:
+            if created:
+                out.rmdir()
+            raise CheckpointWriteError(f"could not write {out / runio.CONFIG} ({e.strerror or e}); "
+                                       "free space or choose another --out") from None
+    else:
+        for key in ("torch_version", "torch_threads"):
+            if key in prior.config and prior.config[key] != config[key]:
+                log.warning("%s was trained with %s=%s, this process has %s: the resumed run is valid but may "
+                            "not be bit-identical to an uninterrupted one", out, key, prior.config[key], config[key])
+    if prior.checkpoint is not None:
+        runio.write_jsonl(out / runio.METRICS, prior.checkpoint["metrics"])  # drop rows written after it
+        log.info("resuming %s at epoch %d, step %d", out, prior.checkpoint["epoch"] + 1, prior.checkpoint["step"])
+    elif resume:
+        log.info("nothing to resume in %s: starting the run", out)
+
+
+class Checkpointer:
+    """Writes a run's checkpoint.pt, metrics.jsonl and model.safetensors into `out`."""
+
+    def __init__(self, out: Path, checkpoint_every: int = 0):
+        self.out, self.every = out, checkpoint_every
+
+    def due(self, state: RunState, steps_per_epoch: int) -> bool:
+        """Every `checkpoint_every` steps counted over the run; an epoch's end is checkpointed anyway."""
+        global_step = state.epoch * steps_per_epoch + state.step
+        return bool(self.every) and global_step % self.every == 0 and state.step < steps_per_epoch
+
+    def _write(self, name: str, save: Callable[[Path, Any], None], content: Any) -> None:
+        path = self.out / name
+        try:
+            save(path, content)
+        except OSError as e:
+            raise CheckpointWriteError(
+                f"could not write {path} ({e.strerror or e}); the previous checkpoint is intact: "
+                "free space, then continue with the same command plus --resume") from None
+
+    def save(self, state: RunState) -> None:
+        if not state.weights_finite():
+            raise diverged("the weights became NaN or infinite", self.out, state.epoch, state.step)
+        self._write(runio.CHECKPOINT, runio.save_checkpoint, state.checkpoint())
+
+    def save_metrics(self, metrics: list[dict]) -> None:
+        self._write(runio.METRICS, runio.write_jsonl, metrics)
+
+    def save_weights(self, model: torch.nn.Module) -> None:
+        self._write(runio.WEIGHTS, runio.save_weights, model.state_dict())

@@ -1,0 +1,143 @@
+"""The run state: everything that decides the rest of a run, created fresh or restored from a checkpoint.
+
+Config, model, optimizer, the global RNGs, the position (epoch, step) and the metrics and running
+sums so far. The data order of an epoch is a function of (seed, epoch) alone (`epoch_order`) and
+the learning rate a function of the epoch alone (`lr_at`), so neither needs saving.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iat.config import TrainConfig
+from iat.errors import UsageError
+from iat.models import MixableNet, build_model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The order of the training examples in `epoch`, a function of (seed, epoch) alone."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of (0-based) `epoch`: a function of the epoch alone, so nothing to checkpoint."""
+    return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.resolved_milestones())
+
+
+def rng_state() -> dict:
+    """The global RNG states as tensors and plain values (loadable with weights_only=True)."""
+    version, py_state, gauss_next = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": torch.tensor(py_state, dtype=torch.int64),  # 624 words + position
+        "python_gauss": gauss_next,  # None or the cached second value of random.gauss
+        "numpy": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss),
+        "numpy_gauss": float(np_gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((3, tuple(int(v) for v in state["python"].tolist()), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fresh_running() -> dict:
+    return {"loss_sum": 0.0, "count": 0, "seconds": 0.0}
+
+
+# What a checkpoint's restore can raise when the checkpoint is another run's or damaged.
+_RESTORE_ERRORS = (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError)
+
+
+@dataclass
+class RunState:
+    """The model, its optimizer and where the run is: `epoch` (0-based) and `step` within it."""
+
+    cfg: TrainConfig
+    model: MixableNet
+    optimizer: torch.optim.Optimizer
+    _: KW_ONLY
+    epoch: int = 0
+    step: int = 0
+    metrics: list[dict] = field(default_factory=list)
+    running: dict = field(default_factory=fresh_running)
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, device: torch.device) -> RunState:
+        """A new run: seed every RNG, then build the model (its initialization draws from torch's RNG)."""
+        seed_everything(cfg.seed)
+        model = build_model(cfg).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+        return cls(cfg, model, optimizer)
+
+    def restore(self, ckpt: dict, path: Path, steps_per_epoch: int) -> None:
+        """Continue from a checkpoint checked by `resume.check_checkpoint`; a misfit is a one-line UsageError."""
+        if ckpt["step"] > steps_per_epoch:
+            raise UsageError(f"{path} is at step {ckpt['step']} of an epoch of {steps_per_epoch} steps; "
+                             f"delete {path} to restart the run from scratch")
+        for part, restore in (("weights", lambda: self.model.load_state_dict(ckpt["model"])),
+                              ("optimizer state", lambda: self.optimizer.load_state_dict(ckpt["optimizer"])),
+                              ("RNG state", lambda: set_rng_state(ckpt["rng"]))):
+            try:
+                restore()
+            except _RESTORE_ERRORS as e:
+                first = " ".join((str(e).strip().splitlines() or [type(e).__name__])[:2])[:150]
+                raise UsageError(f"{path} cannot be restored: its {part} failed to load into this run's "
+                                 f"{self.cfg.arch!r} model ({first}); delete {path} to restart the run "
+                                 "from scratch") from None
+        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.metrics, self.running = ckpt["metrics"], ckpt["running"]
+
+    def start_epoch(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.cfg, self.epoch)
+        self.model.train()
+
+    def advance(self, loss: float, n: int) -> None:
+        """Count one finished update of `n` examples."""
+        self.running["loss_sum"] += loss * n
+        self.running["count"] += n
+        self.step += 1
+
+    def mean_loss(self) -> float:
+        return self.running["loss_sum"] / max(self.running["count"], 1)
+
+    def end_epoch(self) -> dict:
+        """Record the finished epoch's metrics row and move to the next epoch; return the row."""
+        row = {"epoch": self.epoch + 1, "lr": lr_at(self.cfg, self.epoch), "train_loss": self.mean_loss(),
+               "seconds": round(self.running["seconds"], 3)}
+        self.metrics.append(row)
+        self.epoch, self.step, self.running = self.epoch + 1, 0, fresh_running()
+        return row
+
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def checkpoint(self) -> dict:
+        """Everything `restore` needs, as tensors and plain values (loadable with weights_only=True)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
+                "step": self.step, "metrics": self.metrics, "running": dict(self.running), "rng": rng_state(),
+                "config": self.cfg.to_dict()}

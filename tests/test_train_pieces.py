@@ -1,0 +1,120 @@
+"""The training loop's pieces, each alone: run state, step, batches, checkpointer, signal guard."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from iat import runio
+from iat.config import TrainConfig
+from iat.train import CheckpointWriteError, TrainingDiverged, TrainingInterrupted
+from iat.train.checkpoint import Checkpointer
+from iat.train.signals import SignalGuard
+from iat.train.state import RunState
+from iat.train.step import Step, TrainData, make_objective
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+CFG = TrainConfig(method="mixup", dataset="digits", arch="cnn-small", width=4, epochs=2, batch_size=32,
+                  train_size=100, seed=1, device="cpu")
+CPU = torch.device("cpu")
+
+
+def test_batches_cover_an_epoch_from_any_step():
+    data = TrainData.load(CFG, CPU)
+    assert data.steps_per_epoch(32) == 4
+    order = torch.arange(len(data))
+    sizes = [len(y) for _, y in data.batches(order, 0, 32)]
+    assert sizes == [32, 32, 32, 4]
+    (_, y), = data.batches(order, 3, 32)
+    assert torch.equal(y, data.y[96:])
+
+
+def test_step_updates_once_and_counts_it():
+    state = RunState.create(CFG, CPU)
+    loss_fn, _ = make_objective(CFG, state.model)
+    before = [p.detach().clone() for p in state.model.parameters()]
+    data = TrainData.load(CFG, CPU)
+    x, y = next(data.batches(torch.arange(len(data)), 0, 32))
+    Step(state.model, state.optimizer, loss_fn, out=Path("x"))(state, x, y)
+    assert state.step == 1 and state.running["count"] == 32 and state.running["loss_sum"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, state.model.parameters()))
+
+
+def test_a_non_finite_loss_stops_before_the_update():
+    state = RunState.create(CFG, CPU)
+    before = [p.detach().clone() for p in state.model.parameters()]
+    nan_loss = lambda model, x, y: (model(x).sum() * float("nan"), {})  # noqa: E731
+    step = Step(state.model, state.optimizer, nan_loss, out=Path("run"))
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 1; the last good checkpoint in run"):
+        step(state, torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))
+    assert all(torch.equal(a, b) for a, b in zip(before, state.model.parameters())) and state.step == 0
+
+
+def test_a_checkpoint_restores_the_run_state_exactly(tmp_path):
+    state = RunState.create(CFG, CPU)
+    state.epoch, state.step, state.running["count"] = 1, 2, 64
+    Checkpointer(tmp_path).save(state)
+    expected = torch.rand(3)  # the RNG moves on after the checkpoint ...
+    other = RunState.create(CFG, CPU)
+    other.restore(runio.load_checkpoint(tmp_path / runio.CHECKPOINT), tmp_path / runio.CHECKPOINT, 4)
+    assert torch.equal(torch.rand(3), expected)  # ... and is back where it was
+    assert (other.epoch, other.step, other.running["count"]) == (1, 2, 64)
+    for a, b in zip(state.model.state_dict().values(), other.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_checkpointer_refuses_non_finite_weights_and_reports_a_full_disk(tmp_path, monkeypatch):
+    state = RunState.create(CFG, CPU)
+    with torch.no_grad():
+        next(state.model.parameters()).fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match="weights became NaN or infinite"):
+        Checkpointer(tmp_path).save(state)
+    assert not (tmp_path / runio.CHECKPOINT).exists()
+
+    def full(path, content):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(runio, "write_jsonl", full)
+    with pytest.raises(CheckpointWriteError, match="No space left on device.*previous checkpoint is intact"):
+        Checkpointer(tmp_path).save_metrics([])
+
+
+def test_checkpoints_are_due_every_n_steps_of_the_run_but_not_at_an_epochs_end(tmp_path):
+    state = RunState.create(CFG, CPU)
+    due = []
+    for epoch, step in [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2)]:
+        state.epoch, state.step = epoch, step
+        due.append(Checkpointer(tmp_path, 2).due(state, 4))
+    assert due == [False, True, False, False, True]
+    assert not Checkpointer(tmp_path, 0).due(state, 4)
+
+
+def test_signal_guard_records_one_signal_raises_on_the_second_and_restores_handlers(tmp_path):
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as e:
+        with SignalGuard(tmp_path, lambda: (1, 5)) as guard:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert guard.signum == signal.SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert not e.value.saved and (e.value.epoch, e.value.step) == (1, 5)
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_signal_guard_does_nothing_off_the_main_thread(tmp_path):
+    seen = []
+
+    def body():
+        with SignalGuard(tmp_path, lambda: (0, 0)) as guard:
+            seen.append(guard._previous)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen == [{}]
