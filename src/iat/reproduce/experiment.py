@@ -2,8 +2,10 @@
 
 Each file has top-level keys naming the experiment (`name`, `title`, `kind`, `methods`, `notes`),
 a `[paper]` section with the paper's settings, and a `[smoke]` section whose keys replace those of
-`[paper]` for `--scale smoke` (minutes on a CPU). Unknown keys and wrong types are refused with the
-file and key named. Eps and step sizes are written `"8/255"` or as floats in [0,1].
+`[paper]` for `--scale smoke` (minutes on a CPU). The training settings are overrides of
+iat.config.TrainConfig: its fields, its defaults for any key a file leaves out, its checks. Unknown keys
+and wrong types are refused with the file and key named. Eps and step sizes are written `"8/255"` or as
+floats in [0,1]. `iat demo` is one more such file, experiments/demo.toml.
 """
 
 from __future__ import annotations

@@ -88,11 +88,6 @@ def measure_robustness(exp: Experiment, out: Path, runs: dict[str, list[Path]], 
     """Tables 5-7 with iat.robustness, one call per seed (each seed's runs attack each other)."""
     s = exp.settings
     fn = ROBUSTNESS[exp.kind]
-    method_of = {}
-    for method, dirs in runs.items():
-        for run in dirs:
-            method_of[str(run)] = method
-            method_of[str(run.resolve())] = method
     common = {"step_size": s.eval_step_size, "limit": s.test_size, "device": device, "data_dir": data_dir,
               "progress": progress}
     steps_sweep = exp.kind == "sweep-steps"
@@ -113,19 +108,26 @@ def measure_robustness(exp: Experiment, out: Path, runs: dict[str, list[Path]], 
         points += result["points"]
         extra = {k: v for k, v in result.items() if k != "points"}
     runio.write_json(out / f"{exp.kind}.json", {**extra, "points": points})
+    head = {"eps": s.eval_eps} if steps_sweep else {"steps": s.eval_steps}
+    return {**head, "step_size": s.eval_step_size, "points": group_points(exp.kind, points, runs), "suite": extra}
 
-    def group(fields: tuple[str, ...], convert) -> list[dict]:
-        groups: dict[tuple, list[float]] = {}
-        for p in points:
-            groups.setdefault(convert(p), []).append(p["error"])
-        return [{**dict(zip(fields, k)), **stat(v)} for k, v in groups.items()]
 
-    if exp.kind == "transfer":
-        grouped = group(("eps", "source", "target"),
-                        lambda p: (p["eps"], method_of[str(p["source"])], method_of[str(p["target"])]))
-        return {"steps": s.eval_steps, "step_size": s.eval_step_size, "points": grouped, "suite": extra}
-    if exp.kind == "sweep-eps":
-        grouped = group(("method", "eps"), lambda p: (method_of[str(p["run"])], p["eps"]))
-        return {"steps": s.eval_steps, "step_size": s.eval_step_size, "points": grouped, "suite": extra}
-    grouped = group(("method", "steps"), lambda p: (method_of[str(p["run"])], p["steps"]))
-    return {"eps": s.eval_eps, "step_size": s.eval_step_size, "points": grouped, "suite": extra}
+def group_points(kind: str, points: list[dict], runs: dict[str, list[Path]]) -> list[dict]:
+    """The suite's per-run points as mean ± std over seeds, per method (or source and target method)."""
+    method_of = {}
+    for method, dirs in runs.items():
+        for run in dirs:
+            method_of[str(run)] = method
+            method_of[str(run.resolve())] = method
+    axis = "eps" if kind == "sweep-eps" else "steps"
+    fields = ("eps", "source", "target") if kind == "transfer" else ("method", axis)
+
+    def key(p: dict) -> tuple:
+        if kind == "transfer":
+            return p["eps"], method_of[str(p["source"])], method_of[str(p["target"])]
+        return method_of[str(p["run"])], p[axis]
+
+    groups: dict[tuple, list[float]] = {}
+    for p in points:
+        groups.setdefault(key(p), []).append(p["error"])
+    return [{**dict(zip(fields, k)), **stat(v)} for k, v in groups.items()]
