@@ -1,6 +1,7 @@
-"""report.md and the plots of `iat reproduce`: our numbers in the paper's layout, beside the paper's.
+"""report.md of `iat reproduce`: our numbers in the paper's layout, beside the paper's, in markdown.
 
-Everything here reads results.json's content only, so a report can be rewritten without the runs.
+Everything here reads results.json's content only, so a report can be rewritten without the runs. The
+plots it links are drawn by iat.analysis.plots.
 """
 
 from __future__ import annotations
@@ -22,16 +23,12 @@ DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "fashion-mnist": "Fashio
 # ------------------------------------------------------------------------------------------ cells
 
 
-def paper_cell(cell) -> dict | None:
-    """A paper cell ([mean, std], [mean, None], a number, or None for the paper's '-') as a table cell's stat."""
-    if cell is None:
-        return None
-    mean, std = cell if isinstance(cell, list) else (cell, None)
-    return {"mean": mean, "std": std}
-
-
 def fmt_paper(cell) -> str:
-    return format_cell(paper_cell(cell))
+    """A paper cell ([mean, std], [mean, None], a number, or None for the paper's '-') as a table cell."""
+    if cell is None:
+        return format_cell(None)
+    mean, std = cell if isinstance(cell, list) else (cell, None)
+    return format_cell({"mean": mean, "std": std})
 
 
 def fmt_setting(key: str, value) -> str:

@@ -177,7 +177,8 @@ def run_experiment(exp: Experiment, out: Path, *, seeds: int = 1, device: str = 
         "trained": [str(t.run_dir) for t in tasks if not t.done], "ours": ours, "paper": paper_entry(exp.name),
         "notes": exp.notes, "seconds": round(time.perf_counter() - started, 1),
         "train_seconds": round(train_seconds([t.run_dir for t in tasks]), 1),
-        "device": str(resolved), "threads": torch.get_num_threads(), "jobs": launcher.jobs,
+        "device": str(resolved), "jobs": launcher.jobs,
+        "threads": 1 if launcher.jobs > 1 else torch.get_num_threads(),  # per run
         "torch_version": torch.__version__, "iat_version": iat.__version__,
     }
 
