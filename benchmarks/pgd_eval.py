@@ -32,7 +32,7 @@ import iat
 from iat.attacks import PGD
 from iat.attacks.worstcase import error_pct, predict
 from iat.data import load_data
-from iat.demo import DemoConfig
+from iat.demo import demo_experiment
 from iat.evaluate import evaluate, load_run_model
 from iat.units import parse_int_list
 
@@ -65,7 +65,7 @@ def ensure_model(args) -> Path:
     if not (run / "model.safetensors").is_file():
         from iat.train import train
 
-        cfg = DemoConfig(epochs=args.epochs, device="cpu").train_config("pgd", seed=0)
+        cfg = demo_experiment(epochs=args.epochs).settings.train_config("pgd", seed=0, device="cpu")
         logging.info("training the demo's PGD model into %s (%d epochs)", run, args.epochs)
         train(cfg, run, resume=True, progress=True)
     return run

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 
+from iat.methods import METHODS
+
 ATTACK_COLUMNS = {"clean": "No attack", "fgsm": "FGSM", "pgd7": "PGD (7 steps)", "pgd20": "PGD (20 steps)"}
 
 
@@ -12,10 +14,26 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def format_cell(stat: dict[str, float] | None, digits: int = 2) -> str:
-    if stat is None:
-        return "-"
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+def stat(values: list[float]) -> dict:
+    """mean_std with the values it was made of, so a reader knows how many seeds stand behind it."""
+    return {**mean_std(values), "values": values}
+
+
+def format_cell(cell: dict | None, digits: int = 2) -> str:
+    """One table cell: `mean ± std`; the mean alone where there is no std to give (a std of None, as in
+    the paper's single runs, or one value behind the mean); '—' for no number."""
+    if cell is None:
+        return "—"
+    if cell.get("std") is None or len(cell.get("values", (0, 0))) == 1:
+        return f"{cell['mean']:.{digits}f}"
+    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+
+
+def method_label(method: str, short: bool = False) -> str:
+    """A method's row name in the paper's tables (iat.methods); `short` for plots, where
+    "Interpolated Adversarial Training" becomes "IAT"."""
+    label = METHODS[method].label if method in METHODS else method
+    return label.replace("Interpolated Adversarial Training", "IAT") if short else label
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:

@@ -64,12 +64,22 @@ def parse_int_list(text: str, name: str, minimum: int = 1, maximum: int | None =
     return out
 
 
-def format_eps(value: float) -> str:
-    """`8/255 = 0.0314` when the value is a whole number of 255ths, else `0.1`."""
-    frac = Fraction(value).limit_denominator(255)
+def format_eps(value: float, style: str = "long") -> str:
+    """The one way an eps or step size is printed, in three styles:
+
+    long  (reports, headers): `8/255 = 0.0314`, `1/10 = 0.1000` for a small fraction, else `0.1234`-like `{:g}`;
+    short (table headers):    `8/255` for whole 255ths, else `0.1`;
+    255   (axes in 255ths):   `8`, or `25.5` when the value is not a whole number of 255ths.
+    """
     k = value * 255
-    if abs(k - round(k)) < 1e-6 and round(k) != 0:
+    whole_255ths = abs(k - round(k)) < 1e-6 and round(k) != 0
+    if style == "255":
+        return f"{round(k)}" if abs(k - round(k)) < 1e-6 else f"{k:.3g}"
+    if style == "short":
+        return f"{round(k)}/255" if whole_255ths and round(value, 3) != value else f"{value:g}"
+    if whole_255ths:
         return f"{round(k)}/255 = {value:.4f}"
+    frac = Fraction(value).limit_denominator(255)
     if frac.denominator != 1 and abs(float(frac) - value) < 1e-9 and frac.denominator <= 20:
         return f"{frac.numerator}/{frac.denominator} = {value:.4f}"
     return f"{value:g}"

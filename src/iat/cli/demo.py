@@ -3,40 +3,47 @@
 from __future__ import annotations
 
 from iat.cli import options as opt
-from iat.demo import DemoConfig
 from iat.methods import method_names
 from iat.models import model_names
-
-D = DemoConfig()
+from iat.reproduce.experiment import DEMO, load_experiment
+from iat.reproduce.launch import LAUNCHERS
 
 
 def add_parser(sub) -> None:
+    d = load_experiment(DEMO).settings  # the defaults shown here are experiments/demo.toml's
     p = sub.add_parser(
         "demo",
         help="the paper's white-box table at CPU scale on Fashion-MNIST (about 20 minutes)",
         description="Train the six methods (erm, mixup, manifold-mixup, pgd, iat-mixup, iat-manifold-mixup) with "
         "the same budget on Fashion-MNIST and evaluate each on the 10,000 test images: clean, FGSM, PGD-7 and "
         "PGD-20. Prints the table and writes results.json, table.md and one run directory per method and seed. "
-        "Calling it again on the same --out resumes and skips finished runs.",
+        "Calling it again on the same --out resumes and skips finished runs. Its settings are in "
+        "src/iat/experiments/demo.toml; it runs through the same runner as `iat reproduce`.",
     )
     p.add_argument("--out", default="demo-out", help="output directory")
     p.add_argument("--seeds", type=opt.POS_INT, default=2, help="seeds per method (mean ± std over seeds)")
     p.add_argument("--methods", default=",".join(method_names()), help="comma-separated subset of the methods")
-    p.add_argument("--arch", choices=model_names(), default=D.arch, help="architecture")
-    p.add_argument("--epochs", type=opt.POS_INT, default=D.epochs, help="epochs per run")
-    p.add_argument("--train-size", type=opt.POS_INT, default=D.train_size, help="training images used (default: all)")
-    p.add_argument("--test-size", type=opt.POS_INT, default=None, help="test images (default: all 10,000)")
-    p.add_argument("--eps", type=opt.EPS, default=D.eps, help="attack radius for training and evaluation")
-    p.add_argument("--step-size", type=opt.STEP, default=D.step_size, help="PGD step size")
+    p.add_argument("--arch", choices=model_names(), default=d.arch, help="architecture")
+    p.add_argument("--epochs", type=opt.POS_INT, default=d.epochs, help="epochs per run")
+    p.add_argument("--train-size", type=opt.POS_INT, default=d.train_size, help="training images used (default: all)")
+    p.add_argument("--test-size", type=opt.POS_INT, default=d.test_size, help="test images (default: all 10,000)")
+    p.add_argument("--eps", type=opt.EPS, default=d.eps, help="attack radius for training and evaluation")
+    p.add_argument("--step-size", type=opt.STEP, default=d.step_size, help="PGD step size")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--jobs", type=opt.POS_INT, default=None,
-                   help="runs trained at once, one thread each (default: one per CPU core; 1 on a GPU)")
+    add_launch_options(p)
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST's idx files (default: Debian's package)")
     p.set_defaults(run=run)
 
 
+def add_launch_options(p) -> None:
+    """--launcher and --jobs, shared with `iat reproduce`."""
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local", help="where the runs execute (default: local)")
+    p.add_argument("--jobs", type=opt.POS_INT, default=None,
+                   help="runs trained at once, one thread each (default: one per CPU core; 1 on a GPU)")
+
+
 def run(args) -> int:
-    from iat.demo import run_demo
+    from iat.demo import demo_experiment, run_demo
     from iat.errors import UsageError
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -44,16 +51,10 @@ def run(args) -> int:
     if unknown or not methods:
         raise UsageError(f"--methods: unknown method {unknown[0] if unknown else args.methods!r}; "
                          f"choose from {', '.join(method_names())}")
-    cfg = DemoConfig(arch=args.arch, epochs=args.epochs, train_size=args.train_size, test_size=args.test_size,
-                     eps=args.eps, step_size=args.step_size, device=args.device, data_dir=args.data_dir)
-    from iat import runio
-    from iat.data import load_data
-    from iat.train import resolve_device
-
-    resolve_device(args.device)  # --device cuda without a GPU, and an unusable --out, fail before any output
-    runio.check_out_dir(args.out)
-    load_data(cfg.dataset, "test", cfg.data_dir, limit=1)  # a missing data set fails before any output
-    results = run_demo(cfg, args.out, seeds=args.seeds, methods=methods, progress=not args.quiet, jobs=args.jobs)
+    exp = demo_experiment(methods, arch=args.arch, epochs=args.epochs, train_size=args.train_size,
+                          test_size=args.test_size, eps=args.eps, step_size=args.step_size)
+    results = run_demo(exp, args.out, seeds=args.seeds, device=args.device, data_dir=args.data_dir,
+                       progress=not args.quiet, launcher=args.launcher, jobs=args.jobs)
     print(open(f"{args.out}/table.md").read())
     print(f"wall time: {results['seconds'] / 60:.1f} min; results in {args.out}/results.json")
     return 0

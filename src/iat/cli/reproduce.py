@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from iat.cli import options as opt
+from iat.cli.demo import add_launch_options
 from iat.reproduce.experiment import SCALES, experiment_names
 
 
@@ -27,6 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output directory (default: reproduce-NAME)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: iat's data directory)")
+    add_launch_options(p)
     p.set_defaults(run=run)
 
 
@@ -36,7 +38,7 @@ def run(args) -> int:
     from iat.reproduce import reproduce
 
     results = reproduce(args.name, args.out, seeds=args.seeds, scale=args.scale, device=args.device,
-                        data_dir=args.data_dir, progress=not args.quiet)
+                        data_dir=args.data_dir, progress=not args.quiet, launcher=args.launcher, jobs=args.jobs)
     out = Path(args.out) if args.out is not None else Path(f"reproduce-{results['experiment']}")
     report = (out / "report.md").read_text()
     print(report)

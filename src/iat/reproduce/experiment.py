@@ -2,8 +2,10 @@
 
 Each file has top-level keys naming the experiment (`name`, `title`, `kind`, `methods`, `notes`),
 a `[paper]` section with the paper's settings, and a `[smoke]` section whose keys replace those of
-`[paper]` for `--scale smoke` (minutes on a CPU). Unknown keys and wrong types are refused with the
-file and key named. Eps and step sizes are written `"8/255"` or as floats in [0,1].
+`[paper]` for `--scale smoke` (minutes on a CPU). The training settings are overrides of
+iat.config.TrainConfig: its fields, its defaults for any key a file leaves out, its checks. Unknown keys
+and wrong types are refused with the file and key named. Eps and step sizes are written `"8/255"` or as
+floats in [0,1]. `iat demo` is one more such file, experiments/demo.toml.
 """
 
 from __future__ import annotations
@@ -25,31 +27,34 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 SCALES = ("paper", "smoke")
+DEMO = "demo"  # experiments/demo.toml, run by `iat demo`
 # What an experiment measures on its trained runs, and so how its report is laid out.
 KINDS = ("whitebox", "transfer", "sweep-eps", "sweep-steps", "norms", "probe")
 TOP_KEYS = {"name": str, "title": str, "kind": str, "methods": list, "notes": list, "paper": dict, "smoke": dict}
 
 
-@dataclass
-class Settings:
-    """Everything one scale of an experiment needs; None: not used by this experiment's kind."""
+# A run's own options, not an experiment's: the runner sets them for each run or each call.
+PER_RUN = ("method", "seed", "device", "data_dir", "download", "extra")
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in PER_RUN)
 
-    # training, as iat.config.TrainConfig (None: TrainConfig's default)
-    dataset: str = ""
-    arch: str = ""
-    width: int | None = None  # None: the architecture's own width
-    epochs: int = 200
-    milestones: list[int] | None = None
-    lr: float = 0.1
-    batch_size: int = 64
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    eps: float = 8 / 255  # training attack radius, images in [0,1]
-    step_size: float = 2 / 255  # training PGD step
-    attack_steps: int = 7
-    mixup_alpha: float = 1.0
-    manifold_alpha: float = 2.0
-    train_size: int | None = None  # first N training images (None: all)
+
+def _copy_field(f: dataclasses.Field) -> tuple:
+    default = (dataclasses.field(default=f.default) if f.default is not dataclasses.MISSING
+               else dataclasses.field(default_factory=f.default_factory))
+    return f.name, f.type, default
+
+
+# Training settings are TrainConfig's own fields and defaults: a default changed there reaches every experiment.
+TrainSettings = dataclasses.make_dataclass(
+    "TrainSettings", [_copy_field(f) for f in dataclasses.fields(TrainConfig) if f.name in TRAIN_KEYS])
+TrainSettings.__module__ = __name__
+
+
+@dataclass
+class Settings(TrainSettings):
+    """One scale of an experiment: overrides of TrainConfig's fields, and what is measured on the runs.
+    None: not used by this experiment's kind."""
+
     # evaluation
     test_size: int | None = None  # first N test images (None: all)
     attacks: list[str] = field(default_factory=list)  # white-box columns: clean, fgsm, pgdN
@@ -67,21 +72,13 @@ class Settings:
 
     def train_config(self, method: str, seed: int, device: str = "auto", data_dir: str | None = None,
                      extra: dict | None = None) -> TrainConfig:
-        return TrainConfig(method=method, dataset=self.dataset, arch=self.arch, width=self.width,
-                           epochs=self.epochs, milestones=self.milestones, lr=self.lr, batch_size=self.batch_size,
-                           momentum=self.momentum, weight_decay=self.weight_decay, eps=self.eps,
-                           step_size=self.step_size, attack_steps=self.attack_steps, mixup_alpha=self.mixup_alpha,
-                           manifold_alpha=self.manifold_alpha, seed=seed, device=device, data_dir=data_dir,
-                           train_size=self.train_size, extra=dict(extra or {})).validate()
+        return TrainConfig(method=method, seed=seed, device=device, data_dir=data_dir, extra=dict(extra or {}),
+                           **{k: getattr(self, k) for k in TRAIN_KEYS}).validate()
 
 
 EPS_KEYS = {"eps", "step_size", "eval_eps", "eval_step_size"}
-INT_LIST_KEYS = {"milestones", "eval_steps_list"}
-FLOAT_KEYS = {"lr", "momentum", "weight_decay", "mixup_alpha", "manifold_alpha", "probe_lr"}
-INT_KEYS = {"width", "epochs", "batch_size", "attack_steps", "train_size", "test_size", "eval_steps", "probe_n",
-            "probe_epochs", "probe_hidden", "probe_batch_size"}
-STR_KEYS = {"dataset", "arch"}
-SETTING_KEYS = {f.name for f in dataclasses.fields(Settings)}
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+DEFAULTS = dataclasses.asdict(Settings())
 # Settings each kind must have.
 REQUIRED = {
     "whitebox": ("attacks", "eval_eps", "eval_step_size"),
@@ -104,6 +101,25 @@ class Experiment:
     settings: Settings  # at this scale
     paper: Settings  # at the paper's scale
     source: Path  # the config file
+    smoke_dataset: str | None = None  # the data set of its smoke scale (None: it has none)
+
+    def check(self) -> None:
+        """The same checks `iat train` makes, for every method, before anything runs."""
+        for m in self.methods:
+            try:
+                self.settings.train_config(m, 0)
+            except UsageError as e:
+                raise UsageError(f"{self.source.name}: {e}") from None
+
+    def override(self, methods: list[str] | None = None, **settings) -> Experiment:
+        """This experiment with some settings (and its methods) replaced, as a command line asks; checked."""
+        unknown = [k for k in settings if k not in FIELDS]
+        if unknown:
+            raise UsageError(f"{self.source.name}: unknown setting {unknown[0]!r}")
+        exp = dataclasses.replace(self, methods=list(methods or self.methods),
+                                  settings=dataclasses.replace(self.settings, **settings))
+        exp.check()
+        return exp
 
     def substitutions(self) -> list[tuple[str, object, object]]:
         """(setting, paper's value, this scale's value) for every setting that differs from the paper's."""
@@ -113,7 +129,8 @@ class Experiment:
 
 
 def experiment_names() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))
+    """The paper's experiments; `iat demo` runs its own file (demo.toml) through the same runner."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml") if p.stem != DEMO)
 
 
 def experiment_path(name: str) -> Path:
@@ -131,12 +148,15 @@ def experiment_path(name: str) -> Path:
 
 
 def _setting(path: Path, section: str, key: str, value):
-    """Parse and type-check one setting; the error names the file, section and key."""
+    """Parse and type-check one setting by the type its field declares; the error names the file, section
+    and key. Ranges are TrainConfig.validate's to check (once, in load_experiment)."""
     where = f"{path.name} [{section}] {key}"
 
     def bad(expected: str):
         return UsageError(f"{where} = {value!r}: expected {expected}")
 
+    if key not in FIELDS:
+        raise UsageError(f"{where}: unknown setting; valid settings: {', '.join(sorted(FIELDS))}")
     if key == "attacks":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad('a list of attack names like ["clean", "fgsm", "pgd7"]')
@@ -151,23 +171,25 @@ def _setting(path: Path, section: str, key: str, value):
         if not isinstance(value, list) or not value:
             raise bad('a list of eps like ["1/255", "2/255"]')
         return [parse_eps(v, where) for v in value]
-    if key in INT_LIST_KEYS:
+    kind = str(FIELDS[key].type).replace(" ", "").replace("|None", "")
+    if kind == "list[int]":
         if not isinstance(value, list) or not value or not all(type(v) is int and v >= 1 for v in value):
             raise bad("a list of positive integers")
         return list(value)
-    if key in INT_KEYS:
-        if type(value) is not int or value < 1:
-            raise bad("a positive integer")
+    if kind == "int":
+        least = 0 if DEFAULTS[key] == 0 else 1  # e.g. checkpoint_every: 0 means never
+        if type(value) is not int or value < least:
+            raise bad("a positive integer" if least else "an integer >= 0")
         return value
-    if key in FLOAT_KEYS:
+    if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
         return float(value)
-    if key in STR_KEYS:
-        if not isinstance(value, str):
-            raise bad("a string")
+    if kind in ("str", "bool"):
+        if type(value).__name__ != kind:
+            raise bad("a string" if kind == "str" else "true or false")
         return value
-    raise UsageError(f"{where}: unknown setting; valid settings: {', '.join(sorted(SETTING_KEYS))}")
+    raise UsageError(f"{where}: cannot be set in an experiment file")
 
 
 def load_experiment(name: str, scale: str = "paper") -> Experiment:
@@ -196,16 +218,18 @@ def load_experiment(name: str, scale: str = "paper") -> Experiment:
                          + (f" (unknown: {unknown[0]!r})" if unknown else ""))
     values = {k: _setting(path, "paper", k, v) for k, v in raw["paper"].items()}
     smoke = {k: _setting(path, "smoke", k, v) for k, v in raw.get("smoke", {}).items()}
-    paper = Settings(**values)
-    settings = Settings(**{**values, **smoke}) if scale == "smoke" else paper
-    missing = [k for k in ("dataset", "arch") + REQUIRED[raw["kind"]] if getattr(settings, k) in (None, "", [])]
+    merged = {**values, **smoke} if scale == "smoke" else values
+    # TrainConfig's defaults stand for anything else, but which data and network an experiment is about never
+    missing = [k for k in ("dataset", "arch") if k not in merged]
+    missing += [k for k in REQUIRED[raw["kind"]] if merged.get(k) in (None, "", [])]
     if missing:
         raise UsageError(f"{path.name}: a {raw['kind']} experiment needs the setting {missing[0]!r} "
                          f"(scale {scale})")
-    for m in methods:  # the same checks `iat train` makes, before anything runs
-        settings.train_config(m, 0)
     notes = raw.get("notes", [])
     if not all(isinstance(n, str) for n in notes):
         raise UsageError(f"{path.name}: notes must be a list of strings")
-    return Experiment(name=raw["name"], title=raw["title"], kind=raw["kind"], methods=list(methods),
-                      notes=list(notes), scale=scale, settings=settings, paper=paper, source=path)
+    exp = Experiment(name=raw["name"], title=raw["title"], kind=raw["kind"], methods=list(methods),
+                     notes=list(notes), scale=scale, settings=Settings(**merged), paper=Settings(**values),
+                     source=path, smoke_dataset=smoke.get("dataset", values["dataset"]) if "smoke" in raw else None)
+    exp.check()
+    return exp

@@ -1,6 +1,7 @@
-"""report.md and the plots of `iat reproduce`: our numbers in the paper's layout, beside the paper's.
+"""report.md of `iat reproduce`: our numbers in the paper's layout, beside the paper's, in markdown.
 
-Everything here reads results.json's content only, so a report can be rewritten without the runs.
+Everything here reads results.json's content only, so a report can be rewritten without the runs. The
+plots it links are drawn by iat.analysis.plots.
 """
 
 from __future__ import annotations
@@ -8,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from iat import runio
-from iat.analysis.figures import pyplot, save_png
-from iat.methods import METHODS
-from iat.report import ATTACK_COLUMNS, format_table
+from iat.analysis.norms import plot_norms
+from iat.analysis.plots import plot_probe, plot_sweep, plot_transfer, plot_whitebox
+from iat.report import ATTACK_COLUMNS, format_cell, format_table, method_label
+from iat.reproduce.experiment import EPS_KEYS, TRAIN_KEYS
 from iat.reproduce.paper import CITATION
 from iat.units import format_eps
 
-EPS_SETTINGS = {"eps", "step_size", "eval_eps", "eval_step_size"}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "fashion-mnist": "Fashion-MNIST", "mnist": "MNIST",
                  "digits": "digits"}
 
@@ -22,48 +23,24 @@ DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "fashion-mnist": "Fashio
 # ------------------------------------------------------------------------------------------ cells
 
 
-def fmt(stat: dict | None) -> str:
-    """`mean ± std` over seeds; just the mean for one seed (no std to give)."""
-    if stat is None:
-        return "—"
-    if len(stat.get("values", [])) > 1:
-        return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
-    return f"{stat['mean']:.2f}"
-
-
 def fmt_paper(cell) -> str:
-    """A paper cell: [mean, std], [mean, None], a number, or None ('-' in the paper)."""
+    """A paper cell ([mean, std], [mean, None], a number, or None for the paper's '-') as a table cell."""
     if cell is None:
-        return "—"
-    if isinstance(cell, list):
-        return f"{cell[0]:.2f}" if cell[1] is None else f"{cell[0]:.2f} ± {cell[1]:.2f}"
-    return f"{cell:.2f}"
+        return format_cell(None)
+    mean, std = cell if isinstance(cell, list) else (cell, None)
+    return format_cell({"mean": mean, "std": std})
 
 
 def fmt_setting(key: str, value) -> str:
     if value is None:
         return {"train_size": "all", "test_size": "all", "width": "the architecture's own"}.get(key, "—")
-    if key in EPS_SETTINGS:
+    if key in EPS_KEYS:
         return format_eps(value)
     if key == "eval_eps_list":
-        return ", ".join(format_eps(v).split(" =")[0] for v in value)
+        return ", ".join(format_eps(v, "short") for v in value)
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     return str(value)
-
-
-def eps_255(value: float) -> str:
-    k = value * 255
-    return f"{round(k)}" if abs(k - round(k)) < 1e-6 else f"{k:.3g}"
-
-
-SHORT = {"erm": "Baseline", "mixup": "Mixup", "manifold-mixup": "Manifold Mixup", "pgd": "PGD",
-         "iat-mixup": "IAT (Mixup)", "iat-manifold-mixup": "IAT (Manifold Mixup)"}
-
-
-def short(method: str) -> str:
-    """A method's name in plots."""
-    return SHORT.get(method, method)
 
 
 def plot_title(results: dict) -> str:
@@ -75,10 +52,11 @@ def plot_title(results: dict) -> str:
 
 
 def label(method: str, paper: dict | None = None) -> str:
+    """The paper's own row name for the method where this table of the paper has one."""
     for row in (paper or {}).get("rows", []):
         if row.get("method") == method:
             return row["label"]
-    return METHODS[method].label if method in METHODS else method
+    return method_label(method)
 
 
 # --------------------------------------------------------------------------------------- sections
@@ -132,11 +110,11 @@ def whitebox_section(results: dict, out: Path) -> list[str]:
             name = prow["label"] if m else f"{prow['label']} *(quoted, not run)*"
             cells = [name]
             for a in attacks:
-                cells += [fmt(ours.get(a)) if m else "—", fmt_paper(prow["cells"].get(a))]
+                cells += [format_cell(ours.get(a)) if m else "—", fmt_paper(prow["cells"].get(a))]
             rows.append(cells)
     else:
         for m, ours in wb["methods"].items():
-            rows.append([label(m)] + [fmt(ours[a]) for a in attacks])
+            rows.append([label(m)] + [format_cell(ours[a]) for a in attacks])
     lines += [format_table(head, rows), ""]
     plot_whitebox(wb, paper, out / "whitebox.png", plot_title(results))
     lines += ["![white-box error, ours beside the paper's](whitebox.png)", ""]
@@ -159,8 +137,9 @@ def transfer_section(results: dict, out: Path) -> list[str]:
     methods = results["methods"]
     eps_list = sorted({p["eps"] for p in t["points"]})
     cell = {(p["eps"], p["source"], p["target"]): p for p in t["points"]}
-    head = ["Attack \\ Target"] + [f"ε {eps_255(e)}/255: {label(m, paper)}" for e in eps_list for m in methods]
-    ours = [[label(src, paper)] + [fmt(cell.get((e, src, tgt))) for e in eps_list for tgt in methods]
+    head = ["Attack \\ Target"] + [f"ε {format_eps(e, '255')}/255: {label(m, paper)}"
+                                   for e in eps_list for m in methods]
+    ours = [[label(src, paper)] + [format_cell(cell.get((e, src, tgt))) for e in eps_list for tgt in methods]
             for src in methods]
     lines = ["## Transfer attacks: error (%)", "",
              f"PGD-{t['steps']} adversarial examples made on the row's model (*Attack*) and evaluated on the "
@@ -199,10 +178,10 @@ def sweep_section(results: dict, out: Path) -> list[str]:
     axis = "eps" if kind == "sweep-eps" else "steps"
     values = sorted({p[axis] for p in sweep["points"]})
     cell = {(p["method"], p[axis]): p for p in sweep["points"]}
-    name = (lambda v: eps_255(v)) if axis == "eps" else str
+    name = (lambda v: format_eps(v, "255")) if axis == "eps" else str
     corner = "Attack ε (/255) \\ Model" if axis == "eps" else "Model \\ Num. Iterations"
     head = [corner] + [name(v) for v in values]
-    rows = [[label(m, paper)] + [fmt(cell.get((m, v))) for v in values] for m in methods]
+    rows = [[label(m, paper)] + [format_cell(cell.get((m, v))) for v in values] for m in methods]
     if axis == "eps":
         what = f"white-box PGD with {sweep['steps']} steps and increasing eps"
     else:
@@ -223,8 +202,6 @@ def sweep_section(results: dict, out: Path) -> list[str]:
 
 
 def norms_section(results: dict, out: Path) -> list[str]:
-    from iat.analysis.norms import plot_norms
-
     norms = results["ours"]["norms"]
     methods = norms["methods"]
     lines = ["## Weight norms per layer (Figure 1)", "",
@@ -232,12 +209,13 @@ def norms_section(results: dict, out: Path) -> list[str]:
              f"mean ± std over {len(results['seeds'])} seed(s). Per-run values: norms.json.", "",
              "![Frobenius and spectral norms per layer](norms.png)", ""]
     layers = next(iter(methods.values()))
-    head = ["layer", "shape"] + [f"{short(m)}: {k}" for m in methods for k in ("Frobenius", "spectral")]
+    head = ["layer", "shape"] + [f"{method_label(m, short=True)}: {k}"
+                                 for m in methods for k in ("Frobenius", "spectral")]
     rows = []
     for i, layer in enumerate(layers):
         cells = [f"{i + 1} ({layer['layer']})", "x".join(str(d) for d in layer["shape"])]
         for m in methods:
-            cells += [fmt(methods[m][i]["frobenius"]), fmt(methods[m][i]["spectral"])]
+            cells += [format_cell(methods[m][i]["frobenius"]), format_cell(methods[m][i]["spectral"])]
         rows.append(cells)
     lines += [format_table(head, rows), ""]
     if norms["claims"]:
@@ -245,7 +223,7 @@ def norms_section(results: dict, out: Path) -> list[str]:
         lines += [f"- {'✅ holds' if c['holds'] else '❌ does not hold'}: {c['claim']} ({c['detail']})"
                   for c in norms["claims"]]
         lines.append("")
-    plot_rows = {short(m): [{"layer": layer["layer"], "frobenius": layer["frobenius"]["mean"],
+    plot_rows = {method_label(m, short=True): [{"layer": layer["layer"], "frobenius": layer["frobenius"]["mean"],
                              "spectral": layer["spectral"]["mean"], "frobenius_std": layer["frobenius"]["std"],
                              "spectral_std": layer["spectral"]["std"]} for layer in rows_]
                  for m, rows_ in methods.items()}
@@ -264,7 +242,7 @@ def probe_section(results: dict, out: Path) -> list[str]:
              f"representation. Ours: mean ± std over {len(results['seeds'])} seed(s). Per-run values: probe.json.",
              ""]
     head = ["Training", "examples", "feature dim", "accuracy (%)", "*paper*"]
-    rows = [[label(m, paper), str(v["n_examples"]), str(v["dim"]), fmt(v["accuracy"]),
+    rows = [[label(m, paper), str(v["n_examples"]), str(v["dim"]), format_cell(v["accuracy"]),
              fmt_paper(prow[m]["accuracy"]) if m in prow else "—"] for m, v in probe["methods"].items()]
     lines += [format_table(head, rows), ""]
     plot_probe(probe, prow, out / "probe.png", plot_title(results))
@@ -275,8 +253,7 @@ def probe_section(results: dict, out: Path) -> list[str]:
 def settings_section(results: dict) -> list[str]:
     s = results["settings"]
     subs = {d["setting"]: d["paper"] for d in results["substitutions"]}
-    keys = ["dataset", "arch", "width", "epochs", "milestones", "lr", "batch_size", "momentum", "weight_decay",
-            "eps", "step_size", "attack_steps", "mixup_alpha", "manifold_alpha", "train_size", "test_size"]
+    keys = [k for k in TRAIN_KEYS if k in s] + ["test_size"]
     by_kind = {"transfer": ["eval_eps_list", "eval_steps", "eval_step_size"],
                "sweep-eps": ["eval_eps_list", "eval_steps", "eval_step_size"],
                "sweep-steps": ["eval_steps_list", "eval_eps", "eval_step_size"],
@@ -320,116 +297,3 @@ def write_report(results: dict, out: Path) -> str:
     text = "\n".join(lines)
     runio.atomic_write_bytes(out / "report.md", text.encode())
     return text
-
-
-# ------------------------------------------------------------------------------------------ plots
-
-
-def _bars(ax, names: list[str], ours: list[float], ours_sd: list[float], paper: list[float | None]):
-    import numpy as np
-
-    x = np.arange(len(names))
-    has_paper = any(p is not None for p in paper)
-    w = 0.4 if has_paper else 0.7
-    ax.bar(x - (w / 2 if has_paper else 0), ours, w, yerr=ours_sd, label="ours", color="C0")
-    if has_paper:
-        ax.bar(x + w / 2, [p if p is not None else 0 for p in paper], w, label="paper", color="C1", alpha=0.7)
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
-    ax.grid(axis="y", alpha=0.3)
-
-
-def plot_whitebox(wb: dict, paper: dict | None, path: Path, title: str) -> None:
-    plt = pyplot()
-    methods = list(wb["methods"])
-    attacks = list(next(iter(wb["methods"].values())))
-    prow = {r["method"]: r for r in (paper or {}).get("rows", []) if r["method"]}
-    fig, axes = plt.subplots(1, len(attacks), figsize=(3.2 * len(attacks), 3.6), squeeze=False)
-    for ax, a in zip(axes[0], attacks):
-        cells = [prow[m]["cells"].get(a) if m in prow else None for m in methods]
-        _bars(ax, [short(m) for m in methods], [wb["methods"][m][a]["mean"] for m in methods],
-              [wb["methods"][m][a]["std"] for m in methods], [c[0] if c else None for c in cells])
-        ax.set_title(ATTACK_COLUMNS.get(a, a))
-        ax.set_ylim(0, 100)
-    axes[0][0].set_ylabel("error (%)")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    save_png(fig, path)
-
-
-def plot_probe(probe: dict, prow: dict, path: Path, title: str) -> None:
-    plt = pyplot()
-    methods = list(probe["methods"])
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    _bars(ax, [short(m) for m in methods], [probe["methods"][m]["accuracy"]["mean"] for m in methods],
-          [probe["methods"][m]["accuracy"]["std"] for m in methods],
-          [prow[m]["accuracy"] if m in prow else None for m in methods])
-    ax.set_ylabel("random labels fitted (accuracy %)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    save_png(fig, path)
-
-
-def plot_sweep(sweep: dict, paper: dict | None, methods: list[str], axis: str, path: Path, title: str) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    prow = {r["method"]: r for r in (paper or {}).get("rows", [])}
-    for i, m in enumerate(methods):
-        pts = sorted((p for p in sweep["points"] if p["method"] == m), key=lambda p: p[axis])
-        xs = [p[axis] * 255 if axis == "eps" else p[axis] for p in pts]
-        ax.errorbar(xs, [p["mean"] for p in pts], yerr=[p["std"] for p in pts], marker="o", color=f"C{i}",
-                    label=f"{short(m)} (ours)")
-        if m in prow:
-            keys = sorted(prow[m]["cells"], key=float)
-            ax.plot([float(k) for k in keys], [prow[m]["cells"][k] for k in keys], "--", marker="x",
-                    color=f"C{i}", alpha=0.6, label=f"{short(m)} (paper)")
-    ax.set_xlabel("attack eps (/255)" if axis == "eps" else "PGD steps")
-    if axis == "steps":
-        ax.set_xscale("log")
-    ax.set_ylabel("error (%)")
-    ax.set_ylim(0, 101)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    save_png(fig, path)
-
-
-def plot_transfer(t: dict, paper: dict | None, methods: list[str], path: Path, title: str) -> None:
-    import numpy as np
-
-    plt = pyplot()
-    eps_list = sorted({p["eps"] for p in t["points"]})
-    cell = {(p["eps"], p["source"], p["target"]): p["mean"] for p in t["points"]}
-    grids = [("ours", e, [[cell.get((e, s, g), np.nan) for g in methods] for s in methods]) for e in eps_list]
-    if paper:
-        prow = {r["method"]: r for r in paper["rows"]}
-        grids += [("paper", e / 255, [[prow[s]["cells"][str(e)][g] for g in methods] for s in methods])
-                  for e in paper["eps_255"]]
-    cols = max(len(eps_list), len(paper["eps_255"]) if paper else 0)
-    rows = 2 if paper else 1
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.1 * rows), squeeze=False)
-    names = [short(m) for m in methods]
-    for idx, (who, e, grid) in enumerate(grids):
-        ax = axes[0 if who == "ours" else 1][idx if who == "ours" else idx - len(eps_list)]
-        ax.imshow(np.array(grid, dtype=float), vmin=0, vmax=100, cmap="viridis")
-        for i in range(len(methods)):
-            for j in range(len(methods)):
-                ax.text(j, i, f"{grid[i][j]:.1f}", ha="center", va="center", color="w", fontsize=8)
-        ax.set_title(f"{who}: eps {eps_255(e)}/255", fontsize=9)
-        ax.set_xticks(range(len(methods)))
-        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
-        ax.set_yticks(range(len(methods)))
-        ax.set_yticklabels(names, fontsize=7)
-        ax.set_xlabel("target", fontsize=7)
-        ax.set_ylabel("attack", fontsize=7)
-    for r in axes:
-        for ax in r:
-            if not ax.images:
-                ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    save_png(fig, path)
