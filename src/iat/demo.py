@@ -113,7 +113,7 @@ def _train_and_evaluate(cfg: DemoConfig, method: str, seed: int, run_dir: Path, 
     done = _finished_eval(cfg, run_dir)
     if done is not None:
         return done
-    return evaluate_run(run_dir, list(ATTACK_COLUMNS), cfg.eps, cfg.step_size, limit=cfg.test_size,
+    return evaluate_run(run_dir, list(ATTACK_COLUMNS), eps=cfg.eps, step_size=cfg.step_size, limit=cfg.test_size,
                         device=cfg.device, data_dir=cfg.data_dir, progress=progress)
 
 

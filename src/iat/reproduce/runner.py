@@ -182,7 +182,8 @@ def measure_whitebox(exp: Experiment, out: Path, runs: dict[str, list[Path]], de
             key = {"run": str(run), "weights": fingerprint(run), "attacks": s.attacks, "eps": s.eval_eps,
                    "step_size": s.eval_step_size, "limit": s.test_size}
             report = cached(out, f"eval-{run.name}", key, lambda run=run: evaluate_run(
-                run, s.attacks, s.eval_eps, s.eval_step_size, s.test_size, device, data_dir, progress=progress))
+                run, s.attacks, eps=s.eval_eps, step_size=s.eval_step_size, limit=s.test_size, device=device,
+                data_dir=data_dir, progress=progress))
             n_examples = report["n_examples"]
             for a in s.attacks:
                 errors[a].append(report["results"][a]["error"])
