@@ -36,8 +36,8 @@ def _step_info(step_size: float | None) -> dict:
 
 
 def sweep_eps(run_dirs: list[str | Path], eps_list: list[float], steps: int = 20, *,
-              step_size: float | None = None, limit: int | None = None, device: str = "auto", data_dir: str | None = None,
-              batch_size: int = 500, progress: bool = False) -> dict:
+              step_size: float | None = None, limit: int | None = None, device: str = "auto",
+              data_dir: str | None = None, batch_size: int = 500, progress: bool = False) -> dict:
     """sweep-eps.json's content: PGD-`steps` error (%) of each run at each eps (ascending).
 
     step_size None: eps/4 at each eps. Each run is seeded with its training seed.
@@ -60,8 +60,8 @@ def sweep_eps(run_dirs: list[str | Path], eps_list: list[float], steps: int = 20
 
 
 def sweep_steps(run_dirs: list[str | Path], steps_list: list[int], *, eps: float | None = None,
-                step_size: float | None = None, limit: int | None = None, device: str = "auto", data_dir: str | None = None,
-                batch_size: int = 500, progress: bool = False) -> dict:
+                step_size: float | None = None, limit: int | None = None, device: str = "auto",
+                data_dir: str | None = None, batch_size: int = 500, progress: bool = False) -> dict:
     """sweep-steps.json's content: PGD error (%) of each run after each number of steps (ascending).
 
     eps None: the runs' common training eps. step_size None: eps/4.
