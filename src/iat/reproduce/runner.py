@@ -57,16 +57,9 @@ def check_data(exp: Experiment, data_dir: str | None) -> None:
 
 def robustness_function(kind: str) -> Callable:
     """The iat.robustness function an experiment of this kind needs."""
-    name = ROBUSTNESS_KINDS[kind]
-    try:
-        from iat import robustness
-    except ModuleNotFoundError as e:
-        if e.name != "iat.robustness":
-            raise
-        robustness = None
-    if robustness is None or not hasattr(robustness, name):
-        raise UsageError(f"a {kind} experiment needs iat.robustness.{name}, which this installation of iat lacks")
-    return getattr(robustness, name)
+    from iat import robustness
+
+    return getattr(robustness, ROBUSTNESS_KINDS[kind])
 
 
 def manifest(exp: Experiment) -> dict:
