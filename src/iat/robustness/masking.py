@@ -64,7 +64,7 @@ def default_large_eps(eps: float) -> float:
 def _large_budget(budget: AttackBudget, steps_list, large_eps: float | None, autoattack: bool) -> AttackBudget:
     """UsageError for a bad option; returns the budget of the large-eps check."""
     if budget.eps <= 0:
-        raise UsageError(f"eps {budget.eps:g} must be greater than 0 for an audit")
+        raise UsageError(f"eps {budget.eps:g} must be in (0, 1] for an audit")
     if not steps_list or any(k < 1 for k in steps_list):
         raise UsageError(f"steps list {list(steps_list)} must be at least 1")
     large_eps = default_large_eps(budget.eps) if large_eps is None else large_eps

@@ -71,7 +71,7 @@ def sweep_steps(run_dirs: list[str | Path], steps_list: list[int], *, eps: float
     if not steps_sorted or steps_sorted[0] < 1:
         raise UsageError(f"steps list {steps_list} must be non-empty integers >= 1")
     if eps is not None and eps <= 0:
-        raise UsageError(f"--eps {eps} must be greater than 0 for a steps sweep")
+        raise UsageError(f"--eps {eps} must be in (0, 1] for a steps sweep")
     runs = load_runs(run_dirs, limit, device, data_dir=data_dir)
     eps = common_eps(runs) if eps is None else eps
     if eps <= 0:
