@@ -10,8 +10,10 @@ import time
 
 import torch
 
+from iat.attacks import AttackBudget
 from iat.data import load_data
-from iat.evaluate import evaluate, load_run_config, load_run_model
+from iat.evaluate import evaluate
+from iat.runs import load_run_config, load_run_model
 
 
 def main() -> None:
@@ -26,10 +28,11 @@ def main() -> None:
     model = load_run_model(args.run_dir)
     x, y = load_data(cfg.dataset, "test", cfg.data_dir, limit=args.limit)
     t = time.perf_counter()
-    separate = {a: evaluate(model, x, y, [a], cfg.eps, cfg.step_size)[a] for a in ("pgd7", "pgd20")}
+    budget = AttackBudget(cfg.eps, cfg.step_size)
+    separate = {a: evaluate(model, x, y, [a], budget=budget)[a] for a in ("pgd7", "pgd20")}
     t_separate = time.perf_counter() - t
     t = time.perf_counter()
-    shared = evaluate(model, x, y, ["pgd7", "pgd20"], cfg.eps, cfg.step_size)
+    shared = evaluate(model, x, y, ["pgd7", "pgd20"], budget=budget)
     t_shared = time.perf_counter() - t
     print(f"{args.run_dir}: {len(x)} {cfg.dataset} test images, {torch.get_num_threads()} threads")
     print(f"separate runs: {t_separate:6.1f} s  {separate}")

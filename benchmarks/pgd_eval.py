@@ -29,11 +29,12 @@ from pathlib import Path
 import torch
 
 import iat
-from iat.attacks import PGD
+from iat.attacks import PGD, AttackBudget
 from iat.attacks.worstcase import error_pct, predict
 from iat.data import load_data
 from iat.demo import demo_experiment
-from iat.evaluate import evaluate, load_run_model
+from iat.evaluate import evaluate
+from iat.runs import load_run_model
 from iat.units import parse_int_list
 
 
@@ -53,7 +54,7 @@ def plain_pgd_error(model, x, y, eps, step_size, steps, batch_size, seed) -> flo
     correct = torch.zeros(len(x), dtype=torch.bool)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        x_adv = PGD(model, eps=eps, alpha=step_size, steps=steps)(xb, yb)
+        x_adv = PGD(model, eps=eps, step_size=step_size, steps=steps)(xb, yb)
         correct[i : i + batch_size] = predict(model, x_adv, batch_size) == yb
     return error_pct(correct)
 
@@ -106,8 +107,9 @@ def main(argv=None) -> int:
     rows = []
     for steps in steps_list:
         measured = {}
-        variants = [("iat", lambda s=steps: evaluate(model, x, y, [f"pgd{s}"], eps, step_size, args.batch_size,
-                                                       seed=0)[f"pgd{s}"]["error"])]
+        variants = [("iat", lambda s=steps: evaluate(model, x, y, [f"pgd{s}"],
+                                                       budget=AttackBudget(eps, step_size),
+                                                       batch_size=args.batch_size, seed=0)[f"pgd{s}"]["error"])]
         if not args.skip_plain:
             variants.append(("plain", lambda s=steps: plain_pgd_error(model, x, y, eps, step_size, s,
                                                                       args.batch_size, 0)))

@@ -6,17 +6,18 @@ import pytest
 import torch
 from conftest import DIGITS_EPS, DIGITS_STEP
 
-from iat.attacks import FGSM, PGD, make_attack, parse_attack_name
+from iat.attacks import FGSM, PGD, AttackBudget, make_attack, parse_attack_name
 from iat.errors import UsageError
-from iat.evaluate import evaluate, load_run_model
+from iat.evaluate import evaluate
 from iat.models import create_model
+from iat.runs import load_run_model
 
 ATTACKS = {
     "fgsm": lambda m, eps: FGSM(m, eps=eps),
-    "pgd1": lambda m, eps: PGD(m, eps=eps, alpha=max(eps / 4, 0.01), steps=1),
-    "pgd7": lambda m, eps: PGD(m, eps=eps, alpha=max(eps / 4, 0.01), steps=7),
-    "pgd7-nostart": lambda m, eps: PGD(m, eps=eps, alpha=max(eps / 4, 0.01), steps=7, random_start=False),
-    "pgd7-bntrain": lambda m, eps: PGD(m, eps=eps, alpha=max(eps / 4, 0.01), steps=7, bn_mode="train"),
+    "pgd1": lambda m, eps: PGD(m, eps=eps, step_size=max(eps / 4, 0.01), steps=1),
+    "pgd7": lambda m, eps: PGD(m, eps=eps, step_size=max(eps / 4, 0.01), steps=7),
+    "pgd7-nostart": lambda m, eps: PGD(m, eps=eps, step_size=max(eps / 4, 0.01), steps=7, random_start=False),
+    "pgd7-bntrain": lambda m, eps: PGD(m, eps=eps, step_size=max(eps / 4, 0.01), steps=7, bn_mode="train"),
 }
 
 
@@ -71,7 +72,7 @@ def test_existing_parameter_grads_untouched(model, batch):
     x, y = batch
     for p in model.parameters():
         p.grad = torch.ones_like(p)
-    PGD(model, eps=0.1, alpha=0.025, steps=3)(x, y)
+    PGD(model, eps=0.1, step_size=0.025, steps=3)(x, y)
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
 
 
@@ -82,19 +83,20 @@ def test_bn_mode_decides_batchnorm_statistics(model, batch):
     for m in model.modules():  # make running statistics far from the batch's
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.fill_(3.0)
-    a = PGD(model, eps=0.1, alpha=0.025, steps=3, random_start=False, bn_mode="eval")(x, y)
-    b = PGD(model, eps=0.1, alpha=0.025, steps=3, random_start=False, bn_mode="train")(x, y)
+    a = PGD(model, eps=0.1, step_size=0.025, steps=3, random_start=False, bn_mode="eval")(x, y)
+    b = PGD(model, eps=0.1, step_size=0.025, steps=3, random_start=False, bn_mode="train")(x, y)
     assert not torch.equal(a, b)
 
 
 def test_refuses_inputs_outside_unit_box(model, batch):
     x, y = batch
     with pytest.raises(ValueError, match=r"\[0,1\]"):
-        PGD(model, eps=0.1, alpha=0.025, steps=1)(x * 2 - 1, y)
+        PGD(model, eps=0.1, step_size=0.025, steps=1)(x * 2 - 1, y)
 
 
-@pytest.mark.parametrize("kwargs", [dict(eps=8, alpha=0.1, steps=1), dict(eps=0.1, alpha=0.1, steps=0),
-                                    dict(eps=0.1, alpha=0.0, steps=3), dict(eps=0.1, alpha=0.1, steps=1, bn_mode="x")])
+@pytest.mark.parametrize("kwargs", [dict(eps=8, step_size=0.1, steps=1), dict(eps=0.1, step_size=0.1, steps=0),
+                                    dict(eps=0.1, step_size=0.0, steps=3),
+                                    dict(eps=0.1, step_size=0.1, steps=1, bn_mode="x")])
 def test_bad_hyperparameters_refused(kwargs, model):
     with pytest.raises(ValueError):
         PGD(model, **kwargs)
@@ -105,7 +107,7 @@ def test_gradient_is_followed():
     torch.manual_seed(0)
     lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     x, y = torch.full((1, 1, 2, 2), 0.5), torch.tensor([0])
-    x_adv = PGD(lin, eps=0.1, alpha=0.05, steps=5)(x, y)
+    x_adv = PGD(lin, eps=0.1, step_size=0.05, steps=5)(x, y)
     w = lin[1].weight
     expected = x.flatten() + 0.1 * (w[1] - w[0]).sign()
     assert torch.allclose(x_adv.flatten(), expected, atol=1e-6)
@@ -117,7 +119,7 @@ def test_attack_names():
     for bad in ["pgd", "pgd0", "pgdx", "cw", ""]:
         with pytest.raises(UsageError):
             parse_attack_name(bad)
-    assert "steps=20" in repr(make_attack("pgd20", torch.nn.Identity(), 0.1, 0.025))
+    assert "steps=20" in repr(make_attack("pgd20", torch.nn.Identity(), AttackBudget(0.1, 0.025)))
 
 
 def test_stronger_attacks_never_do_better_on_trained_models(trained_runs):
@@ -127,13 +129,14 @@ def test_stronger_attacks_never_do_better_on_trained_models(trained_runs):
     x, y = load_data("digits", "test")
     for method, run in trained_runs.items():
         model = load_run_model(run)
-        r = evaluate(model, x, y, ["clean", "fgsm", "pgd7", "pgd20"], DIGITS_EPS, DIGITS_STEP)
+        r = evaluate(model, x, y, ["clean", "fgsm", "pgd7", "pgd20"], budget=AttackBudget(DIGITS_EPS, DIGITS_STEP))
         e = {k: v["error"] for k, v in r.items()}
         noise = 1.0  # percentage points: two random starts can differ on a few of 500 examples
         assert e["clean"] <= e["fgsm"] <= e["pgd7"] + noise <= e["pgd20"] + 2 * noise, (method, e)
         assert e["pgd20"] > e["clean"] + 5, f"{method}: PGD barely beats clean ({e})"
-        small = evaluate(model, x, y, ["pgd20"], DIGITS_EPS / 2, DIGITS_STEP / 2)["pgd20"]["error"]
-        large = evaluate(model, x, y, ["pgd20"], 2 * DIGITS_EPS, DIGITS_STEP * 2)["pgd20"]["error"]
+        small = evaluate(model, x, y, ["pgd20"], budget=AttackBudget(DIGITS_EPS / 2, DIGITS_STEP / 2))["pgd20"]
+        large = evaluate(model, x, y, ["pgd20"], budget=AttackBudget(2 * DIGITS_EPS, DIGITS_STEP * 2))["pgd20"]
+        small, large = small["error"], large["error"]
         assert small <= e["pgd20"] + noise <= large + 2 * noise, (method, small, e["pgd20"], large)
 
 
@@ -142,8 +145,8 @@ def test_evaluate_restores_mode_and_is_seeded(trained_runs):
 
     x, y = load_data("digits", "test", limit=100)
     model = load_run_model(trained_runs["erm"]).train()
-    a = evaluate(model, x, y, ["pgd7"], DIGITS_EPS, DIGITS_STEP, seed=3)
-    b = evaluate(model, x, y, ["pgd7"], DIGITS_EPS, DIGITS_STEP, seed=3)
+    a = evaluate(model, x, y, ["pgd7"], budget=AttackBudget(DIGITS_EPS, DIGITS_STEP), seed=3)
+    b = evaluate(model, x, y, ["pgd7"], budget=AttackBudget(DIGITS_EPS, DIGITS_STEP), seed=3)
     assert model.training and a == b
 
 
@@ -152,7 +155,8 @@ def test_shorter_pgd_read_off_the_longer_run_equals_its_own_run(trained_runs):
 
     x, y = load_data("digits", "test", limit=200)
     model = load_run_model(trained_runs["pgd"])
-    together = evaluate(model, x, y, ["pgd3", "pgd10"], DIGITS_EPS, DIGITS_STEP, seed=1)
-    alone = {a: evaluate(model, x, y, [a], DIGITS_EPS, DIGITS_STEP, seed=1)[a] for a in ("pgd3", "pgd10")}
+    together = evaluate(model, x, y, ["pgd3", "pgd10"], budget=AttackBudget(DIGITS_EPS, DIGITS_STEP), seed=1)
+    budget = AttackBudget(DIGITS_EPS, DIGITS_STEP)
+    alone = {a: evaluate(model, x, y, [a], budget=budget, seed=1)[a] for a in ("pgd3", "pgd10")}
     assert together == alone
     assert together["pgd3"]["error"] <= together["pgd10"]["error"]

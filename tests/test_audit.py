@@ -14,10 +14,11 @@ from conftest import DIGITS_EPS
 from test_sweep import iat
 from torch import nn
 
+from iat.attacks import AttackBudget
 from iat.data import load_data
-from iat.evaluate import load_run_model
 from iat.robustness import audit, audit_model, audit_table
 from iat.robustness.masking import STATUSES
+from iat.runs import load_run_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LIMIT = 200
@@ -64,7 +65,7 @@ def data(one_thread):
 
 def run_audit(model, surrogate, data):
     x, y = data
-    return audit_model(model, x, y, DIGITS_EPS, surrogate=surrogate, steps_list=STEPS_LIST)
+    return audit_model(model, x, y, AttackBudget.at(DIGITS_EPS, steps=20), surrogate=surrogate, steps_list=STEPS_LIST)
 
 
 def statuses(result):

@@ -11,9 +11,10 @@ from conftest import DIGITS_EPS, DIGITS_STEP
 from test_sweep import iat
 
 import iat.attacks.autoattack as aa_module
-from iat.attacks import AutoAttack, autoattack_available, parse_attack_name
+from iat.attacks import AttackBudget, AutoAttack, autoattack_available, parse_attack_name
 from iat.data import load_data
-from iat.evaluate import evaluate, load_run_model
+from iat.evaluate import evaluate
+from iat.runs import load_run_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 needs_extra = pytest.mark.skipif(not autoattack_available(),
@@ -42,8 +43,8 @@ def test_autoattack_at_least_as_strong_as_pgd20(trained_runs):
     """Worst case over APGD-CE, APGD-T, FAB-T and Square: PGD-20's error or more, up to noise."""
     x, y = load_data("digits", "test", limit=40)
     model = load_run_model(trained_runs["pgd"])
-    r = {k: v["error"] for k, v in evaluate(model, x, y, ["clean", "pgd20", "autoattack"], DIGITS_EPS,
-                                            DIGITS_STEP).items()}
+    r = {k: v["error"] for k, v in evaluate(model, x, y, ["clean", "pgd20", "autoattack"],
+                                            budget=AttackBudget(DIGITS_EPS, DIGITS_STEP)).items()}
     noise = 2 * 100 / len(x)  # two examples
     assert r["autoattack"] >= r["pgd20"] - noise, r
     assert r["autoattack"] > r["clean"] + 5, f"AutoAttack barely beats clean: is it attacking at all? {r}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from conftest import DIGITS_EPS, DIGITS_STEP
 
-from iat.attacks import PGD
+from iat.attacks import PGD, AttackBudget
 from iat.data import load_data
-from iat.evaluate import evaluate, load_run_model
+from iat.evaluate import evaluate
 from iat.methods import (
     METHODS,
     get_method,
@@ -18,6 +18,7 @@ from iat.methods import (
 )
 from iat.mixing import ManifoldMixup, Mixup, NoMix, mixed_loss
 from iat.models import create_model
+from iat.runs import load_run_model
 
 
 def test_the_six_methods_of_the_tables():
@@ -35,7 +36,7 @@ def _setup():
     torch.manual_seed(0)
     model = create_model("cnn-small", 1, 10, width=8).train()
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    return model, x, y, PGD(model, eps=0.1, alpha=0.025, steps=3)
+    return model, x, y, PGD(model, eps=0.1, step_size=0.025, steps=3)
 
 
 def test_iat_objective_is_mean_of_clean_and_adversarial_mixed_losses():
@@ -80,7 +81,7 @@ def test_loss_fn_contract_returns_loss_and_metrics():
 
 def test_pgd_training_gives_clearly_lower_pgd_error_than_erm(trained_runs):
     x, y = load_data("digits", "test")
-    err = {m: evaluate(load_run_model(r), x, y, ["clean", "pgd20"], DIGITS_EPS, DIGITS_STEP)
+    err = {m: evaluate(load_run_model(r), x, y, ["clean", "pgd20"], budget=AttackBudget(DIGITS_EPS, DIGITS_STEP))
            for m, r in trained_runs.items()}
     assert err["pgd"]["pgd20"]["error"] < err["erm"]["pgd20"]["error"] - 15, err
     assert err["pgd"]["pgd20"]["error"] > err["pgd"]["clean"]["error"], err

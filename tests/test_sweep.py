@@ -7,11 +7,13 @@ import json
 import pytest
 from conftest import DIGITS_EPS
 
+from iat.attacks import AttackBudget
 from iat.attacks.worstcase import error_pct, predict
 from iat.cli import main
 from iat.data import load_data
-from iat.evaluate import evaluate, load_run_model
+from iat.evaluate import evaluate
 from iat.robustness import sweep_eps, sweep_steps, sweep_table
+from iat.runs import load_run_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LIMIT = 150
@@ -54,7 +56,7 @@ def test_sweep_eps_invariants(trained_runs, eps_result):
         model = load_run_model(run)
         assert curve[0.0] == error_pct(predict(model, x) == y)  # eps 0 is the clean error
         # the smallest eps of the list is exactly `iat eval`'s PGD with the eps/4 step
-        assert curve[0.05] == evaluate(model, x, y, ["pgd10"], 0.05, 0.05 / 4)["pgd10"]["error"]
+        assert curve[0.05] == evaluate(model, x, y, ["pgd10"], budget=AttackBudget(0.05, 0.05 / 4))["pgd10"]["error"]
         assert curve[0.3] >= 99, f"{run}: PGD should fool nearly everything at eps 0.3 ({curve})"
     assert curves[str(trained_runs["pgd"])][DIGITS_EPS] < curves[str(trained_runs["erm"])][DIGITS_EPS] - 10
 
@@ -66,7 +68,7 @@ def test_sweep_steps_matches_separate_runs(trained_runs):
     curve = by_run(result, "steps")[str(run)]
     assert list(curve) == [1, 5, 20] and list(curve.values()) == sorted(curve.values())
     x, y = load_data("digits", "test", limit=LIMIT)
-    ref = evaluate(load_run_model(run), x, y, ["pgd5", "pgd20"], DIGITS_EPS, DIGITS_EPS / 4)
+    ref = evaluate(load_run_model(run), x, y, ["pgd5", "pgd20"], budget=AttackBudget(DIGITS_EPS, DIGITS_EPS / 4))
     assert curve[5] == ref["pgd5"]["error"] and curve[20] == ref["pgd20"]["error"]
 
 

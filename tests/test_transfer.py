@@ -8,10 +8,12 @@ import pytest
 from conftest import DIGITS_EPS
 from test_sweep import iat
 
+from iat.attacks import AttackBudget
 from iat.attacks.worstcase import error_pct, predict
 from iat.data import load_data
-from iat.evaluate import evaluate, load_run_model
+from iat.evaluate import evaluate
 from iat.robustness import transfer_matrix, transfer_table
+from iat.runs import load_run_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LIMIT = 150
@@ -38,7 +40,7 @@ def test_every_cell_with_the_white_box_diagonal(trained_runs, result):
         model = load_run_model(run)
         clean = error_pct(predict(model, x) == y)
         for eps in (0.05, DIGITS_EPS):
-            white = evaluate(model, x, y, ["pgd10"], eps, eps / 4)["pgd10"]["error"]
+            white = evaluate(model, x, y, ["pgd10"], budget=AttackBudget(eps, eps / 4))["pgd10"]["error"]
             assert c[eps, run, run] == white  # the diagonal is `iat eval`'s white-box error
             assert all(c[eps, s, run] >= clean for s in (erm, pgd))  # clean errors count in every cell
             other = pgd if run == erm else erm

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from conftest import DIGITS_EPS, DIGITS_STEP
 
-from iat.attacks import FGSM, PGD, ce_loss, dlr_loss, margin_loss
+from iat.attacks import FGSM, PGD, AttackBudget, ce_loss, dlr_loss, margin_loss
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.data import load_data
-from iat.evaluate import evaluate, load_run_model
+from iat.evaluate import evaluate
+from iat.runs import load_run_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,12 +42,13 @@ def test_plain_mode_is_pgd_and_worst_case_only_adds_errors(trained_runs, digits_
     for steps in (1, 7):
         torch.manual_seed(0)
         plain_ref = predict(model, PGD(model, DIGITS_EPS, DIGITS_STEP, steps)(x, y)) == y
-        plain = survivors(model, x, y, DIGITS_EPS, DIGITS_STEP, steps, early_stop=False, batch_size=1000, seed=0)[-1]
-        worst = survivors(model, x, y, DIGITS_EPS, DIGITS_STEP, steps, batch_size=1000, seed=0)[-1]
+        budget = AttackBudget(DIGITS_EPS, DIGITS_STEP, steps)
+        plain = survivors(model, x, y, budget, early_stop=False, batch_size=1000, seed=0)[-1]
+        worst = survivors(model, x, y, budget, batch_size=1000, seed=0)[-1]
         assert torch.equal(plain, plain_ref), steps
         assert not (worst & ~plain).any(), "the worst case lost an error that plain PGD found"
     fgsm_ref = predict(model, FGSM(model, DIGITS_EPS)(x, y)) == y
-    fgsm = survivors(model, x, y, DIGITS_EPS, DIGITS_EPS, 1, random_start=False)[-1]
+    fgsm = survivors(model, x, y, AttackBudget(DIGITS_EPS, DIGITS_EPS, 1), random_start=False)[-1]
     assert torch.equal(fgsm, fgsm_ref)
 
 
@@ -54,9 +56,9 @@ def test_recorded_steps_equal_separate_runs(trained_runs, digits_test):
     """One run recording steps 3 and 10 gives exactly what separate PGD-3 and PGD-10 runs give."""
     x, y = digits_test
     model = load_run_model(trained_runs["erm"])
-    both = survivors(model, x, y, DIGITS_EPS, DIGITS_STEP, 10, record=[3, 10], seed=5)
+    both = survivors(model, x, y, AttackBudget(DIGITS_EPS, DIGITS_STEP, 10), record=[3, 10], seed=5)
     for row, steps in zip(both, (3, 10)):
-        alone = survivors(model, x, y, DIGITS_EPS, DIGITS_STEP, steps, seed=5)[-1]
+        alone = survivors(model, x, y, AttackBudget(DIGITS_EPS, DIGITS_STEP, steps), seed=5)[-1]
         assert torch.equal(row, alone), steps
     assert not (both[1] & ~both[0]).any()  # more steps never un-fool an example
 
@@ -66,10 +68,10 @@ def test_attacks_only_still_correct_examples(trained_runs, digits_test):
     model = CountingModel(load_run_model(trained_runs["erm"]))
     clean = predict(model, x) == y
     model.rows = 0
-    worst = survivors(model, x, y, DIGITS_EPS, DIGITS_STEP, 20, correct=clean)[-1]
+    worst = survivors(model, x, y, AttackBudget(DIGITS_EPS, DIGITS_STEP, 20), correct=clean)[-1]
     fast_rows = model.rows
     model.rows = 0
-    survivors(model, x, y, DIGITS_EPS, DIGITS_STEP, 20, correct=clean, early_stop=False)
+    survivors(model, x, y, AttackBudget(DIGITS_EPS, DIGITS_STEP, 20), correct=clean, early_stop=False)
     plain_rows = model.rows
     assert plain_rows == 21 * int(clean.sum())  # 20 gradient steps and the final check, correct ones only
     assert fast_rows < 0.7 * plain_rows, (fast_rows, plain_rows)  # ERM falls fast: most rows are skipped
@@ -79,10 +81,10 @@ def test_attacks_only_still_correct_examples(trained_runs, digits_test):
 def test_restarts_only_add_errors(trained_runs, digits_test):
     x, y = digits_test
     model = load_run_model(trained_runs["pgd"])
-    one = survivors(model, x, y, DIGITS_EPS, DIGITS_STEP, 5, seed=1)[-1]
-    three = survivors(model, x, y, DIGITS_EPS, DIGITS_STEP, 5, restarts=3, seed=1)[-1]
+    one = survivors(model, x, y, AttackBudget(DIGITS_EPS, DIGITS_STEP, 5), seed=1)[-1]
+    three = survivors(model, x, y, AttackBudget(DIGITS_EPS, DIGITS_STEP, 5, restarts=3), seed=1)[-1]
     assert not (three & ~one).any() and error_pct(three) >= error_pct(one)
-    r = evaluate(model, x, y, ["pgd5"], DIGITS_EPS, DIGITS_STEP, seed=1, restarts=3)
+    r = evaluate(model, x, y, ["pgd5"], budget=AttackBudget(DIGITS_EPS, DIGITS_STEP, restarts=3), seed=1)
     assert r["pgd5"]["error"] == error_pct(three)
 
 
@@ -90,8 +92,8 @@ def test_no_parameter_gradients_and_state_restored(trained_runs, digits_test):
     x, y = digits_test
     model = load_run_model(trained_runs["pgd"]).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    survivors(model, x, y, DIGITS_EPS, DIGITS_STEP, 3)
-    evaluate(model, x, y, ["fgsm", "pgd3"], DIGITS_EPS, DIGITS_STEP)
+    survivors(model, x, y, AttackBudget(DIGITS_EPS, DIGITS_STEP, 3))
+    evaluate(model, x, y, ["fgsm", "pgd3"], budget=AttackBudget(DIGITS_EPS, DIGITS_STEP))
     assert model.training
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -100,7 +102,7 @@ def test_no_parameter_gradients_and_state_restored(trained_runs, digits_test):
 def test_eps_zero_is_clean_error(trained_runs, digits_test):
     x, y = digits_test
     model = load_run_model(trained_runs["erm"])
-    assert torch.equal(survivors(model, x, y, 0.0, DIGITS_STEP, 20)[-1], predict(model, x) == y)
+    assert torch.equal(survivors(model, x, y, AttackBudget(0.0, DIGITS_STEP, 20))[-1], predict(model, x) == y)
 
 
 def test_margin_losses_survive_a_saturating_softmax():

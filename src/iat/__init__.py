@@ -12,13 +12,15 @@ __version__ = "0.1.0"
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch is imported on first use, so `iat --help` and the CLI's thread settings come first
+# torch is imported on first use (hence the imports inside the two functions), so that `import iat`
+# stays cheap and the CLI's OMP_WAIT_POLICY setting comes before torch's first import.
+if TYPE_CHECKING:
     from torch import nn
 
 
 def load_model(run_dir: str | Path, device: str = "cpu") -> nn.Module:
     """The trained model of a run directory, in eval mode, on `device`."""
-    from iat.evaluate import load_run_model
+    from iat.runs import load_run_model
 
     return load_run_model(run_dir, device)
 

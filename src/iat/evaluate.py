@@ -2,7 +2,8 @@
 
 An example counts as robust only if it is classified correctly clean and at every point the attack
 visits, in every restart (the worst case; see iat.attacks.worstcase), so attacks spend work only on
-examples still classified correctly, and drop each one the moment it is misclassified.
+examples still classified correctly, and drop each one the moment it is misclassified. Loading run
+directories is iat.runs' job; this module only evaluates.
 """
 
 from __future__ import annotations
@@ -15,43 +16,13 @@ from torch import nn
 from tqdm import tqdm
 
 from iat import runio
-from iat.attacks import make_attack, parse_attack_name, require_autoattack
+from iat.attacks import AttackBudget, frozen, make_attack, parse_attack_name, require_autoattack
 from iat.attacks.worstcase import error_pct, predict, survivors
-from iat.config import TrainConfig
-from iat.errors import UsageError
-from iat.models import MixableNet
+from iat.data import load_data
+from iat.runs import load_run_config, load_run_model
+from iat.train import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def load_run_config(run_dir: str | Path) -> TrainConfig:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"run directory {run_dir} does not exist")
-    raw = runio.read_json(run_dir / runio.CONFIG)
-    if not isinstance(raw, dict) or "arch" not in raw or "dataset" not in raw:
-        raise UsageError(f"{run_dir / runio.CONFIG} is not an iat run configuration (no arch/dataset)")
-    try:
-        return TrainConfig.from_dict(raw).validate()
-    except TypeError as e:
-        raise UsageError(f"{run_dir / runio.CONFIG} has malformed values ({e})") from None
-
-
-def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> MixableNet:
-    """The trained model of a run directory, in eval mode."""
-    from iat.train import build_model
-
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    model = build_model(cfg)
-    state = runio.load_weights(run_dir / runio.WEIGHTS)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise UsageError(f"{run_dir / runio.WEIGHTS} does not match the architecture {cfg.arch!r} of its "
-                         f"config.json ({detail[:150]})") from None
-    return model.to(device).eval()
 
 
 def evaluate(
@@ -59,45 +30,41 @@ def evaluate(
     x: torch.Tensor,
     y: torch.Tensor,
     attacks: list[str],
-    eps: float,
-    step_size: float,
+    *,
+    budget: AttackBudget,
     batch_size: int = 500,
     seed: int = 0,
     progress: bool = False,
-    restarts: int = 1,
 ) -> dict[str, dict[str, float]]:
     """{attack name: {"error": %}} for each attack name ('clean', 'fgsm', 'pgdN', 'autoattack').
 
+    budget: eps, PGD step size and restarts (its steps are not used: each name says its own).
     Every attack is seeded with `seed` before it runs, so the same call gives the same numbers.
-    PGD runs `restarts` times from random starts; each restart attacks only the examples that
+    PGD runs `budget.restarts` times from random starts; each restart attacks only the examples that
     survived the ones before. Parameters get no gradient and the model's mode is restored.
     """
     check_attacks(attacks)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with frozen(model, "eval"):
         x, y = x.to(device), y.to(device)
         correct_clean = predict(model, x, batch_size) == y
         # With one restart, PGD-j is the first j steps of PGD-k under the same seed: one run of the
         # longest gives every shorter one (pgd7 and pgd20 cost 20 steps, not 27).
         pgd_steps = sorted({parse_attack_name(a)[1] for a in attacks if parse_attack_name(a)[0] == "pgd"})
         shared = {}
-        if restarts == 1 and len(pgd_steps) > 1:
-            masks = survivors(model, x, y, eps, step_size, pgd_steps[-1], correct=correct_clean, record=pgd_steps,
+        if budget.restarts == 1 and len(pgd_steps) > 1:
+            masks = survivors(model, x, y, budget.with_steps(pgd_steps[-1]), correct=correct_clean, record=pgd_steps,
                               batch_size=batch_size, seed=seed, progress=progress, desc=f"pgd{pgd_steps[-1]}")
             shared = {f"pgd{k}": mask for k, mask in zip(pgd_steps, masks)}
         results = {}
         for name in attacks:
             correct = shared.get(name)
             if correct is None:
-                correct = correct_under(model, x, y, name, eps, step_size, correct_clean, batch_size, seed,
-                                        progress, restarts)
+                correct = correct_under(model, x, y, name, budget=budget, correct_clean=correct_clean,
+                                        batch_size=batch_size, seed=seed, progress=progress)
             results[name] = {"error": error_pct(correct)}
             log.info("%s: error %.2f%%", name, results[name]["error"])
-        return results
-    finally:
-        model.train(was_training)
+    return results
 
 
 def correct_under(
@@ -105,24 +72,24 @@ def correct_under(
     x: torch.Tensor,
     y: torch.Tensor,
     name: str,
-    eps: float,
-    step_size: float,
+    *,
+    budget: AttackBudget,
     correct_clean: torch.Tensor,
     batch_size: int = 500,
     seed: int = 0,
     progress: bool = False,
-    restarts: int = 1,
 ) -> torch.Tensor:
     """Bool mask: still classified correctly under the attack `name`; only `correct_clean` are attacked."""
     kind, steps = parse_attack_name(name)
     if kind == "clean":
         return correct_clean.clone()
-    if kind in ("fgsm", "pgd"):
-        fgsm = kind == "fgsm"
-        return survivors(model, x, y, eps, eps if fgsm else step_size, steps, correct=correct_clean,
-                         random_start=not fgsm, restarts=1 if fgsm else restarts, batch_size=batch_size,
+    if kind == "fgsm":
+        return survivors(model, x, y, AttackBudget.fgsm(budget.eps), correct=correct_clean, random_start=False,
+                         batch_size=batch_size, seed=seed, progress=progress, desc=name)[-1]
+    if kind == "pgd":
+        return survivors(model, x, y, budget.with_steps(steps), correct=correct_clean, batch_size=batch_size,
                          seed=seed, progress=progress, desc=name)[-1]
-    attack = make_attack(name, model, eps, step_size, seed=seed)
+    attack = make_attack(name, model, budget, seed=seed)
     correct = correct_clean.clone()
     torch.manual_seed(seed)
     todo = correct_clean.nonzero().flatten()  # misclassified examples stay errors
@@ -144,30 +111,30 @@ def check_attacks(attacks: list[str]) -> None:
 def evaluate_run(
     run_dir: str | Path,
     attacks: list[str],
+    *,
     eps: float | None = None,
     step_size: float | None = None,
+    restarts: int = 1,
     limit: int | None = None,
     device: str = "auto",
     data_dir: str | None = None,
     batch_size: int = 500,
     progress: bool = False,
-    restarts: int = 1,
 ) -> dict:
-    """Evaluate a run on its data set's test split; write and return eval.json's content."""
-    from iat.data import load_data
-    from iat.train import resolve_device
+    """Evaluate a run on its data set's test split; write and return eval.json's content.
 
+    eps and step_size default to the run's training ones.
+    """
     check_attacks(attacks)
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     dev = resolve_device(device)
     model = load_run_model(run_dir, dev)
-    eps = cfg.eps if eps is None else eps
-    step_size = cfg.step_size if step_size is None else step_size
+    budget = AttackBudget(cfg.eps if eps is None else eps, cfg.step_size if step_size is None else step_size,
+                          restarts=restarts)
     x, y = load_data(cfg.dataset, "test", data_dir or cfg.data_dir, limit=limit)
-    results = evaluate(model, x, y, attacks, eps, step_size, batch_size, seed=cfg.seed, progress=progress,
-                       restarts=restarts)
-    report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": eps,
-              "step_size": step_size, "restarts": restarts, "results": results}
+    results = evaluate(model, x, y, attacks, budget=budget, batch_size=batch_size, seed=cfg.seed, progress=progress)
+    report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": budget.eps,
+              "step_size": budget.step_size, "restarts": restarts, "results": results}
     runio.write_json(run_dir / runio.EVAL, report)
     return report

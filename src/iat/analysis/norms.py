@@ -18,7 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iat.errors import UsageError
+from iat.analysis.figures import pyplot, save_png
+from iat.attacks import frozen
+from iat.data import dataset_info
+from iat.report import format_table
+from iat.runs import check_finished, load_run_config, load_run_model
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +51,12 @@ def weight_layers(model: nn.Module, example: torch.Tensor | None = None) -> list
             seen.append(name)
 
     handles = [m.register_forward_hook(hook) for _, m in layers]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with frozen(model, "eval"), torch.no_grad():
             model(example)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     by_name = dict(layers)
     return [(n, by_name[n]) for n in seen] + [(n, m) for n, m in layers if n not in seen]
 
@@ -88,9 +89,6 @@ def layer_norms(model: nn.Module, example: torch.Tensor | None = None) -> list[d
 
 def run_norms(run_dir: str | Path) -> list[dict]:
     """The per-layer norms of a trained run (see `layer_norms`)."""
-    from iat.data import dataset_info
-    from iat.evaluate import load_run_config, load_run_model
-
     cfg = load_run_config(run_dir)
     info = dataset_info(cfg.dataset)
     model = load_run_model(run_dir, "cpu")
@@ -98,23 +96,9 @@ def run_norms(run_dir: str | Path) -> list[dict]:
     return layer_norms(model, example)
 
 
-def check_runs(run_dirs: list[str | Path]) -> None:
-    """Refuse, before any output, an empty list or a directory that is not a finished run."""
-    from iat import runio
-    from iat.evaluate import load_run_config
-
-    if not run_dirs:
-        raise UsageError("give at least one run directory")
-    for run_dir in run_dirs:
-        load_run_config(run_dir)
-        if not (Path(run_dir) / runio.WEIGHTS).is_file():
-            raise UsageError(f"{Path(run_dir) / runio.WEIGHTS} is missing: the run has not finished training "
-                             "(resume it with `iat train ... --resume`)")
-
-
 def norms_of_runs(run_dirs: list[str | Path]) -> dict:
     """norms.json's content: {"runs": {RUN_DIR: [{"layer", "frobenius", "spectral", "shape"}, ...]}}."""
-    check_runs(run_dirs)
+    check_finished(run_dirs)
     return {"runs": {str(r): run_norms(r) for r in run_dirs}}
 
 
@@ -123,8 +107,6 @@ def norms_of_runs(run_dirs: list[str | Path]) -> dict:
 
 def norms_table(result: dict, labels: dict[str, str] | None = None) -> str:
     """One row per layer; for each run a Frobenius and a spectral column."""
-    from iat.report import format_table
-
     labels = labels or {}
     runs = list(result["runs"])
     layers = [row["layer"] for row in result["runs"][runs[0]]]
@@ -145,8 +127,6 @@ def plot_norms(result: dict, path: str | Path, labels: dict[str, str] | None = N
 
     A run's entry may carry "frobenius_std"/"spectral_std" (means over seeds): drawn as a band.
     """
-    from iat.analysis.figures import pyplot, save_png
-
     labels = labels or {}
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

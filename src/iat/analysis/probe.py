@@ -26,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iat.attacks import frozen
+from iat.data import load_data
 from iat.errors import UsageError
+from iat.report import format_table
+from iat.runs import check_finished, load_run_config, load_run_model
+from iat.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +68,8 @@ def random_binary_labels(n: int, seed: int = 0) -> torch.Tensor:
 def representation(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The penultimate representation (N, D) of images (N, C, H, W) in [0,1], in eval mode."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with frozen(model, "eval"):
         parts = [model.features(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(parts)  # (N, D)
 
 
@@ -82,6 +83,7 @@ def standardize(features: torch.Tensor) -> torch.Tensor:
 def fit_random_labels(
     features: torch.Tensor,
     labels: torch.Tensor,
+    *,
     hidden: int = 512,
     epochs: int = 200,
     lr: float = 1e-3,
@@ -124,10 +126,6 @@ def fit_random_labels(
 
 def probe_run(run_dir: str | Path, cfg: ProbeConfig, device: str = "auto", data_dir: str | None = None) -> dict:
     """{"accuracy": %, "n_examples", "dim"} of one trained run."""
-    from iat.data import load_data
-    from iat.evaluate import load_run_config, load_run_model
-    from iat.train import resolve_device
-
     dev = resolve_device(device)
     run_cfg = load_run_config(run_dir)
     model = load_run_model(run_dir, dev)
@@ -137,7 +135,8 @@ def probe_run(run_dir: str | Path, cfg: ProbeConfig, device: str = "auto", data_
                     run_dir, run_cfg.dataset, len(x), cfg.n)
     feats = representation(model, x)  # (N, D)
     labels = random_binary_labels(len(x), cfg.seed)
-    acc = fit_random_labels(feats, labels, cfg.hidden, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, dev)
+    acc = fit_random_labels(feats, labels, hidden=cfg.hidden, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                            seed=cfg.seed, device=dev)
     log.info("probe %s: %.2f%% of %d random labels fitted (D=%d)", run_dir, acc, len(x), feats.shape[1])
     return {"accuracy": acc, "n_examples": len(x), "dim": feats.shape[1]}
 
@@ -145,17 +144,13 @@ def probe_run(run_dir: str | Path, cfg: ProbeConfig, device: str = "auto", data_
 def probe_runs(run_dirs: list[str | Path], cfg: ProbeConfig, device: str = "auto",
                data_dir: str | None = None) -> dict:
     """probe.json's content: {"n", "epochs", ..., "runs": {RUN_DIR: {"accuracy": %, ...}}}."""
-    from iat.analysis.norms import check_runs
-
     cfg.validate()
-    check_runs(run_dirs)
+    check_finished(run_dirs)
     runs = {str(r): probe_run(r, cfg, device, data_dir) for r in run_dirs}
     return {**asdict(cfg), "runs": runs}
 
 
 def probe_table(result: dict, labels: dict[str, str] | None = None) -> str:
-    from iat.report import format_table
-
     labels = labels or {}
     rows = [[labels.get(r, r), f"{v['accuracy']:.2f}", str(v["n_examples"]), str(v["dim"])]
             for r, v in result["runs"].items()]

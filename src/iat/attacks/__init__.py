@@ -1,7 +1,8 @@
-"""Attacks on images in [0,1]: `PGD(model, eps=8/255, alpha=2/255, steps=7)(x, y)`.
+"""Attacks on images in [0,1]: `PGD(model, eps=8/255, step_size=2/255, steps=7)(x, y)`.
 
-`make_attack("pgd20", model, eps, step_size)` builds one from the names used on the command line:
-`clean`, `fgsm`, `pgdN` for N steps, and `autoattack` (standard AutoAttack; the optional extra).
+`make_attack("pgd20", model, AttackBudget(8/255, 2/255))` builds one from the names used on the
+command line: `clean`, `fgsm`, `pgdN` for N steps, and `autoattack` (standard AutoAttack; the
+optional extra). Every attack is a loop over the pieces of `iat.attacks.core`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import re
 from torch import nn
 
 from iat.attacks.autoattack import AutoAttack, autoattack_available, require_autoattack
-from iat.attacks.base import BN_MODES, Attack, ce_loss
+from iat.attacks.base import Attack
+from iat.attacks.budget import STEP_RULE, AttackBudget, default_step
+from iat.attacks.core import BN_MODES, ce_loss, frozen
 from iat.attacks.fgsm import FGSM
-from iat.attacks.losses import LOSSES, dlr_loss, get_loss, margin_loss
+from iat.attacks.losses import dlr_loss, margin_loss
 from iat.attacks.pgd import PGD
 from iat.errors import UsageError
 
@@ -34,17 +37,19 @@ def parse_attack_name(name: str) -> tuple[str, int]:
                      "or autoattack")
 
 
-def make_attack(name: str, model: nn.Module, eps: float, step_size: float, seed: int = 0) -> Attack | None:
-    """The attack called `name` (None for 'clean'); `seed` is AutoAttack's (the others use torch's RNG)."""
+def make_attack(name: str, model: nn.Module, budget: AttackBudget, seed: int = 0) -> Attack | None:
+    """The attack called `name` (None for 'clean') within `budget`, whose steps the name overrides;
+    `seed` is AutoAttack's (the others use torch's RNG)."""
     kind, steps = parse_attack_name(name)
     if kind == "clean":
         return None
     if kind == "autoattack":
-        return AutoAttack(model, eps=eps, seed=seed)
+        return AutoAttack(model, eps=budget.eps, seed=seed)
     if kind == "fgsm":
-        return FGSM(model, eps=eps)
-    return PGD(model, eps=eps, alpha=step_size, steps=steps)
+        return FGSM(model, eps=budget.eps)
+    return PGD(model, budget.eps, budget.step_size, steps)
 
 
-__all__ = ["Attack", "AutoAttack", "BN_MODES", "FGSM", "LOSSES", "PGD", "autoattack_available", "ce_loss",
-           "dlr_loss", "get_loss", "make_attack", "margin_loss", "parse_attack_name", "require_autoattack"]
+__all__ = ["STEP_RULE", "Attack", "AttackBudget", "AutoAttack", "BN_MODES", "FGSM", "PGD", "autoattack_available",
+           "ce_loss", "default_step", "dlr_loss", "frozen", "make_attack", "margin_loss", "parse_attack_name",
+           "require_autoattack"]

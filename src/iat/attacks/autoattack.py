@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+from torch import nn
 
 from iat.attacks.base import Attack
 from iat.errors import UsageError
@@ -37,22 +38,19 @@ class AutoAttack(Attack):
     Usage: `x_adv = AutoAttack(model, eps=8/255, seed=0)(x, y)`.
     """
 
-    def __init__(self, model, eps: float, seed: int = 0):
+    def __init__(self, model: nn.Module, eps: float, seed: int = 0):
         require_autoattack()
         super().__init__(model, eps)
         self.seed = int(seed)
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from pyautoattack import AutoAttack as _AutoAttack
-
-        from iat.attacks.worstcase import attack_mode
+        from pyautoattack import AutoAttack as _AutoAttack  # the optional extra: imported only when run
 
         if len(x) == 0:
             return x
-        with attack_mode(self.model):  # AutoAttack calls backward(): keep parameters out of it
-            aa = _AutoAttack(self.model, eps=self.eps, norm="Linf", version="standard", seed=self.seed,
-                             device=x.device)
-            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+        # Attack.__call__ has frozen the parameters: AutoAttack calls backward() and gives them no gradient
+        aa = _AutoAttack(self.model, eps=self.eps, norm="Linf", version="standard", seed=self.seed, device=x.device)
+        x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
         self_check(x, x_adv, self.eps)
         return x_adv
 

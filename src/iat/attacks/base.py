@@ -1,21 +1,12 @@
-"""What every attack shares: input checks, and leaving the model exactly as it found it."""
+"""What every attack object shares: input checks, the model left exactly as found, and a readable repr."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-BN_MODES = ("eval", "train")
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy: the sign of its input gradient is what L-inf attacks follow."""
-    return F.cross_entropy(logits, y, reduction="sum")
+from iat.attacks.core import BN_MODES, LossFn, ce_loss, frozen, input_grad, project
+from iat.units import parse_eps
 
 
 class Attack:
@@ -24,29 +15,24 @@ class Attack:
     bn_mode: 'eval' (default) runs the model in eval mode while attacking; 'train' runs it in train
     mode (BatchNorm uses batch statistics) but restores the running statistics afterwards, so an
     attack never changes the model. Either way the model's own mode is restored on exit, and the
-    gradient is taken with respect to the input only: no parameter's `.grad` is touched.
+    gradient is taken with respect to the input only: no parameter's `.grad` is touched (see `frozen`).
     """
 
     def __init__(self, model: nn.Module, eps: float, bn_mode: str = "eval", loss_fn: LossFn = ce_loss):
-        if not 0 <= eps <= 1:
-            raise ValueError(f"eps must be in [0, 1] for images in [0,1], got {eps} (write 8/255, not 8)")
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
-        self.model, self.eps, self.bn_mode, self.loss_fn = model, float(eps), bn_mode, loss_fn
+        self.model, self.eps, self.bn_mode, self.loss_fn = model, parse_eps(eps, "eps"), bn_mode, loss_fn
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def input_grad(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """d loss / d x at x_adv; parameters get no gradient."""
-        x_adv = x_adv.detach().requires_grad_(True)
-        loss = self.loss_fn(self.model(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        return grad
+        return input_grad(self.model, self.loss_fn, x_adv, y)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Back into the eps-ball around x, then into [0,1]."""
-        return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1).detach()
+        return project(x_adv, x, self.eps)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.numel() and (x.min() < 0 or x.max() > 1):
@@ -54,20 +40,8 @@ class Attack:
                 f"attack inputs must be images in [0,1] (normalization lives inside the model); "
                 f"got range [{x.min().item():.3g}, {x.max().item():.3g}]"
             )
-        was_training = self.model.training
-        saved_buffers = None
-        if self.bn_mode == "train":
-            saved_buffers = [b.detach().clone() for b in self.model.buffers()]
-        self.model.train(self.bn_mode == "train")
-        try:
-            with torch.enable_grad():
-                x_adv = self.perturb(x.detach(), y.detach())
-        finally:
-            self.model.train(was_training)
-            if saved_buffers is not None:
-                with torch.no_grad():
-                    for b, saved in zip(self.model.buffers(), saved_buffers):
-                        b.copy_(saved)
+        with frozen(self.model, self.bn_mode), torch.enable_grad():
+            x_adv = self.perturb(x.detach(), y.detach())
         return x_adv.detach()
 
     def __repr__(self) -> str:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 
 from iat.attacks.base import Attack
+from iat.attacks.core import signed_step
 
 
 class FGSM(Attack):
-    """One signed-gradient step of size eps: x + eps * sign(grad), clipped to [0,1].
+    """One signed-gradient step of size eps from the clean point: x + eps * sign(grad), clipped to [0,1].
 
     Args: model (images in [0,1] -> logits), eps (float in [0,1], e.g. 8/255), bn_mode ('eval').
     Usage: `x_adv = FGSM(model, eps=8/255)(x, y)`.
     """
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        grad = self.input_grad(x, y)
-        return self.project(x + self.eps * grad.sign(), x)
+        return signed_step(x, self.input_grad(x, y), self.eps, x, self.eps)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from iat.attacks.base import LossFn, ce_loss
-from iat.errors import UsageError
-
 
 def _top_other(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The largest logit among the wrong classes, per example."""
@@ -40,12 +37,3 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     top = logits.topk(3, dim=1).values  # (N, 3), sorted descending
     return ((_top_other(logits, y) - z_y) / (top[:, 0] - top[:, 2] + 1e-12)).sum()
-
-
-LOSSES: dict[str, LossFn] = {"ce": ce_loss, "margin": margin_loss, "dlr": dlr_loss}
-
-
-def get_loss(name: str) -> LossFn:
-    if name not in LOSSES:
-        raise UsageError(f"unknown attack loss {name!r}; choose one of: {', '.join(LOSSES)}")
-    return LOSSES[name]

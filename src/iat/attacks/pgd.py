@@ -3,45 +3,46 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from iat.attacks.base import Attack, LossFn, ce_loss
+from iat.attacks.base import Attack
+from iat.attacks.core import LossFn, ce_loss, signed_step, uniform_start
+from iat.units import parse_eps
 
 
 class PGD(Attack):
     """Projected gradient ascent on the loss inside the L-inf ball of radius eps.
 
-    Args: model (images in [0,1] -> logits), eps (radius, e.g. 8/255), alpha (step size, e.g. 2/255),
+    Args: model (images in [0,1] -> logits), eps (radius, e.g. 8/255), step_size (e.g. 2/255),
     steps (iterations, 1..1000+), random_start (uniform start in the ball; default True),
     bn_mode ('eval' or 'train'), loss_fn (default summed cross-entropy).
-    Usage: `x_adv = PGD(model, eps=8/255, alpha=2/255, steps=7)(x, y)`.
+    Usage: `x_adv = PGD(model, eps=8/255, step_size=2/255, steps=7)(x, y)`.
+
+    The loop is `start`, then `steps` times `step`: a single-step attack with another start or
+    another step (FGSM with a random start, N-FGSM) overrides one of the two.
     """
 
-    def __init__(
-        self,
-        model,
-        eps: float,
-        alpha: float,
-        steps: int,
-        random_start: bool = True,
-        bn_mode: str = "eval",
-        loss_fn: LossFn = ce_loss,
-    ):
+    def __init__(self, model: nn.Module, eps: float, step_size: float, steps: int, *, random_start: bool = True,
+                 bn_mode: str = "eval", loss_fn: LossFn = ce_loss):
         super().__init__(model, eps, bn_mode, loss_fn)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        if not 0 < alpha <= 1:
-            raise ValueError(f"alpha (step size) must be in (0, 1], got {alpha}")
-        self.alpha, self.steps, self.random_start = float(alpha), int(steps), random_start
+        self.step_size = parse_eps(step_size, "step size", allow_zero=False)
+        self.steps, self.random_start = int(steps), random_start
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        """The first point: uniform in the ball, or x itself."""
+        return uniform_start(x, self.eps) if self.random_start else x.clone()
+
+    def step(self, x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return signed_step(x_adv, grad, self.step_size, x, self.eps)
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x_adv = x.clone()
-        if self.random_start:
-            x_adv = self.project(x + torch.empty_like(x).uniform_(-self.eps, self.eps), x)
+        x_adv = self.start(x)
         for _ in range(self.steps):
-            grad = self.input_grad(x_adv, y)
-            x_adv = self.project(x_adv + self.alpha * grad.sign(), x)
+            x_adv = self.step(x_adv, x, self.input_grad(x_adv, y))
         return x_adv
 
     def describe(self) -> dict:
-        return {**super().describe(), "alpha": round(self.alpha, 6), "steps": self.steps,
+        return {**super().describe(), "step_size": round(self.step_size, 6), "steps": self.steps,
                 "random_start": self.random_start}

@@ -14,29 +14,13 @@ frozen (and restored) while attacking, and the model runs in eval mode.
 from __future__ import annotations
 
 import bisect
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from iat.attacks.base import LossFn, ce_loss
-
-
-@contextmanager
-def attack_mode(model: nn.Module):
-    """Eval mode and parameters with `requires_grad=False`; both restored on exit."""
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
-        model.train(was_training)
+from iat.attacks.budget import AttackBudget
+from iat.attacks.core import LossFn, ce_loss, frozen, signed_step, uniform_start
 
 
 @torch.no_grad()
@@ -47,17 +31,12 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.T
     return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
-
-
 def pgd_trace(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    eps: float,
-    step_size: float,
-    steps: int,
+    budget: AttackBudget,
+    *,
     loss_fn: LossFn = ce_loss,
     random_start: bool = True,
     early_stop: bool = True,
@@ -66,12 +45,13 @@ def pgd_trace(
     """One L-inf PGD run on one batch; bool (len(record), N): still correct at step k, per k in record.
 
     Step 0 is the start point (x, or a uniform random point of the ball), step t the point after t
-    signed-gradient steps of `step_size`, each projected to the ball and to [0,1].
+    signed-gradient steps of `budget.step_size` (`budget.steps` in all), each projected to the ball and to [0,1].
     early_stop=True: row k says "correct at every step 0..k" and a misclassified example is
     dropped at once (the evaluation mode). early_stop=False: row k says "correct at step k" and
     every example takes every step (plain PGD, whose error may fall as steps grow).
-    The caller sets the model's mode and the random seed (see `survivors`).
+    The caller sets the model's mode and the random seed (see `survivors`); restarts are its too.
     """
+    steps = budget.steps
     record = sorted(set(record)) if record else [steps]
     if record[0] < 0 or record[-1] > steps:
         raise ValueError(f"record {record} must lie in [0, steps={steps}]")
@@ -79,7 +59,7 @@ def pgd_trace(
     alive = torch.arange(len(x), device=x.device)  # rows of x still being attacked
     x0, yb, xa = x, y, x.detach()
     if random_start:
-        xa = _project(x + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+        xa = uniform_start(x, budget.eps)
     for t in range(steps + 1):
         xa = xa.detach().requires_grad_(t < steps)
         with torch.enable_grad():
@@ -97,7 +77,7 @@ def pgd_trace(
         (grad,) = torch.autograd.grad(loss, xa)
         if early_stop and not bool(keep.all()):  # drop the fooled examples from the batch
             alive, x0, yb, xa, grad = alive[keep], x0[keep], yb[keep], xa[keep], grad[keep]
-        xa = _project(xa.detach() + step_size * grad.sign(), x0, eps)
+        xa = signed_step(xa, grad, budget.step_size, x0, budget.eps)
     return out
 
 
@@ -105,13 +85,11 @@ def survivors(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    eps: float,
-    step_size: float,
-    steps: int,
+    budget: AttackBudget,
+    *,
     correct: torch.Tensor | None = None,
     loss_fn: LossFn = ce_loss,
     random_start: bool = True,
-    restarts: int = 1,
     early_stop: bool = True,
     record: list[int] | None = None,
     batch_size: int = 500,
@@ -123,31 +101,29 @@ def survivors(
 
     x: images in [0,1] (N, C, H, W) on the model's device; correct: examples still to attack
     (default: those classified correctly clean); the rest count as errors and cost nothing.
-    FGSM is `steps=1, step_size=eps, random_start=False`. Seeded with `seed` before the first batch.
-    record (default [steps]) lists the step counts to report; with restarts > 1 only [steps].
-    Usage: `err = 100 * (1 - survivors(model, x, y, 8/255, 2/255, 20)[-1].float().mean())`.
+    FGSM is `AttackBudget.fgsm(eps)` with `random_start=False`. Seeded with `seed` before the first
+    batch. record (default [budget.steps]) lists the step counts to report; with restarts > 1 only
+    [budget.steps]. Usage:
+    `err = error_pct(survivors(model, x, y, AttackBudget(8/255, 2/255, steps=20))[-1])`.
     """
+    steps = budget.steps
     record = sorted(set(record)) if record else [steps]
-    if restarts < 1:
-        raise ValueError(f"restarts must be >= 1, got {restarts}")
-    if restarts > 1 and record != [steps]:
+    if budget.restarts > 1 and record != [steps]:
         raise ValueError("restarts > 1 reports the final step only; leave record at [steps]")
-    if not 0 <= eps <= 1:
-        raise ValueError(f"eps must be in [0, 1] for images in [0,1], got {eps} (write 8/255, not 8)")
-    with attack_mode(model):
+    with frozen(model, "eval"):
         if correct is None:
             correct = predict(model, x, batch_size) == y
         out = correct.to(torch.bool).expand(len(record), len(x)).clone()
-        if eps == 0:
+        if budget.eps == 0:
             return out  # the ball is the point itself: error is the clean error
         torch.manual_seed(seed)
-        for _ in range(restarts if random_start else 1):
+        for _ in range(budget.restarts if random_start else 1):
             todo = out[-1].nonzero().flatten() if early_stop else correct.nonzero().flatten()
             for i in tqdm(range(0, len(todo), batch_size), desc=desc, disable=None if progress else True,
                           leave=False):
                 idx = todo[i : i + batch_size]
-                out[:, idx] &= pgd_trace(model, x[idx], y[idx], eps, step_size, steps, loss_fn, random_start,
-                                         early_stop, record)
+                out[:, idx] &= pgd_trace(model, x[idx], y[idx], budget, loss_fn=loss_fn, random_start=random_start,
+                                         early_stop=early_stop, record=record)
     return out
 
 

@@ -71,16 +71,17 @@ def _out_dir(args) -> Path:
 
 def _labels(run_dirs: list[str]) -> dict[str, str]:
     """Legend names: the run's method and directory name."""
-    from iat.evaluate import load_run_config
+    from iat.runs import load_run_config
 
     return {r: f"{load_run_config(r).method} ({Path(r).name})" for r in run_dirs}
 
 
 def run_norms(args) -> int:
     from iat import runio
-    from iat.analysis.norms import check_runs, norms_of_runs, norms_table, plot_norms
+    from iat.analysis.norms import norms_of_runs, norms_table, plot_norms
+    from iat.runs import check_finished
 
-    check_runs(args.run_dirs)
+    check_finished(args.run_dirs)
     out = _out_dir(args)
     result = norms_of_runs(args.run_dirs)
     labels = _labels(args.run_dirs)
@@ -94,12 +95,12 @@ def run_norms(args) -> int:
 
 def run_probe(args) -> int:
     from iat import runio
-    from iat.analysis.norms import check_runs
     from iat.analysis.probe import probe_runs, probe_table
+    from iat.runs import check_finished
 
     cfg = ProbeConfig(n=args.n, epochs=args.epochs, hidden=args.hidden, lr=args.lr, batch_size=args.batch_size,
                       seed=args.seed).validate()
-    check_runs(args.run_dirs)
+    check_finished(args.run_dirs)
     out = _out_dir(args)
     result = probe_runs(args.run_dirs, cfg, args.device, args.data_dir)
     runio.make_dir(out)

@@ -50,9 +50,10 @@ def run(args) -> int:
     from iat.units import format_eps
 
     runio.check_out_dir(args.out or args.run_dir)
-    result = audit(args.run_dir, args.eps, args.step_size, args.steps, tuple(args.steps_list), args.large_eps,
-                   args.surrogate, args.autoattack, args.limit, args.device, args.data_dir, args.batch_size,
-                   progress=not args.quiet)
+    result = audit(args.run_dir, eps=args.eps, step_size=args.step_size, steps=args.steps,
+                   steps_list=tuple(args.steps_list), large_eps=args.large_eps, surrogate=args.surrogate,
+                   autoattack=args.autoattack, limit=args.limit, device=args.device, data_dir=args.data_dir,
+                   batch_size=args.batch_size, progress=not args.quiet)
     print(f"{args.run_dir}: {result['dataset']} test, {result['n_examples']} examples, clean error "
           f"{result['clean_error']:.2f}%, eps {format_eps(result['eps'])}, step {format_eps(result['step_size'])}")
     print(audit_table(result))

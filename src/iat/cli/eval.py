@@ -33,14 +33,13 @@ def add_parser(sub) -> None:
 def parse_attack_list(text: str) -> list[str]:
     from iat.attacks import parse_attack_name
     from iat.errors import UsageError
+    from iat.evaluate import check_attacks
 
     names = [a.strip().lower() for a in text.split(",") if a.strip()]
     if not names:
         raise UsageError(f"--attacks {text!r} is empty; give e.g. clean,fgsm,pgd7,pgd20")
     for name in names:
         parse_attack_name(name)
-    from iat.evaluate import check_attacks
-
     check_attacks(names)
     return names
 
@@ -50,8 +49,9 @@ def run(args) -> int:
     from iat.report import format_table
 
     attacks = parse_attack_list(args.attacks)
-    report = evaluate_run(args.run_dir, attacks, args.eps, args.step_size, args.limit, args.device,
-                          args.data_dir, args.batch_size, progress=not args.quiet, restarts=args.restarts)
+    report = evaluate_run(args.run_dir, attacks, eps=args.eps, step_size=args.step_size, restarts=args.restarts,
+                          limit=args.limit, device=args.device, data_dir=args.data_dir, batch_size=args.batch_size,
+                          progress=not args.quiet)
     print(f"{args.run_dir}: {report['dataset']} test, {report['n_examples']} examples, "
           f"eps {format_eps(report['eps'])}, step {format_eps(report['step_size'])}")
     rows = [[name, f"{r['error']:.2f}"] for name, r in report["results"].items()]

@@ -70,8 +70,8 @@ def run_eps(args) -> int:
     from iat.robustness import sweep_eps
 
     runio.check_out_dir(args.out or args.run_dirs[0])
-    result = sweep_eps(args.run_dirs, args.eps, args.steps, args.step_size, args.limit, args.device, args.data_dir,
-                       args.batch_size, progress=not args.quiet)
+    result = sweep_eps(args.run_dirs, args.eps, args.steps, step_size=args.step_size, limit=args.limit,
+                       device=args.device, data_dir=args.data_dir, batch_size=args.batch_size, progress=not args.quiet)
     return _finish(result, args)
 
 
@@ -80,10 +80,8 @@ def run_steps(args) -> int:
     from iat.robustness import sweep_steps
 
     runio.check_out_dir(args.out or args.run_dirs[0])
-    result = sweep_steps(args.run_dirs, args.steps, args.eps, args.step_size, args.limit, args.device,
-                         args.data_dir, args.batch_size, progress=not args.quiet)
+    result = sweep_steps(args.run_dirs, args.steps, eps=args.eps, step_size=args.step_size, limit=args.limit,
+                         device=args.device, data_dir=args.data_dir, batch_size=args.batch_size,
+                         progress=not args.quiet)
     return _finish(result, args)
 
-
-def run(args) -> int:
-    return args.run(args)

@@ -37,8 +37,9 @@ def run(args) -> int:
     if len(args.run_dirs) < 2:
         raise UsageError(f"give at least two run directories (a source and a target), got {len(args.run_dirs)}")
     out = runio.check_out_dir(args.out or args.run_dirs[0])
-    result = transfer_matrix(args.run_dirs, args.eps, args.steps, args.step_size, args.limit, args.device,
-                             args.data_dir, args.batch_size, progress=not args.quiet)
+    result = transfer_matrix(args.run_dirs, args.eps, args.steps, step_size=args.step_size, limit=args.limit,
+                             device=args.device, data_dir=args.data_dir, batch_size=args.batch_size,
+                             progress=not args.quiet)
     print(transfer_table(result))
     runio.make_dir(out)
     runio.write_json(out / TRANSFER_JSON, result)

@@ -10,8 +10,8 @@ counted per example as the worst case over the attacks run (iat.attacks.worstcas
 
 from __future__ import annotations
 
+from iat.attacks import STEP_RULE, default_step
 from iat.robustness.masking import audit, audit_model, audit_table, write_audit
-from iat.robustness.runs import STEP_RULE, default_step
 from iat.robustness.sweep import sweep_eps, sweep_plot, sweep_steps, sweep_table, write_sweep
 from iat.robustness.transfer import TRANSFER_JSON, transfer_matrix, transfer_table
 

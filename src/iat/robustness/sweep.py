@@ -15,18 +15,13 @@ import logging
 from pathlib import Path
 
 from iat import runio
+from iat.analysis.figures import pyplot
+from iat.attacks import STEP_RULE, AttackBudget
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.errors import UsageError
 from iat.report import format_table
-from iat.robustness.runs import (
-    STEP_RULE,
-    check_sweep_args,
-    common_eps,
-    default_step,
-    load_runs,
-    run_labels,
-    short_eps,
-)
+from iat.robustness.common import budgets_at, common_eps, run_labels, short_eps
+from iat.runs import load_runs
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +35,22 @@ def _step_info(step_size: float | None) -> dict:
     return {"step_size": step_size, "step_size_rule": "fixed"}
 
 
-def sweep_eps(run_dirs, eps_list: list[float], steps: int = 20, step_size: float | None = None,
-              limit: int | None = None, device: str = "auto", data_dir: str | None = None,
-              batch_size: int = 500, progress: bool = False) -> dict:
+def sweep_eps(run_dirs: list[str | Path], eps_list: list[float], steps: int = 20, *,
+              step_size: float | None = None, limit: int | None = None, device: str = "auto",
+              data_dir: str | None = None, batch_size: int = 500, progress: bool = False) -> dict:
     """sweep-eps.json's content: PGD-`steps` error (%) of each run at each eps (ascending).
 
     step_size None: eps/4 at each eps. Each run is seeded with its training seed.
     Usage: `sweep_eps(["runs/pgd", "runs/iat"], [1/255, 2/255, 10/255])`.
     """
-    eps_sorted = check_sweep_args(eps_list, steps)
-    runs = load_runs(run_dirs, limit, device, data_dir)
+    budgets = budgets_at(eps_list, steps, step_size)
+    runs = load_runs(run_dirs, limit, device, data_dir=data_dir)
     points = []
     for name, cfg, model in zip(runs.names, runs.configs, runs.models):
         correct = predict(model, runs.x, batch_size) == runs.y
-        for eps in eps_sorted:
-            step = default_step(eps) if step_size is None else step_size
-            correct = survivors(model, runs.x, runs.y, eps, step, steps, correct=correct, batch_size=batch_size,
+        for budget in budgets:
+            eps = budget.eps
+            correct = survivors(model, runs.x, runs.y, budget, correct=correct, batch_size=batch_size,
                                 seed=cfg.seed, progress=progress, desc=f"eps {short_eps(eps)}")[-1]
             points.append({"run": name, "eps": eps, "error": error_pct(correct)})
             log.info("%s eps %s: error %.2f%%", name, short_eps(eps), points[-1]["error"])
@@ -64,9 +59,9 @@ def sweep_eps(run_dirs, eps_list: list[float], steps: int = 20, step_size: float
             "PGD at this eps or any smaller eps of the list", "points": points}
 
 
-def sweep_steps(run_dirs, steps_list: list[int], eps: float | None = None, step_size: float | None = None,
-                limit: int | None = None, device: str = "auto", data_dir: str | None = None,
-                batch_size: int = 500, progress: bool = False) -> dict:
+def sweep_steps(run_dirs: list[str | Path], steps_list: list[int], *, eps: float | None = None,
+                step_size: float | None = None, limit: int | None = None, device: str = "auto",
+                data_dir: str | None = None, batch_size: int = 500, progress: bool = False) -> dict:
     """sweep-steps.json's content: PGD error (%) of each run after each number of steps (ascending).
 
     eps None: the runs' common training eps. step_size None: eps/4.
@@ -75,24 +70,24 @@ def sweep_steps(run_dirs, steps_list: list[int], eps: float | None = None, step_
     steps_sorted = sorted(set(steps_list))
     if not steps_sorted or steps_sorted[0] < 1:
         raise UsageError(f"steps list {steps_list} must be non-empty integers >= 1")
-    if eps is not None and not 0 < eps <= 1:
+    if eps is not None and eps <= 0:
         raise UsageError(f"--eps {eps} must be in (0, 1] for a steps sweep")
-    runs = load_runs(run_dirs, limit, device, data_dir)
+    runs = load_runs(run_dirs, limit, device, data_dir=data_dir)
     eps = common_eps(runs) if eps is None else eps
     if eps <= 0:
         raise UsageError("the runs' training eps is 0; give --eps")
-    step = default_step(eps) if step_size is None else step_size
+    budget = AttackBudget.at(eps, step_size, steps_sorted[-1])
     points = []
     for name, cfg, model in zip(runs.names, runs.configs, runs.models):
-        correct = survivors(model, runs.x, runs.y, eps, step, steps_sorted[-1], record=steps_sorted,
-                            batch_size=batch_size, seed=cfg.seed, progress=progress, desc=f"{name} steps")
+        correct = survivors(model, runs.x, runs.y, budget, record=steps_sorted, batch_size=batch_size, seed=cfg.seed,
+                            progress=progress, desc=f"{name} steps")
         for k, row in zip(steps_sorted, correct):
             points.append({"run": name, "steps": k, "error": error_pct(row)})
         curve = ", ".join(f"{p['steps']} steps {p['error']:.2f}%" for p in points[-len(steps_sorted) :])
         log.info("%s: %s", name, curve)
-    return {"eps": eps, **_step_info(step_size), "step_size_used": step, "dataset": runs.dataset, "split": "test",
-            "n_examples": len(runs.x), "counting": "an example is an error if misclassified clean or at any of the "
-            "first N steps of one seeded PGD run", "points": points}
+    return {"eps": eps, **_step_info(step_size), "step_size_used": budget.step_size, "dataset": runs.dataset,
+            "split": "test", "n_examples": len(runs.x), "counting": "an example is an error if misclassified clean "
+            "or at any of the first N steps of one seeded PGD run", "points": points}
 
 
 # -------------------------------------------------------------------------------------------- report
@@ -135,11 +130,7 @@ def sweep_table(result: dict) -> str:
 
 def sweep_plot(result: dict) -> bytes:
     """A PNG of error (%) against eps or steps, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     axis = _axis(result)
     runs, values, cell = _grid(result, axis)
     labels = run_labels(runs)

@@ -11,61 +11,66 @@ stronger than its white-box diagonal.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
-from iat.attacks import PGD
-from iat.attacks.worstcase import attack_mode, error_pct, predict, survivors
+from iat.attacks import PGD, STEP_RULE, AttackBudget
+from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.report import format_table
-from iat.robustness.runs import STEP_RULE, check_sweep_args, default_step, load_runs, run_labels, short_eps
+from iat.robustness.common import budgets_at, run_labels, short_eps
+from iat.runs import load_runs
 
 log = logging.getLogger(__name__)
 
 TRANSFER_JSON = "transfer.json"
 
 
-def transfer_correct(source, targets: list, x: torch.Tensor, y: torch.Tensor, correct: list[torch.Tensor],
-                     eps: float, step_size: float, steps: int, batch_size: int = 500, seed: int = 0,
+def transfer_correct(source: nn.Module, targets: list[nn.Module], x: torch.Tensor, y: torch.Tensor, *,
+                     correct: list[torch.Tensor], budget: AttackBudget, batch_size: int = 500, seed: int = 0,
                      progress: bool = False) -> list[torch.Tensor]:
-    """For each target: still correct on PGD examples crafted on `source` (and clean, per `correct`)."""
+    """For each target: still correct on PGD examples crafted on `source` (and clean, per `correct`).
+
+    One PGD run of `budget.steps` steps per example, all steps, no early stop (restarts unused).
+    """
     out = [c.clone() for c in correct]
-    if eps == 0 or not targets:
+    if budget.eps == 0 or not targets:
         return out
     todo = torch.stack(out).any(0).nonzero().flatten()  # examples some target still gets right
-    attack = PGD(source, eps=eps, alpha=step_size, steps=steps)
+    attack = PGD(source, budget.eps, budget.step_size, budget.steps)
     torch.manual_seed(seed)
-    with attack_mode(source):
-        for i in tqdm(range(0, len(todo), batch_size), desc="transfer", disable=None if progress else True,
-                      leave=False):
-            idx = todo[i : i + batch_size]
-            x_adv = attack(x[idx], y[idx])
-            for target, c in zip(targets, out):
-                c[idx] &= predict(target, x_adv, batch_size) == y[idx]
+    for i in tqdm(range(0, len(todo), batch_size), desc="transfer", disable=None if progress else True, leave=False):
+        idx = todo[i : i + batch_size]
+        x_adv = attack(x[idx], y[idx])  # the attack freezes the source (iat.attacks.core.frozen)
+        for target, c in zip(targets, out):
+            c[idx] &= predict(target, x_adv, batch_size) == y[idx]
     return out
 
 
-def transfer_matrix(run_dirs, eps_list: list[float], steps: int = 20, step_size: float | None = None,
-                    limit: int | None = None, device: str = "auto", data_dir: str | None = None,
-                    batch_size: int = 500, progress: bool = False) -> dict:
+def transfer_matrix(run_dirs: list[str | Path], eps_list: list[float], steps: int = 20, *,
+                    step_size: float | None = None, limit: int | None = None, device: str = "auto",
+                    data_dir: str | None = None, batch_size: int = 500, progress: bool = False) -> dict:
     """transfer.json's content: error (%) of every target run on PGD examples of every source run.
 
     step_size None: eps/4 at each eps. Sources are seeded with their training seed.
     Usage: `transfer_matrix(["runs/pgd", "runs/iat-mixup"], [2/255, 5/255, 10/255])`.
     """
-    eps_sorted = check_sweep_args(eps_list, steps)
-    runs = load_runs(run_dirs, limit, device, data_dir, min_runs=2)
+    budgets = budgets_at(eps_list, steps, step_size)
+    runs = load_runs(run_dirs, limit, device, data_dir=data_dir, min_runs=2)
     with torch.no_grad():
         clean = [predict(m, runs.x, batch_size) == runs.y for m in runs.models]
     points = []
-    for eps in eps_sorted:
-        step = default_step(eps) if step_size is None else step_size
+    for budget in budgets:
+        eps = budget.eps
         for s, (source, cfg) in enumerate(zip(runs.models, runs.configs)):
             others = [t for t in range(len(runs.names)) if t != s]
-            white = survivors(source, runs.x, runs.y, eps, step, steps, correct=clean[s], batch_size=batch_size,
+            white = survivors(source, runs.x, runs.y, budget, correct=clean[s], batch_size=batch_size,
                               seed=cfg.seed, progress=progress, desc="white-box")[-1]
             black = transfer_correct(source, [runs.models[t] for t in others], runs.x, runs.y,
-                                     [clean[t] for t in others], eps, step, steps, batch_size, cfg.seed, progress)
+                                     correct=[clean[t] for t in others], budget=budget, batch_size=batch_size,
+                                     seed=cfg.seed, progress=progress)
             cells = {s: white, **dict(zip(others, black))}
             for t in range(len(runs.names)):
                 points.append({"eps": eps, "source": runs.names[s], "target": runs.names[t],

@@ -1,0 +1,33 @@
+"""The surrogate of the audit's transfer check: a separate, quickly trained model of the same data set.
+
+A black-box attack crafted on it should be weaker than the white-box attack on the audited model;
+trained here when the user gives none, in a temporary directory that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from iat.config import TrainConfig
+from iat.runs import load_run_model
+from iat.train import resolve_device, train
+
+log = logging.getLogger(__name__)
+
+# The surrogate trained when none is given: a small CNN, standard (ERM) training, a few epochs.
+SURROGATE = {"method": "erm", "arch": "cnn-small", "width": 16, "epochs": 5, "batch_size": 64, "lr": 0.05,
+             "train_size": 5000}
+
+
+def train_surrogate(dataset: str, data_dir: str | None = None, device: str = "auto", *, seed: int = 1,
+                    progress: bool = False) -> nn.Module:
+    """A quickly trained, separate model for the transfer check (see SURROGATE); nothing is kept on disk."""
+    cfg = TrainConfig(dataset=dataset, data_dir=data_dir, device=device, seed=seed, **SURROGATE)
+    with tempfile.TemporaryDirectory(prefix="iat-surrogate-") as tmp:
+        log.info("training a surrogate model for the transfer check: %s", SURROGATE)
+        train(cfg, Path(tmp) / "surrogate", progress=progress)
+        return load_run_model(Path(tmp) / "surrogate", resolve_device(device))

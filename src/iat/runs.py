@@ -1,0 +1,102 @@
+"""Run directories, read back: a run's config and trained model, and several runs on one test set.
+
+Everything that reads a run directory written by `iat train` for evaluation or analysis comes
+through here, and refuses a missing, unfinished or damaged run with one UsageError line.
+
+    cfg = load_run_config("runs/pgd"); model = load_run_model("runs/pgd", "cpu")
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from iat import runio
+from iat.config import TrainConfig
+from iat.data import load_data
+from iat.errors import UsageError
+from iat.models import MixableNet
+from iat.train import build_model, resolve_device
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The validated TrainConfig of a run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"run directory {run_dir} does not exist")
+    raw = runio.read_json(run_dir / runio.CONFIG)
+    if not isinstance(raw, dict) or "arch" not in raw or "dataset" not in raw:
+        raise UsageError(f"{run_dir / runio.CONFIG} is not an iat run configuration (no arch/dataset)")
+    try:
+        return TrainConfig.from_dict(raw).validate()
+    except TypeError as e:
+        raise UsageError(f"{run_dir / runio.CONFIG} has malformed values ({e})") from None
+
+
+def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> MixableNet:
+    """The trained model of a run directory, in eval mode."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    model = build_model(cfg)
+    state = runio.load_weights(run_dir / runio.WEIGHTS)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise UsageError(f"{run_dir / runio.WEIGHTS} does not match the architecture {cfg.arch!r} of its "
+                         f"config.json ({detail[:150]})") from None
+    return model.to(device).eval()
+
+
+def check_finished(run_dirs: list[str | Path]) -> None:
+    """Refuse, before any output, an empty list or a directory that is not a finished run."""
+    if not run_dirs:
+        raise UsageError("give at least one run directory")
+    for run_dir in run_dirs:
+        load_run_config(run_dir)
+        if not (Path(run_dir) / runio.WEIGHTS).is_file():
+            raise UsageError(f"{Path(run_dir) / runio.WEIGHTS} is missing: the run has not finished training "
+                             "(resume it with `iat train ... --resume`)")
+
+
+@dataclass
+class Runs:
+    """Run directories (as given), their configs and models, and the shared test split."""
+
+    names: list[str]
+    configs: list[TrainConfig]
+    models: list[nn.Module]
+    x: torch.Tensor  # (N, C, H, W) in [0,1], on `device`
+    y: torch.Tensor  # (N,) int64
+    dataset: str
+    device: torch.device
+
+
+def load_runs(run_dirs: list[str | Path], limit: int | None = None, device: str = "auto", *,
+              data_dir: str | None = None, min_runs: int = 1) -> Runs:
+    """Load every run and the test split of their common data set; UsageError if they disagree."""
+    names = [os.fspath(r) for r in run_dirs]
+    if len(names) < min_runs:
+        raise UsageError(f"give at least {min_runs} run directories, got {len(names)}")
+    seen = set()
+    for name in names:
+        key = Path(name).resolve()
+        if key in seen:
+            raise UsageError(f"run directory {name} is given twice")
+        seen.add(key)
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit} must be at least 1")
+    configs = [load_run_config(name) for name in names]
+    datasets = {c.dataset for c in configs}
+    if len(datasets) > 1:
+        pairs = ", ".join(f"{n}: {c.dataset}" for n, c in zip(names, configs))
+        raise UsageError(f"the runs were trained on different data sets ({pairs}); compare runs of one data set")
+    dev = resolve_device(device)
+    models = [load_run_model(name, dev) for name in names]
+    dataset = configs[0].dataset
+    x, y = load_data(dataset, "test", data_dir or configs[0].data_dir, limit=limit)
+    return Runs(names, configs, models, x.to(dev), y.to(dev), dataset, dev)
