@@ -7,6 +7,8 @@ lambda * CE(f(x~), y_i) + (1 - lambda) * CE(f(x~), y_j).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -52,13 +54,18 @@ class Mixup:
         if lam_per not in LAMBDA_MODES:
             raise ValueError(f"lam_per must be one of {LAMBDA_MODES}, got {lam_per!r}")
         self.alpha, self.lam_per, self.layers = alpha, lam_per, tuple(layers)
+        self.preset: list[int] = []  # layers drawn ahead of the step (see preset_layers); used first
 
     def draw(self, n: int, device: torch.device) -> MixDraw:
         beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.alpha))
         lam = beta.sample((n,) if self.lam_per == "example" else ()).to(device)
-        layer = self.layers[int(torch.randint(len(self.layers), ()))]
+        layer = self.preset.pop(0) if self.preset else self.draw_layer()
         perm = torch.randperm(n).to(device)
         return MixDraw(layer=layer, lam=lam, perm=perm)
+
+    def draw_layer(self) -> int:
+        """A layer to mix at, drawn uniformly with the CPU generator."""
+        return self.layers[int(torch.randint(len(self.layers), ()))]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(alpha={self.alpha}, lam_per={self.lam_per!r}, layers={self.layers})"
@@ -71,6 +78,17 @@ class ManifoldMixup(Mixup):
 
     def __init__(self, alpha: float = 2.0, lam_per: str = "batch", layers: tuple[int, ...] = (0, 1, 2)):
         super().__init__(alpha=alpha, lam_per=lam_per, layers=layers)
+
+
+@contextmanager
+def preset_layers(mix: Mixup, layers: tuple[int, ...]) -> Iterator[None]:
+    """Inside, `mix.draw` uses `layers` in order instead of drawing them: a CUDA graph of a training
+    step is captured for one choice of layers, drawn on the CPU before the step (iat.train.graphs)."""
+    mix.preset = list(layers)
+    try:
+        yield
+    finally:
+        mix.preset = []
 
 
 def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, draw: MixDraw | None) -> torch.Tensor:

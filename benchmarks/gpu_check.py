@@ -1,0 +1,303 @@
+"""GPU check: is iat correct and fast on a real GPU? One script, under 8 minutes on one H100.
+
+    bash benchmarks/gpu_check.sh [OUT_DIR]        # or: python benchmarks/gpu_check.py --out OUT_DIR
+
+Sections (each one guarded: a failure is recorded and the next section runs):
+1. environment: GPU, driver, torch, bf16 support;
+2. the CUDA tests (`pytest -m cuda`);
+3. speed: images/s of one training step of PreActResNet18 on CIFAR-shaped batches (3x32x32, random
+   images; the numbers do not depend on the pixels), batch 64 and 512, for iat's step (eager fp32,
+   TF32, bf16 AMP, CUDA graphs, torch.compile) against two plain implementations run in the same
+   process: the locuslab train_pgd.py style (its attack calls loss.backward(), so parameters get
+   gradients too) and a plain loop with input-only attack gradients;
+4. sync check: training steps under torch.cuda.set_sync_debug_mode("error") (no host sync inside);
+5. two short real runs (pgd and iat-mixup, PreActResNet18 on Fashion-MNIST padded to 32x32), eager and
+   with CUDA graphs, with their clean and PGD-20 error.
+Writes OUT/gpu_check.json (every figure) and OUT/gpu_check.md (the tables), and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from iat.config import TrainConfig  # noqa: E402
+from iat.models import build_model  # noqa: E402
+from iat.train.engine import build_update  # noqa: E402
+
+CIFAR_EPOCH = 50_000  # images per CIFAR-10 epoch
+FLOP_PER_IMAGE = 1.11e9  # PreActResNet18, one 32x32 forward pass (the issue's reference)
+started = time.perf_counter()
+BUDGET_S = 7 * 60  # stop starting new work after this; the lease allows 8 minutes
+
+
+def left() -> float:
+    return BUDGET_S - (time.perf_counter() - started)
+
+
+def guarded(results: dict, name: str, fn: Callable[[], object]) -> None:
+    t0 = time.perf_counter()
+    try:
+        results[name] = fn()
+    except Exception as e:  # a GPU check reports what broke and goes on
+        results[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+    print(f"[{time.perf_counter() - started:6.1f}s] {name}: {time.perf_counter() - t0:.1f}s", flush=True)
+
+
+# ------------------------------------------------------------------------------------ environment
+
+
+def environment() -> dict:
+    props = torch.cuda.get_device_properties(0)
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip()
+    return {"gpu": props.name, "sm_count": props.multi_processor_count, "capability": f"{props.major}.{props.minor}",
+            "nvidia_smi": smi, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "bf16": torch.cuda.is_bf16_supported(), "python": platform.python_version()}
+
+
+def cuda_tests() -> dict:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=150,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    return {"returncode": proc.returncode, "tail": (proc.stdout + proc.stderr)[-2500:]}
+
+
+# ------------------------------------------------------------------------------------------ speed
+
+
+def plain_step(model, opt, x, y, *, eps=8 / 255, step=2 / 255, steps=7, backward_style: bool) -> None:
+    """IAT with Mixup written plainly: Algorithm 1 with input mixup and PGD-7 (for comparison)."""
+
+    def mix_loss(inp):
+        lam = torch.distributions.Beta(1.0, 1.0).sample().item()
+        perm = torch.randperm(len(inp), device=inp.device)
+        logits = model(lam * inp + (1 - lam) * inp[perm])
+        return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
+
+    loss_clean = mix_loss(x)
+    model.eval()
+    delta = torch.empty_like(x).uniform_(-eps, eps)
+    delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x + delta), y)
+        if backward_style:  # locuslab train_pgd.py: gradients reach the parameters too
+            loss.backward()
+            grad = delta.grad.detach()
+            delta.grad.zero_()
+        else:
+            (grad,) = torch.autograd.grad(loss, delta)
+        d = (delta + step * grad.sign()).clamp(-eps, eps)
+        delta = ((x + d).clamp(0, 1) - x).detach().requires_grad_(True)
+    model.train()
+    loss = (loss_clean + mix_loss((x + delta).detach())) / 2
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def cfg_for(variant: str, batch: int) -> TrainConfig:
+    kw = dict(method="iat-mixup", dataset="cifar10", arch="preactresnet18", batch_size=batch, device="cuda")
+    if "tf32" in variant:
+        kw["tf32"] = "on"
+    if "amp" in variant:
+        kw["amp"] = True
+    if "graphs" in variant:
+        kw["cuda_graphs"] = True
+    if "compile" in variant:
+        kw["compile"] = True
+    return TrainConfig(**kw)
+
+
+def time_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batch: int, warmup: int, timed: int) -> dict:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    xs = [torch.rand(batch, 3, 32, 32, device="cuda", generator=g) for _ in range(4)]
+    ys = [torch.randint(0, 10, (batch,), device="cuda", generator=g) for _ in range(4)]
+    t0 = time.perf_counter()
+    for i in range(warmup):
+        step(xs[i % 4], ys[i % 4])
+    torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for i in range(timed):
+        step(xs[i % 4], ys[i % 4])
+    end.record()
+    torch.cuda.synchronize()
+    ms = start.elapsed_time(end) / timed
+    ips = batch / ms * 1000
+    return {"ms_per_step": round(ms, 2), "images_per_s": round(ips), "cifar_epoch_s": round(CIFAR_EPOCH / ips, 1),
+            "warmup_s": round(warm_s, 1), "tflops": round(ips * FLOP_PER_IMAGE * 3 * 9.5 / 1e12, 1)}
+
+
+def speed() -> dict:
+    out: dict = {}
+    variants = ["plain-backward", "plain-input-grad", "iat-fp32", "iat-tf32", "iat-amp", "iat-graphs",
+                "iat-graphs-amp", "iat-compile-amp"]
+    for batch, warmup, timed in ((64, 5, 30), (512, 3, 8)):
+        for variant in variants:
+            if left() < 150:
+                out[f"{variant}@{batch}"] = {"skipped": "time budget"}
+                continue
+            torch.manual_seed(0)
+            cfg = cfg_for(variant, batch)
+
+            def run(variant=variant, cfg=cfg, batch=batch, warmup=warmup, timed=timed):
+                if variant.startswith("plain"):
+                    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+                    model = build_model(cfg).cuda()
+                    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+                    step = lambda x, y: plain_step(model, opt, x, y, backward_style=variant == "plain-backward")  # noqa: E731
+                else:
+                    step = build_update(cfg, torch.device("cuda"))
+                return time_steps(step, batch, warmup + (5 if "compile" in variant else 0), timed)
+
+            guarded(out, f"{variant}@{batch}", run)
+    return out
+
+
+def sync_check() -> dict:
+    """Training steps with torch's sync debug mode set to error: any host sync inside raises."""
+    report = {}
+    for variant in ("iat-fp32", "iat-graphs"):
+        step = build_update(cfg_for(variant, 64), torch.device("cuda"))
+        x, y = torch.rand(64, 3, 32, 32, device="cuda"), torch.randint(0, 10, (64,), device="cuda")
+        for _ in range(5):  # warm-up (cudnn autotuning, graph capture) outside the check
+            step(x, y)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(5):
+                step(x, y)
+            report[variant] = "no host sync in 5 steps"
+        except RuntimeError as e:
+            report[variant] = f"SYNC: {str(e).splitlines()[0]}"
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.synchronize()
+    return report
+
+
+# -------------------------------------------------------------------------------------- real runs
+
+
+def real_runs(data_dir: str | None, train_size: int, epochs: int) -> dict:
+    out = {}
+    root = Path(tempfile.mkdtemp(prefix="iat-gpu-"))
+    for method in ("pgd", "iat-mixup"):
+        for mode in ("eager", "graphs"):
+            if left() < 45:
+                out[f"{method}/{mode}"] = {"skipped": "time budget"}
+                continue
+            run = root / f"{method}-{mode}"
+            cmd = [sys.executable, "-m", "iat", "train", "--method", method, "--dataset", "fashion-mnist-32",
+                   "--arch", "preactresnet18", "--epochs", str(epochs), "--train-size", str(train_size),
+                   "--eps", "0.1", "--step-size", "0.025", "--device", "cuda", "--out", str(run)]
+            if data_dir:
+                cmd += ["--data-dir", data_dir]
+            if mode == "graphs":
+                cmd += ["--cuda-graphs"]
+            env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+            t0 = time.perf_counter()
+            tr = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(30, left() - 20))
+            row = {"train_s": round(time.perf_counter() - t0, 1), "returncode": tr.returncode}
+            if tr.returncode != 0:
+                row["error"] = (tr.stdout + tr.stderr)[-1500:]
+                out[f"{method}/{mode}"] = row
+                continue
+            metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            row["epoch_s"] = [m["seconds"] for m in metrics]
+            row["train_loss"] = [round(m["train_loss"], 4) for m in metrics]
+            ev = [sys.executable, "-m", "iat", "eval", str(run), "--attacks", "clean,pgd20", "--limit", "2000"]
+            if data_dir:
+                ev += ["--data-dir", data_dir]
+            er = subprocess.run(ev, capture_output=True, text=True, env=env, timeout=120)
+            if er.returncode == 0:
+                res = json.loads((run / "eval.json").read_text())["results"]
+                row.update({a: res[a]["error"] for a in ("clean", "pgd20")})
+            else:
+                row["eval_error"] = (er.stdout + er.stderr)[-800:]
+            out[f"{method}/{mode}"] = row
+    return out
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def tables(results: dict) -> str:
+    env = results.get("environment", {})
+    lines = [f"# gpu_check: {env.get('gpu', '?')}, torch {env.get('torch', '?')}, CUDA {env.get('cuda', '?')}", ""]
+    tests = results.get("cuda_tests", {})
+    lines += [f"CUDA tests: return code {tests.get('returncode', '?')}; "
+              + (tests.get("tail", "").strip().splitlines() or ["?"])[-1], ""]
+    lines += ["| step (PreActResNet18, 3x32x32) | batch | ms/step | images/s | CIFAR-10 epoch (s) | x plain-backward |",
+              "|---|---|---|---|---|---|"]
+    sp = results.get("speed", {})
+    for key, row in sp.items():
+        variant, batch = key.split("@")
+        base = sp.get(f"plain-backward@{batch}", {}).get("images_per_s")
+        if "images_per_s" in row:
+            ratio = f"{row['images_per_s'] / base:.2f}x" if base else "-"
+            lines.append(f"| {variant} | {batch} | {row['ms_per_step']} | {row['images_per_s']} | "
+                         f"{row['cifar_epoch_s']} | {ratio} |")
+        else:
+            lines.append(f"| {variant} | {batch} | {(row.get('error') or row.get('skipped', '?'))[:80]} | | | |")
+    lines += ["", f"Sync check: {results.get('sync_check')}", "",
+              "| run (Fashion-MNIST 32x32) | train s | s/epoch | clean err % | PGD-20 err % |", "|---|---|---|---|---|"]
+    for key, row in results.get("real_runs", {}).items():
+        if not isinstance(row, dict):
+            continue
+        lines.append(f"| {key} | {row.get('train_s', '-')} | {row.get('epoch_s', row.get('error', row.get('skipped', '-')))}"
+                     f" | {row.get('clean', '-')} | {row.get('pgd20', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.environ.get("OUT", "gpu-check-out"))
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST's idx files (default: iat's search path)")
+    p.add_argument("--train-size", type=int, default=10_000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--skip", default="", help="comma-separated sections to skip: tests,speed,sync,runs")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA GPU visible; nothing to check", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    skip = set(args.skip.split(","))
+    results: dict = {}
+    guarded(results, "environment", environment)
+    if "tests" not in skip:
+        guarded(results, "cuda_tests", cuda_tests)
+    if "sync" not in skip:
+        guarded(results, "sync_check", sync_check)
+    if "runs" not in skip:
+        guarded(results, "real_runs", lambda: real_runs(args.data_dir, args.train_size, args.epochs))
+    if "speed" not in skip:
+        guarded(results, "speed", speed)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    (out / "gpu_check.json").write_text(json.dumps(results, indent=1))
+    md = tables(results)
+    (out / "gpu_check.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

