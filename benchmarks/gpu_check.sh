@@ -5,7 +5,8 @@
 # network), else from iat's usual places. Figures go to OUT_DIR/gpu_check.{json,md}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out_dir="${1:-${OUT:-gpu-check-out}}"
+out_dir="${OUT:-gpu-check-out}"
+if [ $# -gt 0 ]; then out_dir="$1"; shift; fi
 data_args=()
 if [ -d .gpudata ]; then data_args=(--data-dir .gpudata); fi
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
