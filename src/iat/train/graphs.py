@@ -30,7 +30,7 @@ from iat.mixing import preset_layers
 
 log = logging.getLogger(__name__)
 
-Update = Callable[[torch.Tensor, torch.Tensor], None]
+Update = Callable[[torch.Tensor, torch.Tensor], object]
 Choice = tuple[Hashable, AbstractContextManager]
 
 
@@ -43,7 +43,8 @@ class GraphedUpdate:
     """`step(x, y)`: one training update, replayed from a CUDA graph whenever the batch is full.
 
     update:     update(x, y) does one whole step without host syncs (no .item(), no data-dependent
-                Python branches); its outputs live in tensors it updates in place.
+                Python branches) and returns its output (e.g. the loss, a tensor). A replay returns
+                the same tensor object as the capture did, refilled: read it before the next call.
     batch_size: the size the graphs are captured for; other sizes run `update` eagerly.
     choose:     draws this step's Python-side choices: returns (key, context); `update` run inside
                 `context` must take exactly those choices. Graphs are cached per (key, lr).
@@ -61,6 +62,7 @@ class GraphedUpdate:
         self.warmup = warmup
         self.graph_factory = graph_factory or torch.cuda.CUDAGraph
         self.graphs: dict[Hashable, object] = {}
+        self.outputs: dict[Hashable, object] = {}
         self.static_x: torch.Tensor | None = None
         self.static_y: torch.Tensor | None = None
         self.eager_steps = 0
@@ -69,17 +71,15 @@ class GraphedUpdate:
 
     # ------------------------------------------------------------------------------------------ call
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> object:
         key, context = self.choose()
-        if len(x) != self.batch_size:  # the last batch of an epoch: eager, no new graph
-            with context:
-                self.update(x, y)
-            return
+        if len(x) != self.batch_size or x.device.type != "cuda" and self.graph_factory is torch.cuda.CUDAGraph:
+            with context:  # the last batch of an epoch (or no GPU): eager, no new graph
+                return self.update(x, y)
         if self.eager_steps < self.warmup:
-            with context:
-                self._eager_on_side_stream(x, y)
             self.eager_steps += 1
-            return
+            with context:
+                return self._eager_on_side_stream(x, y)
         key = (key, self._lrs())
         graph = self.graphs.get(key)
         if graph is None:
@@ -88,6 +88,7 @@ class GraphedUpdate:
         self.static_y.copy_(y)
         graph.replay()
         self.replays += 1
+        return self.outputs[key]
 
     # ------------------------------------------------------------------------------------ internals
 
@@ -101,16 +102,16 @@ class GraphedUpdate:
         stream.wait_stream(torch.cuda.current_stream())
         return _StreamScope(stream)
 
-    def _eager_on_side_stream(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _eager_on_side_stream(self, x: torch.Tensor, y: torch.Tensor) -> object:
         with self._side_stream():
-            self.update(x, y)
+            return self.update(x, y)
 
     def _capture(self, key: Hashable, context: AbstractContextManager, x: torch.Tensor, y: torch.Tensor):
         """Record one update into a new graph (the recorded launches do not run until replay)."""
         lrs = key[1]
         stale = [k for k in self.graphs if k[1] != lrs]
         for k in stale:  # graphs of an earlier learning rate will not be replayed again
-            del self.graphs[k]
+            del self.graphs[k], self.outputs[k]
         if self.static_x is None:
             self.static_x, self.static_y = torch.empty_like(x), torch.empty_like(y)
             self.pool = _new_pool()
@@ -118,7 +119,7 @@ class GraphedUpdate:
         self.static_y.copy_(y)
         graph = self.graph_factory()
         with context, _recording(graph, self.pool):
-            self.update(self.static_x, self.static_y)
+            self.outputs[key] = self.update(self.static_x, self.static_y)
         self.graphs[key] = graph
         log.debug("captured a CUDA graph of the training update for %s (%d cached)", key, len(self.graphs))
         return graph
