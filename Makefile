@@ -13,7 +13,9 @@ VENV ?= .venv
 # Optional dependency groups of pyproject.toml installed into .venv; add new ones here.
 EXTRAS ?= test,autoattack
 TORCH_PIP_ARGS ?=
+DATA ?= fashion-mnist
 ARGS ?=
+DATA ?= fashion-mnist
 
 BIN := $(VENV)/bin
 SETUP := PYTHON='$(PYTHON)' VENV='$(VENV)' EXTRAS='$(EXTRAS)' TORCH_PIP_ARGS='$(TORCH_PIP_ARGS)' scripts/setup.sh
@@ -35,9 +37,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-# Without root: Fashion-MNIST from the internet (torchvision) into $IAT_DATA_DIR, default ~/.cache/iat/data.
+# Data sets from the internet (torchvision) into $IAT_DATA_DIR (default ~/.cache/iat/data): Fashion-MNIST
+# without root, or the paper's: make data DATA='cifar10 svhn'
 data: setup
-	$(BIN)/python -c "import iat; [iat.load_data('fashion-mnist', s, download=True) for s in ('train', 'test')]"
+	$(BIN)/python -c "import iat; [iat.load_data(d, s, download=True) for d in '$(DATA)'.split() for s in ('train', 'test')]"
 
 clean-venv:
 	rm -rf $(VENV)
