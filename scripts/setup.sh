@@ -28,6 +28,10 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/nul
   rm -rf "$VENV"
   say "creating $VENV with $("$PYTHON" -c 'import sys; print(sys.executable)')"
   "$PYTHON" -m venv "$VENV"
+else
+  version='import sys; print("%d.%d" % sys.version_info[:2])'
+  [ "$("$PYTHON" -c "$version")" = "$("$VENV/bin/python" -c "$version")" ] \
+    || say "note: $VENV has Python $("$VENV/bin/python" -c "$version"), not $PYTHON's; 'make clean-venv' first to rebuild it"
 fi
 PIP=("$VENV/bin/python" -m pip)
 
