@@ -21,13 +21,15 @@ command -v "$PYTHON" >/dev/null 2>&1 || die "'$PYTHON' not found; install Python
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
   || die "iat needs Python >= 3.10, '$PYTHON' is $("$PYTHON" -c 'import platform; print(platform.python_version())'); run: make PYTHON=python3.11 (or any >= 3.10)"
 
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+if [ ! -e "$VENV" ]; then
   # Debian and Ubuntu ship venv's pip bootstrap (ensurepip) separately, in python3-venv.
   "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 \
     || die "'$PYTHON' cannot create virtual environments; on Debian/Ubuntu: sudo apt-get install python3-venv (or python3.X-venv for your version)"
-  rm -rf "$VENV"
   say "creating $VENV with $("$PYTHON" -c 'import sys; print(sys.executable)')"
-  "$PYTHON" -m venv "$VENV"
+  "$PYTHON" -m venv "$VENV" || { rm -rf "$VENV"; die "'$PYTHON -m venv $VENV' failed (see above)"; }
+elif ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  # Never deleted for you: it may be someone else's, or hold things you installed.
+  die "$VENV exists but its Python does not run (its base Python moved or was removed?); 'make clean-venv' and run again"
 else
   version='import sys; print("%d.%d" % sys.version_info[:2])'
   [ "$("$PYTHON" -c "$version")" = "$("$VENV/bin/python" -c "$version")" ] \
@@ -52,7 +54,7 @@ if [ "$(cat "$VENV/.stamp-project" 2>/dev/null)" != "$key" ]; then
   echo "$key" > "$VENV/.stamp-project"
 fi
 
-# --- Fashion-MNIST (the demo's data; the tests that need it are few) -------------------------------
+# --- Fashion-MNIST (the demo's data, and a few tests') ---------------------------------------------
 # iat looks in /usr/share/datasets/fashion-mnist (Debian's package) and then in $IAT_DATA_DIR
 # (default ~/.cache/iat/data).
 data_dir="${IAT_DATA_DIR:-$HOME/.cache/iat/data}"
@@ -64,14 +66,16 @@ have_data() {
   return 1
 }
 if ! have_data; then
-  if [ "$(id -u)" = 0 ]; then SUDO=(); elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=(sudo -n); else SUDO=(none); fi
+  if [ "$(id -u)" = 0 ]; then SUDO=()
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=(sudo -n)  # password-less sudo
+  else SUDO=(none); fi
   if [ "${SUDO[0]:-}" != none ] && command -v apt-get >/dev/null; then
     say "installing Fashion-MNIST: apt-get install dataset-fashion-mnist"
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
-      || { "${SUDO[@]}" apt-get update -q >/dev/null && "${SUDO[@]}" apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
-      || say "apt-get could not install dataset-fashion-mnist; the demo needs it (the tests skip without it)"
+    APT=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q)  # env: sudo drops the variable
+    "${APT[@]}" install dataset-fashion-mnist >/dev/null 2>&1 \
+      || { "${APT[@]}" update >/dev/null && "${APT[@]}" install dataset-fashion-mnist >/dev/null; } \
+      || say "apt-get could not install dataset-fashion-mnist (the demo and a few tests need it); try 'make data'"
   else
-    say "Fashion-MNIST not found (the demo needs it): run 'sudo apt-get install dataset-fashion-mnist', or 'make data' to download it into $data_dir"
+    say "Fashion-MNIST not found (the demo and a few tests need it): run 'sudo apt-get install dataset-fashion-mnist', or 'make data' to download it into $data_dir"
   fi
 fi
