@@ -7,6 +7,7 @@
 #   make test ARGS='-x tests/test_attacks.py'     make demo ARGS='--seeds 1'
 #   make PYTHON=python3.11 test      # the Python that creates .venv (>= 3.10)
 #   make TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu' test   # CPU-only torch (smaller)
+#   make setup | lint | clean-venv   make data [DATA='cifar10 svhn']  (downloads into ~/.cache/iat/data)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,7 +24,7 @@ SETUP := PYTHON='$(PYTHON)' VENV='$(VENV)' EXTRAS='$(EXTRAS)' TORCH_PIP_ARGS='$(
 .PHONY: demo test lint setup data clean-venv help
 
 help:
-	@sed -n '1,10p' Makefile
+	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
 
 setup:
 	@$(SETUP)
