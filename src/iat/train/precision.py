@@ -12,12 +12,13 @@ Evaluation attacks never run under autocast and run with TF32 off (`fp32_evaluat
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 
+from iat.attacks import frozen
 from iat.config import TrainConfig
 
 log = logging.getLogger("iat.train")
@@ -65,15 +66,21 @@ def set_tf32(on: bool) -> None:
     torch.backends.cudnn.allow_tf32 = on
 
 
-class FP32Attack:
-    """An attack run outside any autocast region, so its gradients are fp32 whatever the step uses."""
+class TrainingAttack:
+    """The training attack as the step calls it: in fp32 outside any autocast region (unless
+    `autocast`), and without the attack's input-range check, whose `x.min() < 0` reads a value back
+    from the device every step (training images are in [0,1] by construction: loaded, then cropped
+    with zero padding and flipped). The attack itself (`perturb`, inside `frozen`) is unchanged.
+    """
 
-    def __init__(self, attack: Callable):
-        self.attack = attack
+    def __init__(self, attack, *, autocast: bool = False):
+        self.attack, self.autocast = attack, autocast
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return self.attack(x, y)
+        precision = nullcontext() if self.autocast else torch.autocast(x.device.type, enabled=False)
+        with precision, frozen(self.attack.model, self.attack.bn_mode), torch.enable_grad():
+            x_adv = self.attack.perturb(x.detach(), y.detach())
+        return x_adv.detach()
 
     def __getattr__(self, name: str):  # eps, steps, ... of the wrapped attack
         return getattr(self.__dict__["attack"], name)

@@ -20,7 +20,7 @@ from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
 from iat.train.errors import diverged
 from iat.train.model_prep import prepare_model
-from iat.train.precision import FP32Attack, Precision, resolve_precision, set_tf32
+from iat.train.precision import Precision, TrainingAttack, resolve_precision, set_tf32
 from iat.train.state import RunState
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
@@ -31,8 +31,8 @@ def make_objective(cfg: TrainConfig, model: MixableNet) -> tuple[LossFn, str]:
     spec = get_method(cfg.method)
     mix = make_mix(spec, cfg.mixup_alpha, cfg.manifold_alpha, lam_per=cfg.lam_per, mix_layers=model.mix_layers)
     attack = PGD(model, cfg.eps, cfg.step_size, cfg.attack_steps, bn_mode=cfg.attack_bn) if spec.adversarial else None
-    if attack is not None and cfg.attack_precision == "fp32":  # outside autocast, whatever the step uses
-        attack = FP32Attack(attack)
+    if attack is not None:  # fp32 outside autocast unless --attack-precision amp; no host sync
+        attack = TrainingAttack(attack, autocast=cfg.attack_precision == "amp")
     return make_loss_fn(spec, mix, attack), f"mix={mix!r}, attack={attack!r}"
 
 
