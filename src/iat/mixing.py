@@ -57,7 +57,8 @@ class Mixup:
         # Drawn on `device` (no host-device copy, nothing to sync; on the CPU the same draws as before).
         # The layer is a Python int drawn from the CPU generator: it picks the code path.
         alpha = torch.tensor(self.alpha, device=device)
-        lam = torch.distributions.Beta(alpha, alpha).sample((n,) if self.lam_per == "example" else ())
+        beta = torch.distributions.Beta(alpha, alpha, validate_args=False)  # alpha > 0 checked in __init__;
+        lam = beta.sample((n,) if self.lam_per == "example" else ())  # validating would read it back
         layer = self.layers[int(torch.randint(len(self.layers), ()))]
         perm = torch.randperm(n, device=device)
         return MixDraw(layer=layer, lam=lam, perm=perm)
