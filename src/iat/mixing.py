@@ -54,10 +54,13 @@ class Mixup:
         self.alpha, self.lam_per, self.layers = alpha, lam_per, tuple(layers)
 
     def draw(self, n: int, device: torch.device) -> MixDraw:
-        beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.alpha))
-        lam = beta.sample((n,) if self.lam_per == "example" else ()).to(device)
+        # Drawn on `device` (no host-device copy, nothing to sync; on the CPU the same draws as before).
+        # The layer is a Python int drawn from the CPU generator: it picks the code path.
+        alpha = torch.tensor(self.alpha, device=device)
+        beta = torch.distributions.Beta(alpha, alpha, validate_args=False)  # alpha > 0 checked in __init__;
+        lam = beta.sample((n,) if self.lam_per == "example" else ())  # validating would read it back
         layer = self.layers[int(torch.randint(len(self.layers), ()))]
-        perm = torch.randperm(n).to(device)
+        perm = torch.randperm(n, device=device)
         return MixDraw(layer=layer, lam=lam, perm=perm)
 
     def __repr__(self) -> str:
