@@ -87,3 +87,14 @@ def test_analyze_probe_refuses_bad_input_before_any_output(run_dir, tmp_path, ca
     assert main(["analyze", "probe", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
     assert not out.exists()
+
+
+def test_the_probe_reseeds_no_cuda_generator(features, monkeypatch):
+    # torch.manual_seed would reseed every CUDA generator (lazily, so invisible on a CPU): record any
+    # reseed of a CUDA generator, and check the CPU state is left as it was.
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(("all", seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(("current", seed)))
+    state = torch.get_rng_state()
+    fit_random_labels(features, random_binary_labels(len(features), 0), hidden=8, epochs=2, seed=5)
+    assert reseeded == [] and torch.equal(torch.get_rng_state(), state)

@@ -42,19 +42,32 @@ def test_step_updates_once_and_counts_it():
     before = [p.detach().clone() for p in state.model.parameters()]
     data = TrainData.load(CFG, CPU)
     x, y = next(data.batches(torch.arange(len(data)), 0, 32))
-    Step(state.model, state.optimizer, loss_fn, out=Path("x"))(state, x, y)
+    step = Step(state.model, state.optimizer, loss_fn, out=Path("x"))
+    step(state, x, y)
+    step.sync(state)  # the loss is summed on the device until then
     assert state.step == 1 and state.running["count"] == 32 and state.running["loss_sum"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, state.model.parameters()))
 
 
-def test_a_non_finite_loss_stops_before_the_update():
+def test_a_non_finite_loss_stops_the_run_at_the_next_sync_naming_its_step():
+    # The step does not sync, so the non-finite loss is found at the next sync (the loop syncs before
+    # every checkpoint and at each epoch's end), which names the step where it happened.
     state = RunState.create(CFG, CPU)
-    before = [p.detach().clone() for p in state.model.parameters()]
-    nan_loss = lambda model, x, y: (model(x).sum() * float("nan"), {})  # noqa: E731
-    step = Step(state.model, state.optimizer, nan_loss, out=Path("run"))
-    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 1; the last good checkpoint in run"):
+    loss_fn, _ = make_objective(CFG, state.model)
+    calls = []
+
+    def nan_at_2(model, x, y):
+        calls.append(1)
+        loss, metrics = loss_fn(model, x, y)
+        return (loss * float("nan") if len(calls) == 2 else loss), metrics
+
+    step = Step(state.model, state.optimizer, nan_at_2, out=Path("run"))
+    for _ in range(3):
         step(state, torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))
-    assert all(torch.equal(a, b) for a, b in zip(before, state.model.parameters())) and state.step == 0
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 2; the last good checkpoint in run"):
+        step.sync(state)
+    with pytest.raises(TrainingDiverged, match="weights became NaN"):  # and they are never checkpointed
+        Checkpointer(Path("run")).save(state)
 
 
 def test_a_checkpoint_restores_the_run_state_exactly(tmp_path):

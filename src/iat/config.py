@@ -25,6 +25,8 @@ from iat.models import model_names
 from iat.units import parse_eps
 
 DEVICES = ("auto", "cpu", "cuda")
+AMP_DTYPES = ("bf16", "fp16")
+ATTACK_PRECISIONS = ("fp32", "amp")
 
 
 def option(default: Any = None, help: str = "", *, kind: str, unit: str | None = None, lo: float | None = None,
@@ -94,7 +96,19 @@ class TrainConfig:
                                     lo=1, hi=10**9)
     checkpoint_every: int = option(0, "also write checkpoint.pt every N training steps (0: only at the end of "
                                    "each epoch)", kind="int", unit="steps", lo=0, hi=10**12)
-    amp: bool = option(False, "bfloat16 autocast (CUDA only)", kind="bool")
+    amp: bool = option(False, "autocast the two weight-update passes (bf16 on CPU and CUDA; see --amp-dtype)",
+                       kind="bool")
+    amp_dtype: str = option("bf16", "autocast dtype with --amp (fp16: CUDA only, with a GradScaler)", kind="str",
+                            choices=lambda: AMP_DTYPES)
+    attack_precision: str = option("fp32", "precision of the training attack with --amp (fp32: outside autocast; "
+                                   "amp: under autocast too, faster but a weaker attack)", kind="str",
+                                   choices=lambda: ATTACK_PRECISIONS)
+    tf32: str = option("off", "TF32 matmuls and convolutions on CUDA while training (off: fp32 means fp32)",
+                       kind="str", choices=lambda: ("on", "off"))
+    compile: bool = option(False, "torch.compile the model for the training step and the training attack",
+                           kind="bool")
+    channels_last: bool = option(False, "channels_last memory format for convolutional models on the CPU too "
+                                 "(always on CUDA)", kind="bool")
     extra: dict = option(help="free-form provenance (e.g. the experiment name)", kind="dict", factory=dict)
 
     def resolved_milestones(self) -> list[int]:
@@ -265,6 +279,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 # Options that decide the trained weights: a resumed run must be given the same values.
-_NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra")  # where and how, not what is trained
+_NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra",  # where and how, not what is trained
+                    "amp_dtype", "attack_precision", "tf32", "compile", "channels_last")  # (older runs lack them)
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_RESUME_KEYS)
 RESUME_KEYS += ("milestones_resolved",)

@@ -21,6 +21,7 @@ from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.data import load_data
 from iat.runs import load_run_config, load_run_model
 from iat.train import resolve_device
+from iat.train.precision import fp32_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def evaluate(
     """
     check_attacks(attacks)
     device = next(model.parameters()).device
-    with frozen(model, "eval"):
+    with fp32_evaluation(), frozen(model, "eval"):  # never under autocast, TF32 off (see iat.train.precision)
         x, y = x.to(device), y.to(device)
         correct_clean = predict(model, x, batch_size) == y
         # With one restart, PGD-j is the first j steps of PGD-k under the same seed: one run of the
@@ -135,6 +136,7 @@ def evaluate_run(
     x, y = load_data(cfg.dataset, "test", data_dir or cfg.data_dir, limit=limit)
     results = evaluate(model, x, y, attacks, budget=budget, batch_size=batch_size, seed=cfg.seed, progress=progress)
     report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": budget.eps,
-              "step_size": budget.step_size, "restarts": restarts, "results": results}
+              "step_size": budget.step_size, "restarts": restarts, "results": results,
+              "precision": {"autocast": "fp32", "tf32": False}}  # what ran: see evaluate()
     runio.write_json(run_dir / runio.EVAL, report)
     return report

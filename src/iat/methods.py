@@ -23,13 +23,13 @@ def interpolated_adversarial_loss(model: nn.Module, mix, x: torch.Tensor, y: tor
     x_adv = attack(x, y)  # x~_i = attack(x_i, y_i)
     loss_adv = mixed_loss(model, mix, x_adv, y)  # L_a = Loss(f, Mix, x~_i, y_i)
     loss = (loss_clean + loss_adv) / 2  # L = (L_c + L_a) / 2
-    return loss, {"loss_clean": loss_clean.item(), "loss_adv": loss_adv.item()}
+    return loss, {"loss_clean": loss_clean.detach(), "loss_adv": loss_adv.detach()}  # tensors: no host sync
 
 
 def standard_loss(model: nn.Module, mix, x: torch.Tensor, y: torch.Tensor):
     """ERM, Mixup and Manifold Mixup: one (possibly mixed) loss on the clean batch."""
     loss = mixed_loss(model, mix, x, y)
-    return loss, {"loss_clean": loss.item()}
+    return loss, {"loss_clean": loss.detach()}
 
 
 @dataclass(frozen=True)

@@ -55,13 +55,23 @@ class Mixup:
             raise ValueError(f"lam_per must be one of {LAMBDA_MODES}, got {lam_per!r}")
         self.alpha, self.lam_per, self.layers = alpha, lam_per, tuple(layers)
         self.preset: list[int] = []  # layers drawn ahead of the step (see preset_layers); used first
+        self._alpha: dict[torch.device, torch.Tensor] = {}  # alpha on each device, made once: no copy per draw
 
     def draw(self, n: int, device: torch.device) -> MixDraw:
-        beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.alpha))
-        lam = beta.sample((n,) if self.lam_per == "example" else ()).to(device)
+        # Drawn on `device` (no host-device copy, nothing to sync; on the CPU the same draws as before).
+        # The layer is a Python int drawn from the CPU generator: it picks the code path.
+        alpha = self._alpha_on(device)
+        beta = torch.distributions.Beta(alpha, alpha, validate_args=False)  # alpha > 0 checked in __init__;
+        lam = beta.sample((n,) if self.lam_per == "example" else ())  # validating would read it back
         layer = self.preset.pop(0) if self.preset else self.draw_layer()
-        perm = torch.randperm(n).to(device)
+        perm = torch.randperm(n, device=device)
         return MixDraw(layer=layer, lam=lam, perm=perm)
+
+    def _alpha_on(self, device: torch.device) -> torch.Tensor:
+        # made once per device: a host-to-device copy inside a captured CUDA graph is not allowed
+        if device not in self._alpha:
+            self._alpha[device] = torch.tensor(self.alpha, device=device)
+        return self._alpha[device]
 
     def draw_layer(self) -> int:
         """A layer to mix at, drawn uniformly with the CPU generator."""

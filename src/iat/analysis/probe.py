@@ -93,7 +93,9 @@ def fit_random_labels(
 ) -> float:
     """Train Linear(D, hidden) -> ReLU -> Linear(hidden, 2) on (features, labels); return accuracy in %.
 
-    The global RNG is left as it was: the MLP is initialised inside a forked RNG seeded with `seed`.
+    The global RNG (CPU and every CUDA device) is left as it was: the MLP is initialised on the CPU
+    inside a forked CPU RNG whose generator alone is seeded with `seed` (torch.manual_seed would
+    reseed every CUDA generator too), then moved to `device`.
     """
     if features.dim() != 2 or len(features) != len(labels):
         raise ValueError(f"features (N, D) and labels (N,) expected, got {tuple(features.shape)} and "
@@ -102,8 +104,9 @@ def fit_random_labels(
     y = labels.to(device)
     n = len(x)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mlp = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 2)).to(device)
+        torch.random.default_generator.manual_seed(seed)  # the CPU generator only
+        mlp = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 2))
+    mlp = mlp.to(device)
     optimizer = torch.optim.Adam(mlp.parameters(), lr=lr)
     order_gen = torch.Generator().manual_seed(seed + 1)
     mlp.train()

@@ -19,7 +19,7 @@ from iat.config import TrainConfig
 from iat.data import DataInfo
 from iat.train.errors import CheckpointWriteError, diverged
 from iat.train.resume import Prior
-from iat.train.state import RunState
+from iat.train.state import RunState, device_name
 
 log = logging.getLogger("iat.train")
 
@@ -28,6 +28,7 @@ def run_config(cfg: TrainConfig, *, device: torch.device, info: DataInfo, n: int
     """config.json: the options plus what the run was made with (versions, threads, data shape)."""
     return {**cfg.to_dict(), "iat_version": iat.__version__, "torch_version": torch.__version__,
             "torch_threads": torch.get_num_threads(), "device_resolved": str(device),
+            "device_name": device_name(device),
             "in_channels": info.in_channels, "num_classes": info.num_classes, "image_size": info.image_size,
             "n_train": n}
 

@@ -23,6 +23,7 @@ from iat.train.state import RunState, epoch_order
 from iat.train.step import Step, TrainData, make_objective
 
 log = logging.getLogger("iat.train")
+POSTFIX_EVERY = 20  # steps between progress-bar loss updates (each one is a host-device sync)
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
@@ -46,11 +47,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     if prior.checkpoint is not None:
         state.restore(prior.checkpoint, out / runio.CHECKPOINT, steps_per_epoch)
 
-    open_run_dir(out, run_config(cfg, device=device, info=data.info, n=len(data)), prior, resume)
+    step = Step.for_run(cfg, state, loss_fn, out=out, device=device)
+    open_run_dir(out, {**run_config(cfg, device=device, info=data.info, n=len(data)), **step.record()}, prior, resume)
     log.info("training %s: %s on %s (%d examples), %s, device=%s", out, cfg.method, cfg.dataset, len(data),
              described, device)
     checkpointer = Checkpointer(out, cfg.checkpoint_every)
-    step = Step(state.model, state.optimizer, loss_fn, out=out, amp=cfg.amp)
     with SignalGuard(out, lambda: (state.epoch, state.step)) as guard:
         while state.epoch < cfg.epochs:
             run_steps(state, data, step=step, checkpointer=checkpointer, guard=guard, progress=progress)
@@ -81,13 +82,16 @@ def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Che
     for x, y in data.batches(order, state.step, cfg.batch_size):
         step(state, x, y)
         bar.update(1)
-        bar.set_postfix(loss=f"{state.mean_loss():.3f}")
+        if not bar.disable and state.step % POSTFIX_EVERY == 0:  # reading the loss syncs: not every step
+            bar.set_postfix(loss=f"{step.sync(state):.3f}")
         if guard.signum is not None:
             break
         if checkpointer.due(state, steps_per_epoch):
             state.running["seconds"] += time.perf_counter() - started
             started = time.perf_counter()
+            step.sync(state)  # raises if a loss was not finite: nothing non-finite is saved
             checkpointer.save(state)
+    step.sync(state)
     bar.close()
     state.running["seconds"] += time.perf_counter() - started
 

@@ -7,6 +7,7 @@ the learning rate a function of the epoch alone (`lr_at`), so neither needs savi
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ import torch
 from iat.config import TrainConfig
 from iat.errors import UsageError
 from iat.models import MixableNet, build_model
+
+log = logging.getLogger("iat.train")
 
 
 def seed_everything(seed: int) -> None:
@@ -36,8 +39,12 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.resolved_milestones())
 
 
-def rng_state() -> dict:
-    """The global RNG states as tensors and plain values (loadable with weights_only=True)."""
+def rng_state(device: torch.device | None = None) -> dict:
+    """The global RNG states as tensors and plain values (loadable with weights_only=True).
+
+    Of the CUDA generators only the training `device`'s is saved (never all visible GPUs': a node
+    with fewer GPUs could not restore those), with the device's name for a warning on resume.
+    """
     version, py_state, gauss_next = random.getstate()
     _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state = {
@@ -49,18 +56,40 @@ def rng_state() -> dict:
         "numpy_gauss": float(np_gauss),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    state["device_name"] = device_name(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def device_name(device: torch.device | None) -> str:
+    """'cuda: NVIDIA H100 80GB HBM3' or 'cpu'."""
+    if device is not None and device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return "cpu"
+
+
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore `rng_state`'s states; the CUDA state goes to the training `device` (none for a CPU run).
+
+    Older checkpoints hold a list with one state per visible GPU: the training device's entry is
+    taken if present. A checkpoint written on another device type or GPU model resumes with a warning.
+    """
     random.setstate((3, tuple(int(v) for v in state["python"].tolist()), state["python_gauss"]))
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
                          state["numpy_has_gauss"], state["numpy_gauss"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device is not None and device.type == "cuda" and "cuda" in state:
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # the old format: every visible GPU's
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            cuda = cuda[index] if index < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+    saved, here = state.get("device_name"), device_name(device)
+    if saved is not None and saved != here:
+        log.warning("the checkpoint was written on %s and resumes on %s: the resumed run is valid but not "
+                    "bit-identical to an uninterrupted one", saved, here)
 
 
 def fresh_running() -> dict:
@@ -100,7 +129,7 @@ class RunState:
                              f"delete {path} to restart the run from scratch")
         for part, restore in (("weights", lambda: self.model.load_state_dict(ckpt["model"])),
                               ("optimizer state", lambda: self.optimizer.load_state_dict(ckpt["optimizer"])),
-                              ("RNG state", lambda: set_rng_state(ckpt["rng"]))):
+                              ("RNG state", lambda: set_rng_state(ckpt["rng"], self.device))):
             try:
                 restore()
             except _RESTORE_ERRORS as e:
@@ -133,11 +162,15 @@ class RunState:
         self.epoch, self.step, self.running = self.epoch + 1, 0, fresh_running()
         return row
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     def checkpoint(self) -> dict:
         """Everything `restore` needs, as tensors and plain values (loadable with weights_only=True)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
-                "step": self.step, "metrics": self.metrics, "running": dict(self.running), "rng": rng_state(),
-                "config": self.cfg.to_dict()}
+                "step": self.step, "metrics": self.metrics, "running": dict(self.running),
+                "rng": rng_state(self.device), "config": self.cfg.to_dict()}

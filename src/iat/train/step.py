@@ -1,7 +1,8 @@
 """One training update, and the batches of an epoch that feed it.
 
-`Step` is the seam for what comes next (AMP variants, torch.compile, a sync-free loop, DDP): it gets
-the model, the optimizer and the method's loss and does exactly one update per call.
+`Step` gets the model, the optimizer and the method's loss and does exactly one update per call,
+with no host-device sync (see its docstring); `Step.for_run` applies the run's precision and speed
+options (AMP, TF32, channels_last, torch.compile).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from iat.data import DataInfo, augment, dataset_info, load_data
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
 from iat.train.errors import diverged
+from iat.train.model_prep import prepare_model
+from iat.train.precision import Precision, TrainingAttack, resolve_precision, set_tf32
 from iat.train.state import RunState
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
@@ -28,6 +31,8 @@ def make_objective(cfg: TrainConfig, model: MixableNet) -> tuple[LossFn, str]:
     spec = get_method(cfg.method)
     mix = make_mix(spec, cfg.mixup_alpha, cfg.manifold_alpha, lam_per=cfg.lam_per, mix_layers=model.mix_layers)
     attack = PGD(model, cfg.eps, cfg.step_size, cfg.attack_steps, bn_mode=cfg.attack_bn) if spec.adversarial else None
+    if attack is not None:  # fp32 outside autocast unless --attack-precision amp; no host sync
+        attack = TrainingAttack(attack, autocast=cfg.attack_precision == "amp")
     return make_loss_fn(spec, mix, attack), f"mix={mix!r}, attack={attack!r}"
 
 
@@ -62,20 +67,79 @@ class TrainData:
 
 
 class Step:
-    """One update: loss, finiteness check, zero_grad / backward / step, then the running sums."""
+    """One update per call, with no host-device sync: the loss and its finiteness stay on the device.
+
+    `update(x, y)` is the update alone: autocast as `precision` says, loss, zero_grad, backward,
+    optimizer step; no Python branch on data and no sync (fp16's GradScaler aside), so it can be
+    captured whole in a CUDA graph. `__call__` adds the bookkeeping: the running loss sum (float64 on
+    the device) and the first step whose loss was not finite, also on the device. `sync(state)` reads
+    them back (the one sync): the loop calls it at progress, checkpoint and epoch-end points, so a
+    non-finite loss stops the run there, before anything is saved, naming the step where it happened.
+    """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *, out: Path,
-                 amp: bool = False):
-        self.model, self.optimizer, self.loss_fn, self.out, self.amp = model, optimizer, loss_fn, out, amp
+                 precision: Precision | None = None, channels_last: bool = False):
+        self.model, self.optimizer, self.loss_fn, self.out = model, optimizer, loss_fn, out
+        self.precision = precision or Precision()
+        self.channels_last = channels_last
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
+        self._sum: torch.Tensor | None = None  # state's loss_sum continued on the device
+        self._bad_step: torch.Tensor | None = None  # 1-based step of the first non-finite loss, 0: none yet
+        self._bad_loss: torch.Tensor | None = None  # that loss
+
+    @classmethod
+    def for_run(cls, cfg: TrainConfig, state: RunState, loss_fn: LossFn, *, out: Path,
+                device: torch.device) -> Step:
+        """The Step of a run: precision, TF32, channels_last and compile as `cfg` asks."""
+        precision = resolve_precision(cfg, device)
+        set_tf32(precision.tf32)
+        channels_last = prepare_model(state.model, device, channels_last=cfg.channels_last, compile=cfg.compile)
+        return cls(state.model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
+
+    def record(self) -> dict:
+        """What the step runs with, for config.json."""
+        return {"precision": self.precision.record(), "channels_last_used": self.channels_last}
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on (x, y); return the loss (detached, on the device)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = self.precision.dtype
+        with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss, _ = self.loss_fn(self.model, x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:  # fp16: scale the loss; the scaler skips steps whose gradients overflow (it syncs)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return loss.detach()
 
     def __call__(self, state: RunState, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Update on (x, y) and count it in `state` (its position names the step if the loss is not finite)."""
-        device_type = x.device.type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.amp and device_type == "cuda"):
-            loss, _ = self.loss_fn(self.model, x, y)
-        if not torch.isfinite(loss):  # before the update: the weights stay the last good ones
-            raise diverged(f"the loss became {loss.item()}", self.out, state.epoch, state.step + 1)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        state.advance(loss.item(), len(x))
+        """Update on (x, y) and count it in `state` (the loss sum is counted on the device until `sync`)."""
+        loss = self.update(x, y)
+        if self._sum is None:
+            self._sum = torch.tensor(state.running["loss_sum"], dtype=torch.float64, device=loss.device)
+            self._bad_step = torch.zeros((), dtype=torch.int64, device=loss.device)
+            self._bad_loss = torch.zeros((), dtype=loss.dtype, device=loss.device)
+        self._sum += loss.double() * len(x)  # as `state.advance` sums in Python: the same float64 operations
+        first_bad = ~torch.isfinite(loss) & (self._bad_step == 0)
+        self._bad_step = torch.where(first_bad, state.step + 1, self._bad_step)
+        self._bad_loss = torch.where(first_bad, loss, self._bad_loss)
+        state.advance(0.0, len(x))  # the count and position; the loss is summed above
+
+    def sync(self, state: RunState) -> float:
+        """Read the device-side sums into `state`; raise TrainingDiverged if a loss was not finite.
+
+        Called at least at every checkpoint and at each epoch's end (before the epoch's metrics are
+        recorded), so a diverged run stops before anything non-finite is saved. Returns the mean loss.
+        """
+        if self._sum is not None:
+            bad_step = int(self._bad_step)  # the host sync
+            if bad_step:
+                raise diverged(f"the loss became {self._bad_loss.item()}", self.out, state.epoch, bad_step)
+            state.running["loss_sum"] = float(self._sum)
+            self._sum = self._bad_step = self._bad_loss = None
+        return state.mean_loss()

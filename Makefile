@@ -1,0 +1,47 @@
+# The two commands: `make demo` and `make test`. Each sets up what it needs first (scripts/setup.sh:
+# a virtual environment in .venv with torch and the project, and Fashion-MNIST), once; later calls
+# skip straight to the command.
+#
+#   make demo                        # iat demo (about 16 minutes on a 2-core CPU)
+#   make test                        # python -m pytest -q
+#   make test ARGS='-x tests/test_attacks.py'     make demo ARGS='--seeds 1'
+#   make PYTHON=python3.11 test      # the Python that creates .venv (>= 3.10)
+#   make TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu' test   # CPU-only torch (smaller)
+#   make setup | lint | clean-venv   make data [DATA='cifar10 svhn']  (downloads into ~/.cache/iat/data)
+
+PYTHON ?= python3
+VENV ?= .venv
+# Optional dependency groups of pyproject.toml installed into .venv; add new ones here.
+EXTRAS ?= test,autoattack
+TORCH_PIP_ARGS ?=
+DATA ?= fashion-mnist
+ARGS ?=
+DATA ?= fashion-mnist
+
+BIN := $(VENV)/bin
+SETUP := PYTHON='$(PYTHON)' VENV='$(VENV)' EXTRAS='$(EXTRAS)' TORCH_PIP_ARGS='$(TORCH_PIP_ARGS)' scripts/setup.sh
+
+.PHONY: demo test lint setup data clean-venv help
+
+help:
+	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
+
+setup:
+	@$(SETUP)
+
+demo: setup
+	$(BIN)/iat demo $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+# Data sets from the internet (torchvision) into $IAT_DATA_DIR (default ~/.cache/iat/data): Fashion-MNIST
+# without root, or the paper's: make data DATA='cifar10 svhn'
+data: setup
+	$(BIN)/python -c "import iat; [iat.load_data(d, s, download=True) for d in '$(DATA)'.split() for s in ('train', 'test')]"
+
+clean-venv:
+	rm -rf $(VENV)

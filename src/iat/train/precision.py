@@ -1,0 +1,105 @@
+"""What precision a run computes in, decided once from its config and recorded in config.json.
+
+- `--amp`: the two weight-update passes (clean and adversarial loss) run under autocast, bf16 on
+  CPU and CUDA. `--amp-dtype fp16` (CUDA only) adds a GradScaler; a CUDA GPU without native bf16
+  gets fp16 + GradScaler with a one-line warning.
+- `--attack-precision`: the inner training attack runs outside autocast (`fp32`, the default: the
+  paper's PGD-7) or under it (`amp`: faster, but its input gradients are bf16/fp16, a weaker attack).
+- `--tf32 on|off`: TF32 matmuls and convolutions on CUDA while training; off by default, so fp32 is fp32.
+Evaluation attacks never run under autocast and run with TF32 off (`fp32_evaluation`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from iat.attacks import frozen
+from iat.config import TrainConfig
+
+log = logging.getLogger("iat.train")
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The autocast dtype of the weight-update passes (None: fp32), the attack's, and TF32."""
+
+    dtype: torch.dtype | None = None
+    attack_autocast: bool = False  # the training attack under autocast too
+    tf32: bool = False
+
+    @property
+    def grad_scaler(self) -> bool:
+        return self.dtype == torch.float16
+
+    def record(self) -> dict:
+        """What ran, for config.json."""
+        name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        return {"autocast": name, "attack": "amp" if self.attack_autocast else "fp32", "tf32": self.tf32,
+                "grad_scaler": self.grad_scaler}
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
+    """The Precision a run of `cfg` uses on `device` (fp16 falls back to bf16 on the CPU, see validate)."""
+    tf32 = cfg.tf32 == "on" and device.type == "cuda"
+    if not cfg.amp:
+        return Precision(tf32=tf32)
+    dtype = _DTYPES[cfg.amp_dtype]
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        log.warning("--amp: this GPU has no native bf16; using fp16 autocast with a GradScaler")
+        dtype = torch.float16
+    if device.type != "cuda" and dtype == torch.float16:
+        log.warning("--amp-dtype fp16 needs CUDA; using bf16 autocast on %s", device.type)
+        dtype = torch.bfloat16
+    return Precision(dtype=dtype, attack_autocast=cfg.attack_precision == "amp", tf32=tf32)
+
+
+def set_tf32(on: bool) -> None:
+    """TF32 for CUDA matmuls and cuDNN convolutions (torch's defaults differ: matmul off, cuDNN on)."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+class TrainingAttack:
+    """The training attack as the step calls it: in fp32 outside any autocast region (unless
+    `autocast`), and without the attack's input-range check, whose `x.min() < 0` reads a value back
+    from the device every step (training images are in [0,1] by construction: loaded, then cropped
+    with zero padding and flipped). The attack itself (`perturb`, inside `frozen`) is unchanged.
+    """
+
+    def __init__(self, attack, *, autocast: bool = False):
+        self.attack, self.autocast = attack, autocast
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        precision = nullcontext() if self.autocast else torch.autocast(x.device.type, enabled=False)
+        with precision, frozen(self.attack.model, self.attack.bn_mode), torch.enable_grad():
+            x_adv = self.attack.perturb(x.detach(), y.detach())
+        return x_adv.detach()
+
+    def __getattr__(self, name: str):  # eps, steps, ... of the wrapped attack
+        return getattr(self.__dict__["attack"], name)
+
+    def __repr__(self) -> str:
+        return repr(self.attack)
+
+
+@contextmanager
+def fp32_evaluation() -> Iterator[dict]:
+    """Evaluation in fp32: autocast off and TF32 off inside, restored after; yields what ran (eval.json)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    set_tf32(False)
+    try:
+        with torch.autocast("cpu", enabled=False):
+            if torch.cuda.is_available():
+                with torch.autocast("cuda", enabled=False):
+                    yield {"autocast": "fp32", "tf32": False}
+            else:
+                yield {"autocast": "fp32", "tf32": False}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -1,0 +1,118 @@
+"""Precision is explicit: --amp on the CPU, the training attack in fp32 outside autocast by default,
+evaluation never under autocast, TF32 a recorded setting, and config.json / eval.json say what ran."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from iat import runio
+from iat.attacks import AttackBudget
+from iat.config import TrainConfig
+from iat.evaluate import evaluate, evaluate_run
+from iat.train import train
+from iat.train.precision import Precision, fp32_evaluation, resolve_precision, set_tf32
+from iat.train.state import RunState
+from iat.train.step import Step, make_objective
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+CPU = torch.device("cpu")
+
+
+def cfg_of(**kw) -> TrainConfig:
+    base = dict(method="iat-mixup", dataset="digits", arch="cnn-small", width=4, epochs=1, batch_size=32,
+                train_size=64, eps=0.1, step_size=0.025, attack_steps=2, seed=0, device="cpu")
+    return TrainConfig(**{**base, **kw}).validate()
+
+
+def forward_log(model: torch.nn.Module) -> list[tuple[bool, bool, torch.dtype]]:
+    """(model.training, autocast on, logits dtype) of every forward of `model`."""
+    seen = []
+    model.register_forward_hook(
+        lambda m, args, out: seen.append((m.training, torch.is_autocast_enabled("cpu"), out.dtype)))
+    return seen
+
+
+def one_step(cfg: TrainConfig) -> list[tuple[bool, bool, torch.dtype]]:
+    state = RunState.create(cfg, CPU)
+    loss_fn, _ = make_objective(cfg, state.model)
+    step = Step(state.model, state.optimizer, loss_fn, out=Path("x"), precision=resolve_precision(cfg, CPU))
+    seen = forward_log(state.model)
+    step(state, torch.rand(8, 1, 8, 8), torch.randint(10, (8,)))
+    return seen
+
+
+def test_amp_runs_the_update_passes_in_bf16_and_the_attack_in_fp32_outside_autocast():
+    seen = one_step(cfg_of(amp=True))
+    attack = [s for s in seen if not s[0]]  # the attack runs the model in eval mode (attack_bn eval)
+    update = [s for s in seen if s[0]]
+    assert len(attack) == 2 and all(s == (False, False, torch.float32) for s in attack)
+    assert len(update) == 2 and all(s == (True, True, torch.bfloat16) for s in update)
+
+
+def test_attack_precision_amp_runs_the_attack_under_autocast_too():
+    seen = one_step(cfg_of(amp=True, attack_precision="amp"))
+    assert all(s == (s[0], True, torch.bfloat16) for s in seen) and len(seen) == 4
+
+
+def test_without_amp_everything_is_fp32():
+    assert all(not on and dtype == torch.float32 for _, on, dtype in one_step(cfg_of()))
+
+
+def test_amp_trains_on_the_cpu_and_records_what_ran(tmp_path):
+    out = train(cfg_of(amp=True), tmp_path / "run", progress=False)
+    config = json.loads((out / runio.CONFIG).read_text())
+    assert config["amp"] is True and config["amp_dtype"] == "bf16" and config["attack_precision"] == "fp32"
+    assert config["precision"] == {"autocast": "bf16", "attack": "fp32", "tf32": False, "grad_scaler": False}
+    assert config["tf32"] == "off" and config["device_name"] == "cpu"
+    assert (out / runio.WEIGHTS).exists()
+
+
+def test_fp16_needs_cuda_and_falls_back_to_bf16_on_the_cpu(caplog):
+    with caplog.at_level(logging.WARNING, logger="iat.train"):
+        p = resolve_precision(cfg_of(amp=True, amp_dtype="fp16"), CPU)
+    assert p == Precision(dtype=torch.bfloat16) and "fp16 needs CUDA" in caplog.text
+
+
+def test_a_gpu_without_bf16_gets_fp16_with_a_grad_scaler(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with caplog.at_level(logging.WARNING, logger="iat.train"):
+        p = resolve_precision(cfg_of(amp=True), torch.device("cuda"))
+    assert p.dtype == torch.float16 and p.grad_scaler and "no native bf16" in caplog.text
+    assert len(caplog.records) == 1
+
+
+def test_tf32_is_an_explicit_setting_and_evaluation_turns_it_off():
+    assert resolve_precision(cfg_of(tf32="on"), torch.device("cuda")).tf32
+    assert not resolve_precision(cfg_of(tf32="on"), CPU).tf32  # no TF32 on a CPU
+    assert not resolve_precision(cfg_of(), torch.device("cuda")).tf32  # off unless asked
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        set_tf32(True)
+        with fp32_evaluation() as ran:
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+            assert ran == {"autocast": "fp32", "tf32": False}
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # restored
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_evaluation_never_runs_under_autocast():
+    state = RunState.create(cfg_of(), CPU)
+    seen = forward_log(state.model)
+    x, y = torch.rand(6, 1, 8, 8), torch.randint(10, (6,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's autocast does not reach the attacks
+        evaluate(state.model, x, y, ["clean", "fgsm", "pgd2"], budget=AttackBudget(0.1, 0.025))
+    assert seen and all(not on and dtype == torch.float32 for _, on, dtype in seen)
+
+
+def test_eval_json_records_the_precision(tmp_path):
+    out = train(cfg_of(method="erm"), tmp_path / "run", progress=False)
+    report = evaluate_run(out, ["clean"], limit=20, device="cpu")
+    assert report["precision"] == {"autocast": "fp32", "tf32": False}
+    assert json.loads((out / runio.EVAL).read_text())["precision"] == report["precision"]

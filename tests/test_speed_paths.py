@@ -1,0 +1,138 @@
+"""The speed paths, for correctness only (speed is measured in benchmarks/train_step.py):
+the step makes no host read, channels_last and torch.compile train the same model, the mixing
+draws are made on the batch's device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from iat import runio
+from iat.config import TrainConfig
+from iat.mixing import Mixup
+from iat.train import train
+from iat.train.state import RunState
+from iat.train.step import Step, TrainData, make_objective
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+CPU = torch.device("cpu")
+
+
+def cfg_of(**kw) -> TrainConfig:
+    base = dict(method="iat-mixup", dataset="digits", arch="cnn-small", width=4, epochs=1, batch_size=32,
+                train_size=64, eps=0.1, step_size=0.025, attack_steps=2, seed=0, device="cpu")
+    return TrainConfig(**{**base, **kw}).validate()
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return runio.load_weights(out / runio.WEIGHTS)
+
+
+@pytest.mark.parametrize("method", ["iat-mixup", "iat-manifold-mixup", "erm"])
+def test_the_step_reads_nothing_back_from_the_device(monkeypatch, method):
+    """No .item(), bool(), int() or float() of a tensor inside a step: on a GPU each is a host sync."""
+    cfg = cfg_of(method=method)
+    state = RunState.create(cfg, CPU)
+    loss_fn, _ = make_objective(cfg, state.model)
+    step = Step(state.model, state.optimizer, loss_fn, out=Path("x"))
+    data = TrainData.load(cfg, CPU)
+    x, y = next(data.batches(torch.arange(len(data)), 0, 32))
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("a host read inside the step")
+
+    with monkeypatch.context() as m:
+        for name in ("item", "__bool__", "__float__", "tolist"):
+            m.setattr(torch.Tensor, name, host_read)
+        m.setattr(torch.Tensor, "__int__", lambda t: (host_read() if t.device.type != "cpu" or t.dim() else
+                                                      t.to(torch.int64).numpy().item()))  # the layer's CPU draw
+        step(state, x, y)
+    assert step.sync(state) > 0 and state.step == 1
+
+
+def test_mixing_draws_are_made_on_the_batchs_device(monkeypatch):
+    asked = []
+    real_randperm, real_beta = torch.randperm, torch.distributions.Beta
+    monkeypatch.setattr(torch, "randperm", lambda n, **kw: asked.append(kw["device"]) or real_randperm(n))
+    monkeypatch.setattr(torch.distributions, "Beta",
+                        lambda a, b, **kw: asked.append(a.device) or real_beta(torch.ones(()), torch.ones(()), **kw))
+    Mixup().draw(8, torch.device("meta"))
+    assert [torch.device(d).type for d in asked] == ["meta", "meta"]
+
+
+def test_mixing_draws_on_the_cpu_are_the_ones_drawn_before():
+    torch.manual_seed(3)
+    draw = Mixup(alpha=1.0, lam_per="example").draw(8, CPU)
+    torch.manual_seed(3)
+    beta = torch.distributions.Beta(torch.tensor(1.0), torch.tensor(1.0))
+    lam = beta.sample((8,))
+    torch.randint(1, ())
+    assert torch.equal(draw.lam, lam) and torch.equal(draw.perm, torch.randperm(8))
+
+
+def test_channels_last_trains_the_same_model_up_to_rounding(tmp_path):
+    plain = train(cfg_of(), tmp_path / "plain", progress=False)
+    cl = train(cfg_of(channels_last=True), tmp_path / "cl", progress=False)
+    assert json.loads((cl / runio.CONFIG).read_text())["channels_last_used"] is True
+    assert json.loads((plain / runio.CONFIG).read_text())["channels_last_used"] is False  # CPU: opt-in
+    a, b = weights(plain), weights(cl)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+
+def test_channels_last_puts_conv_weights_in_that_layout():
+    cfg = cfg_of(channels_last=True)
+    state = RunState.create(cfg, CPU)
+    step = Step.for_run(cfg, state, make_objective(cfg, state.model)[0], out=Path("x"), device=CPU)
+    convs = [p for p in state.model.parameters() if p.dim() == 4]
+    assert step.channels_last and convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+
+
+def test_channels_last_leaves_mlps_alone():
+    cfg = cfg_of(arch="mlp6", width=8, channels_last=True)
+    state = RunState.create(cfg, CPU)
+    assert not Step.for_run(cfg, state, make_objective(cfg, state.model)[0], out=Path("x"), device=CPU).channels_last
+
+
+def compile_works() -> bool:
+    try:
+        torch.compile(lambda t: t * 2 + 1)(torch.ones(2))
+        return True
+    except Exception:  # no C++ compiler, unsupported platform, ...
+        return False
+
+
+@pytest.mark.slow
+def test_compile_trains_a_tiny_model_on_the_cpu(tmp_path):
+    if not compile_works():
+        pytest.skip("torch.compile is not available here")
+    torch._dynamo.reset()
+    cfg = cfg_of(arch="mlp6", width=8, method="iat-mixup")
+    plain = train(cfg, tmp_path / "plain", progress=False)
+    compiled = train(TrainConfig(**{**cfg.__dict__, "compile": True}), tmp_path / "compiled", progress=False)
+    assert json.loads((compiled / runio.CONFIG).read_text())["compile"] is True
+    a, b = weights(plain), weights(compiled)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    torch._dynamo.reset()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_step_makes_no_host_sync():
+    cfg = cfg_of(device="cuda", arch="preactresnet18", width=8)
+    device = torch.device("cuda")
+    state = RunState.create(cfg, device)
+    step = Step.for_run(cfg, state, make_objective(cfg, state.model)[0], out=Path("x"), device=device)
+    data = TrainData.load(cfg, device)
+    batches = list(data.batches(torch.arange(len(data), device=device), 0, 32))
+    step(state, *batches[0])  # warm-up: cuDNN picks its algorithms
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, y in batches[1:]:
+            step(state, x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert step.sync(state) > 0
