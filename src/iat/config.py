@@ -109,6 +109,9 @@ class TrainConfig:
                            kind="bool")
     channels_last: bool = option(False, "channels_last memory format for convolutional models on the CPU too "
                                  "(always on CUDA)", kind="bool")
+    cuda_graphs: bool = option(False, "capture the whole training update (attack, both losses, backward, SGD "
+                               "step) as CUDA graphs and replay them: far fewer kernel launches (CUDA only)",
+                               kind="bool")
     extra: dict = option(help="free-form provenance (e.g. the experiment name)", kind="dict", factory=dict)
 
     def resolved_milestones(self) -> list[int]:
@@ -126,6 +129,9 @@ class TrainConfig:
         for check in (_names_are_strings, _registered_names, _integers, _floats, _milestones, _choices, _paths,
                       _switches):
             check(self, fields)
+        if self.compile and self.cuda_graphs:
+            raise UsageError("--compile and --cuda-graphs both take over the training step; choose one "
+                             "(--cuda-graphs captures the eager step whole, with no compilation)")
         return self
 
     def to_dict(self) -> dict:
@@ -280,6 +286,7 @@ def resolve_device(name: str) -> torch.device:
 
 # Options that decide the trained weights: a resumed run must be given the same values.
 _NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra",  # where and how, not what is trained
-                    "amp_dtype", "attack_precision", "tf32", "compile", "channels_last")  # (older runs lack them)
+                    "amp_dtype", "attack_precision", "tf32", "compile", "channels_last",
+                    "cuda_graphs")  # (older runs lack them)
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_RESUME_KEYS)
 RESUME_KEYS += ("milestones_resolved",)

@@ -7,6 +7,7 @@ options (AMP, TF32, channels_last, torch.compile).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,21 +20,38 @@ from iat.data import DataInfo, augment, dataset_info, load_data
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
 from iat.train.errors import diverged
+from iat.train.graphs import GraphedUpdate, layer_choices, no_choice
 from iat.train.model_prep import prepare_model
 from iat.train.precision import Precision, TrainingAttack, resolve_precision, set_tf32
 from iat.train.state import RunState
 
+log = logging.getLogger("iat.train")
+
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
 
 
-def make_objective(cfg: TrainConfig, model: MixableNet) -> tuple[LossFn, str]:
-    """The method's `loss_fn(model, x, y) -> (loss, metrics)` and a description for the log."""
+@dataclass
+class Objective:
+    """The method's loss on one batch, `objective(model, x, y) -> (loss, metrics)`, and the Mix it draws
+    from `mixed_losses` times per update (2 for the adversarial methods: clean and adversarial)."""
+
+    loss_fn: LossFn
+    mix: object
+    mixed_losses: int
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        return self.loss_fn(model, x, y)
+
+
+def make_objective(cfg: TrainConfig, model: MixableNet) -> tuple[Objective, str]:
+    """The method's Objective `(model, x, y) -> (loss, metrics)` and a description for the log."""
     spec = get_method(cfg.method)
     mix = make_mix(spec, cfg.mixup_alpha, cfg.manifold_alpha, lam_per=cfg.lam_per, mix_layers=model.mix_layers)
     attack = PGD(model, cfg.eps, cfg.step_size, cfg.attack_steps, bn_mode=cfg.attack_bn) if spec.adversarial else None
     if attack is not None:  # fp32 outside autocast unless --attack-precision amp; no host sync
         attack = TrainingAttack(attack, autocast=cfg.attack_precision == "amp")
-    return make_loss_fn(spec, mix, attack), f"mix={mix!r}, attack={attack!r}"
+    objective = Objective(make_loss_fn(spec, mix, attack), mix, 2 if spec.adversarial else 1)
+    return objective, f"mix={mix!r}, attack={attack!r}"
 
 
 @dataclass
@@ -94,11 +112,27 @@ class Step:
         precision = resolve_precision(cfg, device)
         set_tf32(precision.tf32)
         channels_last = prepare_model(state.model, device, channels_last=cfg.channels_last, compile=cfg.compile)
-        return cls(state.model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
+        step = cls(state.model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
+        if cfg.cuda_graphs:
+            step.use_cuda_graphs(cfg.batch_size, device)
+        return step
+
+    def use_cuda_graphs(self, batch_size: int, device: torch.device) -> bool:
+        """Replay `update` from CUDA graphs (iat.train.graphs) where it can be; return whether it will."""
+        why_not = ("it needs a CUDA device" if device.type != "cuda" else
+                   "fp16's GradScaler reads values back every step" if self.scaler is not None else None)
+        if why_not:
+            log.warning("--cuda-graphs: %s; training runs eagerly", why_not)
+            return False
+        objective = self.loss_fn
+        choose = layer_choices(objective.mix, objective.mixed_losses) if isinstance(objective, Objective) else no_choice
+        self.update = GraphedUpdate(self.update, batch_size=batch_size, optimizer=self.optimizer, choose=choose)
+        return True
 
     def record(self) -> dict:
         """What the step runs with, for config.json."""
-        return {"precision": self.precision.record(), "channels_last_used": self.channels_last}
+        return {"precision": self.precision.record(), "channels_last_used": self.channels_last,
+                "cuda_graphs_used": isinstance(self.update, GraphedUpdate)}
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on (x, y); return the loss (detached, on the device)."""

@@ -1,0 +1,31 @@
+"""The training update of a config, alone: for benchmarks and GPU checks that time steps without a run.
+
+`build_update(cfg, device)` returns `update(x, y)`: one step of `cfg`'s method on a freshly built model,
+exactly as `iat.train.train` runs it (same objective, precision, channels_last, compile, CUDA graphs),
+without data loading, checkpoints or a run directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from iat.config import TrainConfig
+from iat.train.state import RunState
+from iat.train.step import Step, make_objective
+
+
+def build_update(cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """`update(x, y)`: one training step of `cfg` on `device` (images in [0,1], labels int64, on `device`)."""
+    cfg.validate()
+    state = RunState.create(cfg, device)
+    objective, _ = make_objective(cfg, state.model)
+    step = Step.for_run(cfg, state, objective, out=Path("."), device=device)
+    state.start_epoch()
+
+    def update(x: torch.Tensor, y: torch.Tensor) -> None:
+        step(state, x, y)
+
+    return update
