@@ -149,7 +149,7 @@ def time_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batch: int, w
 def speed() -> dict:
     out: dict = {}
     variants = ["plain-backward", "plain-input-grad", "iat-fp32", "iat-tf32", "iat-amp", "iat-graphs",
-                "iat-graphs-amp", "iat-compile-amp"]
+                "iat-graphs-tf32", "iat-graphs-amp", "iat-compile-amp"]
     for batch, warmup, timed in ((64, 5, 30), (512, 3, 8)):
         for variant in variants:
             if left() < 150:

@@ -101,6 +101,7 @@ class Step:
         self.precision = precision or Precision()
         self.channels_last = channels_last
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
+        self.autocast_cache = True  # off under CUDA graphs: no cast weights cached across a capture
         self._sum: torch.Tensor | None = None  # state's loss_sum continued on the device
         self._bad_step: torch.Tensor | None = None  # 1-based step of the first non-finite loss, 0: none yet
         self._bad_loss: torch.Tensor | None = None  # that loss
@@ -126,6 +127,7 @@ class Step:
             return False
         objective = self.loss_fn
         choose = layer_choices(objective.mix, objective.mixed_losses) if isinstance(objective, Objective) else no_choice
+        self.autocast_cache = False
         self.update = GraphedUpdate(self.update, batch_size=batch_size, optimizer=self.optimizer, choose=choose)
         return True
 
@@ -139,7 +141,8 @@ class Step:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = self.precision.dtype
-        with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
+                            cache_enabled=self.autocast_cache):
             loss, _ = self.loss_fn(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
