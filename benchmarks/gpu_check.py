@@ -74,7 +74,7 @@ def environment() -> dict:
 def cuda_tests() -> dict:
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py") if "mark.cuda" in p.read_text())
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", *files],
-                          cwd=ROOT, capture_output=True, text=True, timeout=150,
+                          cwd=ROOT, capture_output=True, text=True, timeout=max(30, min(150, left() - 60)),
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     return {"returncode": proc.returncode, "tail": (proc.stdout + proc.stderr)[-2500:]}
 
@@ -146,13 +146,16 @@ def time_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batch: int, w
             "warmup_s": round(warm_s, 1), "tflops": round(ips * FLOP_PER_IMAGE * 3 * 9.5 / 1e12, 1)}
 
 
-def speed() -> dict:
+SPEED_VARIANTS = ["plain-backward", "plain-input-grad", "iat-fp32", "iat-tf32", "iat-amp", "iat-graphs",
+                  "iat-graphs-tf32", "iat-graphs-amp"]
+
+
+def speed(variants: list[str] = SPEED_VARIANTS, reserve: float = 200) -> dict:
+    """Each variant at batch 64 and 512, while more than `reserve` seconds of the budget are left."""
     out: dict = {}
-    variants = ["plain-backward", "plain-input-grad", "iat-fp32", "iat-tf32", "iat-amp", "iat-graphs",
-                "iat-graphs-tf32", "iat-graphs-amp", "iat-compile-amp"]
     for batch, warmup, timed in ((64, 5, 30), (512, 3, 8)):
         for variant in variants:
-            if left() < 150:
+            if left() < reserve:
                 out[f"{variant}@{batch}"] = {"skipped": "time budget"}
                 continue
             torch.manual_seed(0)
@@ -215,7 +218,11 @@ def real_runs(data_dir: str | None, train_size: int, epochs: int) -> dict:
                 cmd += ["--cuda-graphs"]
             env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
             t0 = time.perf_counter()
-            tr = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(30, left() - 20))
+            try:
+                tr = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(30, left() - 20))
+            except subprocess.TimeoutExpired:
+                out[f"{method}/{mode}"] = {"error": "training timed out (budget)"}
+                continue
             row = {"train_s": round(time.perf_counter() - t0, 1), "returncode": tr.returncode}
             if tr.returncode != 0:
                 row["error"] = (tr.stdout + tr.stderr)[-1500:]
@@ -227,7 +234,11 @@ def real_runs(data_dir: str | None, train_size: int, epochs: int) -> dict:
             ev = [sys.executable, "-m", "iat", "eval", str(run), "--attacks", "clean,pgd20", "--limit", "2000"]
             if data_dir:
                 ev += ["--data-dir", data_dir]
-            er = subprocess.run(ev, capture_output=True, text=True, env=env, timeout=120)
+            try:
+                er = subprocess.run(ev, capture_output=True, text=True, env=env, timeout=max(20, left()))
+            except subprocess.TimeoutExpired:
+                out[f"{method}/{mode}"] = {**row, "eval_error": "timed out (budget)"}
+                continue
             if er.returncode == 0:
                 res = json.loads((run / "eval.json").read_text())["results"]
                 row.update({a: res[a]["error"] for a in ("clean", "pgd20")})
@@ -275,7 +286,7 @@ def main() -> int:
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST's idx files (default: iat's search path)")
     p.add_argument("--train-size", type=int, default=5_000)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--skip", default="", help="comma-separated sections to skip: tests,speed,sync,runs")
+    p.add_argument("--skip", default="", help="comma-separated sections to skip: speed,sync,tests,runs,compile")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU visible; nothing to check", file=sys.stderr)
@@ -285,14 +296,17 @@ def main() -> int:
     skip = set(args.skip.split(","))
     results: dict = {}
     guarded(results, "environment", environment)
-    if "tests" not in skip:
-        guarded(results, "cuda_tests", cuda_tests)
-    if "sync" not in skip:
-        guarded(results, "sync_check", sync_check)
-    if "runs" not in skip:
-        guarded(results, "real_runs", lambda: real_runs(args.data_dir, args.train_size, args.epochs))
     if "speed" not in skip:
         guarded(results, "speed", speed)
+    if "sync" not in skip:
+        guarded(results, "sync_check", sync_check)
+    if "tests" not in skip and left() > 120:
+        guarded(results, "cuda_tests", cuda_tests)
+    if "runs" not in skip:
+        guarded(results, "real_runs", lambda: real_runs(args.data_dir, args.train_size, args.epochs))
+    if "speed" not in skip and "compile" not in skip:  # last: compiling takes a minute or more
+        guarded(results, "speed_compiled", lambda: speed(["iat-compile-amp"], reserve=60))
+        results["speed"].update(results.pop("speed_compiled") if "error" not in results["speed_compiled"] else {})
     results["seconds"] = round(time.perf_counter() - started, 1)
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1))
     md = tables(results)
