@@ -1,0 +1,137 @@
+"""`--launcher ray`: a local Ray gives the local launcher's numbers, a killed worker is retried and resumes,
+an --out the nodes cannot see is refused, and without Ray the option is a one-line error."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from iat.cli import main
+from iat.reproduce import reproduce
+from iat.reproduce import runner as runner_module
+from iat.reproduce.runs import RunTask, run_task
+
+try:
+    import ray
+except ImportError:
+    ray = None
+needs_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip install 'iat[ray]')")
+
+TINY = '''name = "tiny"
+title = "tiny"
+kind = "whitebox"
+methods = ["erm", "pgd"]
+[paper]
+dataset = "digits"
+arch = "cnn-small"
+width = 8
+epochs = 3
+eps = 0.1
+step_size = 0.025
+attack_steps = 2
+test_size = 100
+attacks = ["clean", "pgd7"]
+eval_eps = 0.1
+eval_step_size = 0.025
+'''
+
+
+@pytest.fixture
+def ray_env(monkeypatch):
+    """No usage reports from test clusters; Ray is down after the test, whatever happened."""
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    logging.getLogger("iat").setLevel(logging.WARNING)
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny experiment's file, and its numbers from the local launcher with two jobs."""
+    root = tmp_path_factory.mktemp("ray")
+    toml = root / "tiny.toml"
+    toml.write_text(TINY)
+    local = reproduce(str(toml), out=root / "local", device="cpu", progress=False, launcher="local", jobs=2)
+    return toml, local
+
+
+def tables(results: dict) -> dict:
+    return results["ours"]["whitebox"]
+
+
+@needs_ray
+def test_ray_gives_the_local_launchers_numbers_and_a_second_call_trains_nothing(tiny, tmp_path, ray_env):
+    toml, local = tiny
+    out = tmp_path / "out"
+    first = reproduce(str(toml), out=out, device="cpu", progress=False, launcher="ray", jobs=2)
+    assert not ray.is_initialized()  # the launcher stopped the Ray it started
+    assert tables(first) == tables(local)
+    assert (first["jobs"], first["threads"]) == (2, 1) and len(first["trained"]) == 2
+    assert not (out / ".iat-ray-check").exists()
+    again = reproduce(str(toml), out=out, device="cpu", progress=False, launcher="ray", jobs=2)
+    assert again["trained"] == [] and tables(again) == tables(local)
+
+
+def dies_once_mid_run(task: RunTask) -> dict:
+    """run_task, but pgd's first attempt kills its own process once its first checkpoint is written; the
+    retry notes whether it found that checkpoint to resume from."""
+    killed, resumed = task.out / "killed", task.out / "resumed"
+    if task.cfg.method == "pgd":
+        if killed.exists():
+            resumed.write_text(str((task.run_dir / "checkpoint.pt").is_file()))
+        else:
+            def kill_after_first_checkpoint():
+                while not (task.run_dir / "checkpoint.pt").is_file():
+                    time.sleep(0.005)
+                killed.write_text("")
+                os.kill(os.getpid(), signal.SIGKILL)
+            threading.Thread(target=kill_after_first_checkpoint, daemon=True).start()
+    return run_task(task)
+
+
+@needs_ray
+def test_a_worker_killed_mid_run_is_retried_and_resumes_to_the_same_numbers(tiny, tmp_path, ray_env, monkeypatch):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this file
+    monkeypatch.setattr(runner_module, "run_task", dies_once_mid_run)
+    toml, local = tiny
+    out = tmp_path / "out"
+    results = reproduce(str(toml), out=out, device="cpu", progress=False, launcher="ray", jobs=2)
+    assert (out / "killed").exists() and (out / "resumed").read_text() == "True"
+    assert tables(results) == tables(local)
+
+
+def blind(path: str, token: str, cwd: str) -> tuple[str, bool]:
+    return "node-without-the-share", False
+
+
+@needs_ray
+def test_an_out_the_nodes_cannot_see_is_refused(tiny, tmp_path, ray_env, monkeypatch, capsys):
+    from iat.reproduce import ray_launcher
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(ray_launcher, "_sees", blind)
+    toml, _ = tiny
+    out = tmp_path / "out"
+    assert main(["reproduce", str(toml), "--out", str(out), "--launcher", "ray", "--jobs", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "not visible on Ray node(s) node-without-the-share" in err and "every node sees" in err
+    assert len(err.strip().splitlines()) == 1 and not list(out.glob("*-seed*"))  # nothing trained
+
+
+def test_without_ray_the_launcher_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
+    assert main(["demo", "--out", str(tmp_path / "d"), "--launcher", "ray", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'iat[ray]'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+    assert main(["demo", "--out", str(tmp_path / "d"), "--ray-address", "auto", "-q"]) == 2
+    assert "--ray-address needs --launcher ray" in capsys.readouterr().err
