@@ -100,9 +100,8 @@ class RayLauncher:
             return
         quiet = logging.WARNING
         if self.address is None:
-            jobs = self._jobs or default_jobs(self.device)
-            ray.init(num_cpus=jobs, include_dashboard=False, logging_level=quiet)
-            log.info("started a local Ray with %d CPU slot(s)", jobs)
+            ray.init(num_cpus=self.jobs, include_dashboard=False, logging_level=quiet)
+            log.info("started a local Ray with %d slot(s)", self.jobs)
         else:
             try:
                 ray.init(address=self.address, logging_level=quiet)
@@ -126,10 +125,12 @@ class RayLauncher:
 
     @property
     def jobs(self) -> int:
-        """Runs at once: --jobs, else as the local launcher for a local Ray, else the cluster's GPUs or CPUs."""
+        """Runs at once: --jobs; else, for a local Ray, one per GPU (a run may use one) or as the local
+        launcher; else the cluster's GPUs or CPUs."""
         if self._jobs is None:
             if self.address is None and not self.ray.is_initialized():
-                self._jobs = default_jobs(self.device)
+                gpus = torch.cuda.device_count() if self.device in ("cuda", "auto") else 0
+                self._jobs = gpus or default_jobs(self.device)
             else:
                 self.connect()
                 resources = self.ray.cluster_resources()
