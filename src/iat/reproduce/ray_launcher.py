@@ -91,6 +91,8 @@ class RayLauncher:
         self.address, self.device = address, device
         self._jobs = jobs
         self._started = False  # whether this launcher connected (and so disconnects, or stops its local Ray)
+        if address is not None:  # a cluster that is not there fails now, before anything is written
+            self.connect()
 
     # -- connecting
 
