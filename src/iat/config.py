@@ -95,6 +95,8 @@ class TrainConfig:
     checkpoint_every: int = option(0, "also write checkpoint.pt every N training steps (0: only at the end of "
                                    "each epoch)", kind="int", unit="steps", lo=0, hi=10**12)
     amp: bool = option(False, "bfloat16 autocast (CUDA only)", kind="bool")
+    sync_bn: bool = option(False, "under torchrun on GPUs: BatchNorm statistics over the global batch "
+                           "(SyncBatchNorm) instead of each rank's part; no effect in one process", kind="bool")
     extra: dict = option(help="free-form provenance (e.g. the experiment name)", kind="dict", factory=dict)
 
     def resolved_milestones(self) -> list[int]:

@@ -50,14 +50,17 @@ class TrainData:
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)  # ceil
 
-    def batches(self, order: torch.Tensor, start: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The augmented (x, y) batches of an epoch in `order`, from batch `start` on.
+    def batches(self, order: torch.Tensor, start: int, batch_size: int,
+                shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The augmented (x, y) batches of an epoch in `order`, from batch `start` on; with `shard`
+        (torchrun), this rank's part of each global batch.
 
         Lazy on purpose: augmentation draws from the RNG right before its step, so a checkpoint
         between two steps holds the RNG state the next batch starts from.
         """
         for step in range(start, self.steps_per_epoch(batch_size)):
             idx = order[step * batch_size : (step + 1) * batch_size]
+            idx = shard(idx) if shard is not None else idx
             yield augment(self.x[idx], self.info.crop_pad, self.info.flip), self.y[idx]
 
 
