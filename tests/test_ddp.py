@@ -38,7 +38,7 @@ KILL_ARGS = ["--method", "iat-manifold-mixup", "--dataset", "digits", "--arch", 
 
 def env(**extra) -> dict:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("IAT_TEST_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
-    e.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", IAT_DIST_TIMEOUT_S="60", **extra)
+    e.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "IAT_DIST_TIMEOUT_S": "60", **extra})
     return e
 
 
