@@ -170,18 +170,16 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> Path:
-    """A run whose rank 1 got `kill -9` while rank 0 was writing its third checkpoint (slowed down)."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("finds torchrun's workers in /proc")
-    out = tmp_path_factory.mktemp("ddp") / "killed"
-    agent = subprocess.Popen(torchrun("train", *KILL_ARGS, "--out", str(out), "-q"),
-                             env=env(IAT_TEST_WRITE_DELAY="0.3"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def stop_rank_1(out: Path, *more: str, sig: int, checkpoints: int) -> str:
+    """Start the run (writes slowed down), send `sig` to rank 1 once `checkpoints` more checkpoints are written
+    and the next write has begun; return torchrun's stderr."""
+    agent = subprocess.Popen(torchrun("train", *KILL_ARGS, "--out", str(out), "-q", *more),
+                             env=env(IAT_TEST_WRITE_DELAY="0.3"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
     inodes: list[int] = []
     deadline = time.monotonic() + 90
-    while len(inodes) < 2 or not any(p.name.startswith(".checkpoint.pt.") for p in runio.temp_files(out)):
-        assert agent.poll() is None and time.monotonic() < deadline, "the run ended before the moment to kill it"
+    while len(inodes) < checkpoints or not any(p.name.startswith(".checkpoint.pt.") for p in runio.temp_files(out)):
+        assert agent.poll() is None and time.monotonic() < deadline, "the run ended before the moment to stop it"
         try:
             ino = (out / runio.CHECKPOINT).stat().st_ino
             if not inodes or inodes[-1] != ino:
@@ -191,9 +189,24 @@ def killed(tmp_path_factory) -> Path:
         time.sleep(0.005)
     pid = worker_pid(agent.pid, 1)
     assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, sig)
     _, err = agent.communicate(timeout=90)
     assert agent.returncode != 0 and not (out / runio.WEIGHTS).exists(), err[-2000:]
+    return err
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory) -> Path:
+    """A run stopped twice: SIGTERM to rank 1 alone (every rank stops after the same step, with a checkpoint),
+    then, resumed, `kill -9` of rank 1 while rank 0 writes a checkpoint."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("finds torchrun's workers in /proc")
+    out = tmp_path_factory.mktemp("ddp") / "killed"
+    err = stop_rank_1(out, sig=signal.SIGTERM, checkpoints=1)
+    assert "exitcode  : 143" in err  # rank 1 checkpointed with rank 0 and exited 128 + SIGTERM
+    ckpt = runio.load_checkpoint(out / runio.CHECKPOINT)
+    assert len(ckpt["ranks"]) == 2 and 0 < ckpt["epoch"] * 4 + ckpt["step"] < 12
+    stop_rank_1(out, "--resume", sig=signal.SIGKILL, checkpoints=1)
     return out
 
 
