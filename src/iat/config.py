@@ -109,6 +109,8 @@ class TrainConfig:
                            kind="bool")
     channels_last: bool = option(False, "channels_last memory format for convolutional models on the CPU too "
                                  "(always on CUDA)", kind="bool")
+    sync_bn: bool = option(False, "under torchrun on GPUs: BatchNorm statistics over the global batch "
+                           "(SyncBatchNorm) instead of each rank's part; no effect in one process", kind="bool")
     extra: dict = option(help="free-form provenance (e.g. the experiment name)", kind="dict", factory=dict)
 
     def resolved_milestones(self) -> list[int]:

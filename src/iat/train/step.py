@@ -55,14 +55,17 @@ class TrainData:
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)  # ceil
 
-    def batches(self, order: torch.Tensor, start: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The augmented (x, y) batches of an epoch in `order`, from batch `start` on.
+    def batches(self, order: torch.Tensor, start: int, batch_size: int,
+                shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The augmented (x, y) batches of an epoch in `order`, from batch `start` on; with `shard`
+        (torchrun), this rank's part of each global batch.
 
         Lazy on purpose: augmentation draws from the RNG right before its step, so a checkpoint
         between two steps holds the RNG state the next batch starts from.
         """
         for step in range(start, self.steps_per_epoch(batch_size)):
             idx = order[step * batch_size : (step + 1) * batch_size]
+            idx = shard(idx) if shard is not None else idx
             yield augment(self.x[idx], self.info.crop_pad, self.info.flip), self.y[idx]
 
 
@@ -88,13 +91,15 @@ class Step:
         self._bad_loss: torch.Tensor | None = None  # that loss
 
     @classmethod
-    def for_run(cls, cfg: TrainConfig, state: RunState, loss_fn: LossFn, *, out: Path,
-                device: torch.device) -> Step:
-        """The Step of a run: precision, TF32, channels_last and compile as `cfg` asks."""
+    def for_run(cls, cfg: TrainConfig, state: RunState, loss_fn: LossFn, *, out: Path, device: torch.device,
+                wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Step:
+        """The Step of a run: precision, TF32, channels_last and compile as `cfg` asks; `wrap` (DDP under
+        torchrun) wraps the prepared model for the weight update only (the attack keeps the plain one)."""
         precision = resolve_precision(cfg, device)
         set_tf32(precision.tf32)
         channels_last = prepare_model(state.model, device, channels_last=cfg.channels_last, compile=cfg.compile)
-        return cls(state.model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
+        model = wrap(state.model) if wrap is not None else state.model
+        return cls(model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
 
     def record(self) -> dict:
         """What the step runs with, for config.json."""
