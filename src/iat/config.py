@@ -112,6 +112,8 @@ class TrainConfig:
     cuda_graphs: bool = option(False, "capture the whole training update (attack, both losses, backward, SGD "
                                "step) as CUDA graphs and replay them: far fewer kernel launches (CUDA only)",
                                kind="bool")
+    sync_bn: bool = option(False, "under torchrun on GPUs: BatchNorm statistics over the global batch "
+                           "(SyncBatchNorm) instead of each rank's part; no effect in one process", kind="bool")
     extra: dict = option(help="free-form provenance (e.g. the experiment name)", kind="dict", factory=dict)
 
     def resolved_milestones(self) -> list[int]:

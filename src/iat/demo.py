@@ -51,14 +51,14 @@ def claim_check(summary: dict[str, dict[str, dict[str, float]]]) -> list[str]:
 
 def run_demo(exp: Experiment, out: str | Path, *, seeds: int = 1, device: str = "auto",
              data_dir: str | None = None, progress: bool = True, launcher: str = "local",
-             jobs: int | None = None) -> dict:
+             jobs: int | None = None, ray_address: str | None = None) -> dict:
     """Train and evaluate every method for every seed under `out`; write results.json and table.md.
 
     `jobs` > 1 runs that many (method, seed) runs at once, each in its own single-threaded process.
     """
     out = Path(out)
     run = run_experiment(exp, out, seeds=seeds, device=device, data_dir=data_dir, progress=progress,
-                         launcher=make_launcher(launcher, jobs, device))
+                         launcher=make_launcher(launcher, jobs, device, ray_address))
     s, seconds = exp.settings, run["seconds"]
     # interfaces.md: {"mean", "std"} per cell, without the per-seed values the runner keeps
     summary = {m: {a: {"mean": c["mean"], "std": c["std"]} for a, c in cells.items()}

@@ -19,6 +19,7 @@ from iat import runio
 from iat.attacks import AttackBudget, frozen, make_attack, parse_attack_name, require_autoattack
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.data import load_data
+from iat.distributed import SINGLE, World, process_group
 from iat.runs import load_run_config, load_run_model
 from iat.train import resolve_device
 from iat.train.precision import fp32_evaluation
@@ -36,13 +37,15 @@ def evaluate(
     batch_size: int = 500,
     seed: int = 0,
     progress: bool = False,
+    world: World = SINGLE,
 ) -> dict[str, dict[str, float]]:
     """{attack name: {"error": %}} for each attack name ('clean', 'fgsm', 'pgdN', 'autoattack').
 
     budget: eps, PGD step size and restarts (its steps are not used: each name says its own).
     Every attack is seeded with `seed` before it runs, so the same call gives the same numbers.
     PGD runs `budget.restarts` times from random starts; each restart attacks only the examples that
-    survived the ones before. Parameters get no gradient and the model's mode is restored.
+    survived the ones before. Parameters get no gradient and the model's mode is restored. Under
+    torchrun (`world`) the ranks share FGSM's and PGD's batches and merge their masks: the same numbers.
     """
     check_attacks(attacks)
     device = next(model.parameters()).device
@@ -55,14 +58,15 @@ def evaluate(
         shared = {}
         if budget.restarts == 1 and len(pgd_steps) > 1:
             masks = survivors(model, x, y, budget.with_steps(pgd_steps[-1]), correct=correct_clean, record=pgd_steps,
-                              batch_size=batch_size, seed=seed, progress=progress, desc=f"pgd{pgd_steps[-1]}")
+                              batch_size=batch_size, seed=seed, progress=progress, desc=f"pgd{pgd_steps[-1]}",
+                              world=world)
             shared = {f"pgd{k}": mask for k, mask in zip(pgd_steps, masks)}
         results = {}
         for name in attacks:
             correct = shared.get(name)
             if correct is None:
                 correct = correct_under(model, x, y, name, budget=budget, correct_clean=correct_clean,
-                                        batch_size=batch_size, seed=seed, progress=progress)
+                                        batch_size=batch_size, seed=seed, progress=progress, world=world)
             results[name] = {"error": error_pct(correct)}
             log.info("%s: error %.2f%%", name, results[name]["error"])
     return results
@@ -79,6 +83,7 @@ def correct_under(
     batch_size: int = 500,
     seed: int = 0,
     progress: bool = False,
+    world: World = SINGLE,
 ) -> torch.Tensor:
     """Bool mask: still classified correctly under the attack `name`; only `correct_clean` are attacked."""
     kind, steps = parse_attack_name(name)
@@ -86,10 +91,10 @@ def correct_under(
         return correct_clean.clone()
     if kind == "fgsm":
         return survivors(model, x, y, AttackBudget.fgsm(budget.eps), correct=correct_clean, random_start=False,
-                         batch_size=batch_size, seed=seed, progress=progress, desc=name)[-1]
+                         batch_size=batch_size, seed=seed, progress=progress, desc=name, world=world)[-1]
     if kind == "pgd":
         return survivors(model, x, y, budget.with_steps(steps), correct=correct_clean, batch_size=batch_size,
-                         seed=seed, progress=progress, desc=name)[-1]
+                         seed=seed, progress=progress, desc=name, world=world)[-1]
     attack = make_attack(name, model, budget, seed=seed)
     correct = correct_clean.clone()
     torch.manual_seed(seed)
@@ -127,16 +132,25 @@ def evaluate_run(
     eps and step_size default to the run's training ones.
     """
     check_attacks(attacks)
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
     dev = resolve_device(device)
+    with process_group(dev) as world:  # under torchrun: one evaluation, its batches shared by the ranks
+        return _evaluate_run(Path(run_dir), attacks, eps=eps, step_size=step_size, restarts=restarts, limit=limit,
+                             dev=dev, data_dir=data_dir, batch_size=batch_size,
+                             progress=progress and world.is_main, world=world)
+
+
+def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_size: float | None, restarts: int,
+                  limit: int | None, dev: torch.device, data_dir: str | None, batch_size: int, progress: bool,
+                  world: World) -> dict:
+    cfg = load_run_config(run_dir)
     model = load_run_model(run_dir, dev)
     budget = AttackBudget(cfg.eps if eps is None else eps, cfg.step_size if step_size is None else step_size,
                           restarts=restarts)
     x, y = load_data(cfg.dataset, "test", data_dir or cfg.data_dir, limit=limit)
-    results = evaluate(model, x, y, attacks, budget=budget, batch_size=batch_size, seed=cfg.seed, progress=progress)
+    results = evaluate(model, x, y, attacks, budget=budget, batch_size=batch_size, seed=cfg.seed, progress=progress,
+                       world=world)
     report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": budget.eps,
               "step_size": budget.step_size, "restarts": restarts, "results": results,
               "precision": {"autocast": "fp32", "tf32": False}}  # what ran: see evaluate()
-    runio.write_json(run_dir / runio.EVAL, report)
+    world.on_main(lambda: runio.write_json(run_dir / runio.EVAL, report))
     return report

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from iat.attacks.budget import AttackBudget
 from iat.attacks.core import LossFn, ce_loss, frozen, signed_step, uniform_start
+from iat.distributed import SINGLE, World
 
 
 @torch.no_grad()
@@ -96,6 +97,7 @@ def survivors(
     seed: int = 0,
     progress: bool = False,
     desc: str = "pgd",
+    world: World = SINGLE,
 ) -> torch.Tensor:
     """Bool (len(record), N): which examples PGD fails to fool, attacking only the ones that need it.
 
@@ -103,7 +105,9 @@ def survivors(
     (default: those classified correctly clean); the rest count as errors and cost nothing.
     FGSM is `AttackBudget.fgsm(eps)` with `random_start=False`. Seeded with `seed` before the first
     batch. record (default [budget.steps]) lists the step counts to report; with restarts > 1 only
-    [budget.steps]. Usage:
+    [budget.steps]. Under torchrun (`world`) each rank attacks every size-th batch and the masks are
+    merged after each restart; the other batches' random starts are drawn and dropped, so every
+    batch starts where it does in one process and the result is the same. Usage:
     `err = error_pct(survivors(model, x, y, AttackBudget(8/255, 2/255, steps=20))[-1])`.
     """
     steps = budget.steps
@@ -122,8 +126,12 @@ def survivors(
             for i in tqdm(range(0, len(todo), batch_size), desc=desc, disable=None if progress else True,
                           leave=False):
                 idx = todo[i : i + batch_size]
-                out[:, idx] &= pgd_trace(model, x[idx], y[idx], budget, loss_fn=loss_fn, random_start=random_start,
-                                         early_stop=early_stop, record=record)
+                if world.owns(i // batch_size):
+                    out[:, idx] &= pgd_trace(model, x[idx], y[idx], budget, loss_fn=loss_fn,
+                                             random_start=random_start, early_stop=early_stop, record=record)
+                elif random_start:  # another rank's batch: draw its start anyway, to stay in step
+                    torch.empty_like(x[idx]).uniform_(-budget.eps, budget.eps)
+            out = world.all_and(out)
     return out
 
 

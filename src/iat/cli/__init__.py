@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except UsageError as e:
-        sys.stderr.write(f"iat {args.command}: error: {e}\n")
+        if not getattr(e, "from_main", False):  # under torchrun, rank 0 alone says what rank 0 found
+            sys.stderr.write(f"iat {args.command}: error: {e}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"iat {args.command}: interrupted\n")

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
         "Calling it again on the same --out resumes and skips finished runs. Its settings are in "
         "src/iat/experiments/demo.toml; it runs through the same runner as `iat reproduce`.",
     )
-    p.add_argument("--out", default="demo-out", help="output directory")
+    p.add_argument("--out", default="demo-out",
+                   help="output directory (with --launcher ray on a cluster: a path every node sees)")
     p.add_argument("--seeds", type=opt.POS_INT, default=2, help="seeds per method (mean ± std over seeds)")
     p.add_argument("--methods", default=",".join(method_names()), help="comma-separated subset of the methods")
     p.add_argument("--arch", choices=model_names(), default=d.arch, help="architecture")
@@ -37,9 +38,16 @@ def add_parser(sub) -> None:
 
 def add_launch_options(p) -> None:
     """--launcher and --jobs, shared with `iat reproduce`."""
-    p.add_argument("--launcher", choices=LAUNCHERS, default="local", help="where the runs execute (default: local)")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="where the runs execute: local (processes on this machine) or ray (one Ray task per run; "
+                   "with --ray-address, on that cluster, where --out must be a path every node sees) "
+                   "(default: local)")
     p.add_argument("--jobs", type=opt.POS_INT, default=None,
-                   help="runs trained at once, one thread each (default: one per CPU core; 1 on a GPU)")
+                   help="runs trained at once, one thread each (default: one per CPU core, 1 on a GPU; "
+                   "with --ray-address, the cluster's GPUs, else its CPUs)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --launcher ray: the Ray cluster to use (`auto`, or HEAD_IP:6379 as `ray start --head` "
+                   "prints; default: a local Ray started and stopped for this call)")
 
 
 def run(args) -> int:
@@ -54,7 +62,8 @@ def run(args) -> int:
     exp = demo_experiment(methods, arch=args.arch, epochs=args.epochs, train_size=args.train_size,
                           test_size=args.test_size, eps=args.eps, step_size=args.step_size)
     results = run_demo(exp, args.out, seeds=args.seeds, device=args.device, data_dir=args.data_dir,
-                       progress=not args.quiet, launcher=args.launcher, jobs=args.jobs)
+                       progress=not args.quiet, launcher=args.launcher, jobs=args.jobs,
+                       ray_address=args.ray_address)
     print(open(f"{args.out}/table.md").read())
     print(f"wall time: {results['seconds'] / 60:.1f} min; results in {args.out}/results.json")
     return 0

@@ -45,6 +45,7 @@ def parse_attack_list(text: str) -> list[str]:
 
 
 def run(args) -> int:
+    from iat.distributed import speaks
     from iat.evaluate import evaluate_run
     from iat.report import format_table
 
@@ -52,6 +53,8 @@ def run(args) -> int:
     report = evaluate_run(args.run_dir, attacks, eps=args.eps, step_size=args.step_size, restarts=args.restarts,
                           limit=args.limit, device=args.device, data_dir=args.data_dir, batch_size=args.batch_size,
                           progress=not args.quiet)
+    if not speaks():  # under torchrun: rank 0 prints the table
+        return 0
     print(f"{args.run_dir}: {report['dataset']} test, {report['n_examples']} examples, "
           f"eps {format_eps(report['eps'])}, step {format_eps(report['step_size'])}")
     rows = [[name, f"{r['error']:.2f}"] for name, r in report["results"].items()]

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--scale", choices=SCALES, default="paper",
                    help="paper: the paper's settings (a GPU); smoke: every run shrunk to minutes on a CPU, "
                    "CIFAR-10/SVHN replaced by Fashion-MNIST (default: paper)")
-    p.add_argument("--out", default=None, help="output directory (default: reproduce-NAME)")
+    p.add_argument("--out", default=None, help="output directory (default: reproduce-NAME); with --launcher ray "
+                   "on a cluster, a path every node sees (a shared file system)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: iat's data directory)")
     add_launch_options(p)
@@ -38,7 +39,8 @@ def run(args) -> int:
     from iat.reproduce import reproduce
 
     results = reproduce(args.name, args.out, seeds=args.seeds, scale=args.scale, device=args.device,
-                        data_dir=args.data_dir, progress=not args.quiet, launcher=args.launcher, jobs=args.jobs)
+                        data_dir=args.data_dir, progress=not args.quiet, launcher=args.launcher, jobs=args.jobs,
+                        ray_address=args.ray_address)
     out = Path(args.out) if args.out is not None else Path(f"reproduce-{results['experiment']}")
     report = (out / "report.md").read_text()
     print(report)

@@ -12,6 +12,7 @@ import sys
 
 from iat.cli import options as opt
 from iat.config import TrainConfig, flag
+from iat.distributed import speaks
 from iat.train import TrainingError, TrainingInterrupted, is_complete, train
 from iat.units import format_eps
 
@@ -82,11 +83,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         out = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     except TrainingError as e:  # diverged, disk full: not bad input, so exit 1 (interfaces.md)
-        sys.stderr.write(f"iat train: error: {e}\n")
+        if speaks(e):  # under torchrun: once, not once per rank
+            sys.stderr.write(f"iat train: error: {e}\n")
         return 1
     except TrainingInterrupted as e:
         saved = "checkpoint written" if e.saved else "the last checkpoint is kept"
-        sys.stderr.write(f"iat train: interrupted ({e}); {saved}: continue with the same command plus --resume\n")
+        if speaks():
+            sys.stderr.write(f"iat train: interrupted ({e}); {saved}: continue with the same command plus --resume\n")
         return 128 + e.signum
-    print(f"trained {cfg.method} on {cfg.dataset} ({cfg.arch}); run directory: {out}")
+    if speaks():
+        print(f"trained {cfg.method} on {cfg.dataset} ({cfg.arch}); run directory: {out}")
     return 0

@@ -2,7 +2,7 @@
 
 A launcher takes a picklable function and a list of tasks and returns the results in the tasks' order.
 `local` runs them on this machine: in this process for one job, else in a pool of processes with one
-torch thread each. A cluster launcher (Ray, a later issue) is another class with the same `map`.
+torch thread each. `ray` (reproduce/ray_launcher.py) is another class with the same `map`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from iat.errors import UsageError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
-LAUNCHERS = ("local",)
+LAUNCHERS = ("local", "ray")
 
 
 class Launcher(Protocol):
@@ -59,10 +59,18 @@ class LocalLauncher:
             return [f.result() for f in futures]
 
 
-def make_launcher(name: str = "local", jobs: int | None = None, device: str = "auto") -> Launcher:
-    """The launcher called `name` with `jobs` workers (None: one per CPU core, 1 on a GPU)."""
+def make_launcher(name: str = "local", jobs: int | None = None, device: str = "auto",
+                  address: str | None = None) -> Launcher:
+    """The launcher called `name` with `jobs` workers (None: one per CPU core, 1 on a GPU); `address`: the
+    Ray cluster of `ray` (None: a local Ray it starts and stops)."""
     if name not in LAUNCHERS:
         raise UsageError(f"--launcher {name!r}: choose one of {', '.join(LAUNCHERS)}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise UsageError(f"--jobs {jobs!r} must be a whole number of at least 1")
+    if name == "ray":
+        from iat.reproduce.ray_launcher import RayLauncher
+
+        return RayLauncher(jobs, address, device)
+    if address is not None:
+        raise UsageError("--ray-address needs --launcher ray")
     return LocalLauncher(jobs or default_jobs(device))

@@ -17,6 +17,7 @@ import iat
 from iat import runio
 from iat.config import TrainConfig
 from iat.data import DataInfo
+from iat.distributed import SINGLE, World
 from iat.train.errors import CheckpointWriteError, diverged
 from iat.train.resume import Prior
 from iat.train.state import RunState, device_name
@@ -24,10 +25,11 @@ from iat.train.state import RunState, device_name
 log = logging.getLogger("iat.train")
 
 
-def run_config(cfg: TrainConfig, *, device: torch.device, info: DataInfo, n: int) -> dict:
-    """config.json: the options plus what the run was made with (versions, threads, data shape)."""
+def run_config(cfg: TrainConfig, *, device: torch.device, info: DataInfo, n: int, world_size: int = 1) -> dict:
+    """config.json: the options plus what the run was made with (versions, processes, threads per process,
+    data shape)."""
     return {**cfg.to_dict(), "iat_version": iat.__version__, "torch_version": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "device_resolved": str(device),
+            "world_size": world_size, "torch_threads": torch.get_num_threads(), "device_resolved": str(device),
             "device_name": device_name(device),
             "in_channels": info.in_channels, "num_classes": info.num_classes, "image_size": info.image_size,
             "n_train": n}
@@ -61,10 +63,13 @@ def open_run_dir(out: Path, config: dict, prior: Prior, resume: bool) -> None:
 
 
 class Checkpointer:
-    """Writes a run's checkpoint.pt, metrics.jsonl and model.safetensors into `out`."""
+    """Writes a run's checkpoint.pt, metrics.jsonl and model.safetensors into `out`.
 
-    def __init__(self, out: Path, checkpoint_every: int = 0):
-        self.out, self.every = out, checkpoint_every
+    Under torchrun every rank calls each method; rank 0 writes, and its error stops every rank.
+    """
+
+    def __init__(self, out: Path, checkpoint_every: int = 0, world: World = SINGLE):
+        self.out, self.every, self.world = out, checkpoint_every, world
 
     def due(self, state: RunState, steps_per_epoch: int) -> bool:
         """Every `checkpoint_every` steps counted over the run; an epoch's end is checkpointed anyway."""
@@ -72,6 +77,9 @@ class Checkpointer:
         return bool(self.every) and global_step % self.every == 0 and state.step < steps_per_epoch
 
     def _write(self, name: str, save: Callable[[Path, Any], None], content: Any) -> None:
+        self.world.on_main(lambda: self._write_here(name, save, content))
+
+    def _write_here(self, name: str, save: Callable[[Path, Any], None], content: Any) -> None:
         path = self.out / name
         try:
             save(path, content)

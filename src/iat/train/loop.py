@@ -11,12 +11,15 @@ import logging
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from iat import runio
 from iat.config import TrainConfig, resolve_device
+from iat.distributed import World, process_group
 from iat.errors import UsageError
 from iat.train.checkpoint import Checkpointer, open_run_dir, run_config
+from iat.train.errors import TrainingError, TrainingInterrupted
 from iat.train.resume import find_prior
 from iat.train.signals import SignalGuard
 from iat.train.state import RunState, epoch_order
@@ -32,59 +35,76 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     With `resume`, continue the run in `out` from its checkpoint (or start it if there is none);
     a finished run is left as it is. Everything that can be checked is checked before any file or
     directory is created: bad input raises UsageError and leaves the file system unchanged.
+    Under torchrun every rank calls this: one run, its global batch split across the ranks (DDP).
     """
     cfg.validate()
     out, device = Path(out), resolve_device(cfg.device)
-    prior = find_prior(cfg, out, resume)
+    with process_group(device) as world:
+        return _train(cfg, out, device, world, resume=resume, progress=progress and world.is_main)
+
+
+def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, resume: bool, progress: bool) -> Path:
+    prior = world.on_main(lambda: find_prior(cfg, out, resume))  # rank 0 reads --out, every rank gets it
     if prior.complete:
         log.info("%s is already complete (%d epochs); nothing to do", out, cfg.epochs)
         return out
     data = TrainData.load(cfg, device)  # before any directory is created: a missing data set leaves nothing
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
-    state = RunState.create(cfg, device)
-    loss_fn, described = make_objective(cfg, state.model)
-    check_same_data(prior.config, len(data), out)
+    world.on_main(lambda: check_world(cfg, prior.config, world.size, len(data), device, out))
+    state = RunState.create(cfg, device, world)
+    loss_fn, described = make_objective(cfg, state.model)  # the attack holds the model itself, not DDP's wrapper
     if prior.checkpoint is not None:
         state.restore(prior.checkpoint, out / runio.CHECKPOINT, steps_per_epoch)
 
-    step = Step.for_run(cfg, state, loss_fn, out=out, device=device)
-    open_run_dir(out, {**run_config(cfg, device=device, info=data.info, n=len(data)), **step.record()}, prior, resume)
-    log.info("training %s: %s on %s (%d examples), %s, device=%s", out, cfg.method, cfg.dataset, len(data),
-             described, device)
-    checkpointer = Checkpointer(out, cfg.checkpoint_every)
+    config = run_config(cfg, device=device, info=data.info, n=len(data), world_size=world.size)
+    step = Step.for_run(cfg, state, loss_fn, out=out, device=device, wrap=world.wrap)
+    config = {**config, **step.record()}
+    world.on_main(lambda: open_run_dir(out, config, prior, resume))
+    log.info("training %s: %s on %s (%d examples), %s, device=%s, %d process(es)", out, cfg.method, cfg.dataset,
+             len(data), described, device, world.size)
+    checkpointer = Checkpointer(out, cfg.checkpoint_every, world)
     with SignalGuard(out, lambda: (state.epoch, state.step)) as guard:
         while state.epoch < cfg.epochs:
-            run_steps(state, data, step=step, checkpointer=checkpointer, guard=guard, progress=progress)
+            signum = run_steps(state, data, step=step, checkpointer=checkpointer, guard=guard, progress=progress)
             if state.step == steps_per_epoch:  # the epoch is done: record it, checkpoint, then metrics.jsonl
+                state.running["loss_sum"], state.running["count"] = world.sum(
+                    [state.running["loss_sum"], state.running["count"]])  # the global batch's loss
                 row = state.end_epoch()
                 log.info("epoch %d/%d  lr %.4g  train_loss %.4f  %.1fs", row["epoch"], cfg.epochs, row["lr"],
                          row["train_loss"], row["seconds"])
                 checkpointer.save(state)
                 checkpointer.save_metrics(state.metrics)
-            if guard.signum is not None and state.epoch < cfg.epochs:  # (after the last epoch, save the weights)
+            if signum is not None and state.epoch < cfg.epochs:  # (after the last epoch, save the weights)
                 if state.step:  # mid-epoch; an epoch's end was checkpointed just above
                     checkpointer.save(state)
-                raise guard.interrupted(state.epoch, state.step)
+                raise TrainingInterrupted(signum, out, state.epoch, state.step)
+        if world.size > 1:
+            check_ranks_agree(world, state.model)
         checkpointer.save_weights(state.model)
     return out
 
 
 def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Checkpointer, guard: SignalGuard,
-              progress: bool) -> None:
-    """The steps of `state.epoch` from `state.step` on, until its end or a signal; checkpoints as asked."""
-    cfg = state.cfg
+              progress: bool) -> int | None:
+    """The steps of `state.epoch` from `state.step` on, until its end or a signal; checkpoints as asked.
+
+    Returns the signal that stopped it (any rank's: all ranks stop after the same step), or None.
+    """
+    cfg, world = state.cfg, state.world
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     state.start_epoch()
     order = epoch_order(cfg.seed, state.epoch, len(data)).to(data.x.device)
     bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
                disable=None if progress else True, leave=False, unit="batch")
-    started = time.perf_counter()
-    for x, y in data.batches(order, state.step, cfg.batch_size):
+    started, signum = time.perf_counter(), None
+    shard = world.shard if world.size > 1 else None
+    for x, y in data.batches(order, state.step, cfg.batch_size, shard):
         step(state, x, y)
         bar.update(1)
         if not bar.disable and state.step % POSTFIX_EVERY == 0:  # reading the loss syncs: not every step
             bar.set_postfix(loss=f"{step.sync(state):.3f}")
-        if guard.signum is not None:
+        signum = world.agree_stop(guard.signum)
+        if signum is not None:
             break
         if checkpointer.due(state, steps_per_epoch):
             state.running["seconds"] += time.perf_counter() - started
@@ -94,6 +114,34 @@ def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Che
     step.sync(state)
     bar.close()
     state.running["seconds"] += time.perf_counter() - started
+    return signum
+
+
+def check_ranks_agree(world: World, model: torch.nn.Module) -> None:
+    """Every rank ends with the same weights (DDP's promise), checked before rank 0 saves them."""
+    digests = world.digests(model)
+    if len(set(digests)) > 1:
+        raise TrainingError(f"the ranks' weights differ at the end (sha256 {', '.join(d[:12] for d in digests)}); "
+                            "this is a bug: please report it with the command")
+    log.info("all %d ranks hold the same weights (sha256 %s)", world.size, digests[0])
+
+
+def check_world(cfg: TrainConfig, saved_config: dict | None, world_size: int, n: int, device: torch.device,
+                out: Path) -> None:
+    """What a run on `world_size` processes needs: the world it started with, a batch for every rank."""
+    check_same_data(saved_config, n, out)
+    saved = (saved_config or {}).get("world_size", 1)
+    if saved_config is not None and saved != world_size:
+        raise UsageError(f"the run in {out} was trained on {saved} process(es) (world_size in its config.json), "
+                         f"this is {world_size}: resume it with torchrun --nproc_per_node {saved} (the same "
+                         "world size), or start a new run")
+    smallest = n % cfg.batch_size or cfg.batch_size
+    if world_size > 1 and smallest < world_size:
+        raise UsageError(f"--batch-size {cfg.batch_size} on {n} examples leaves a batch of {smallest}, fewer than "
+                         f"the {world_size} processes; every rank needs an example of every batch: choose "
+                         "another --batch-size or --train-size")
+    if world_size > 1 and cfg.sync_bn and device.type != "cuda":
+        raise UsageError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on the CPU")
 
 
 def check_same_data(saved_config: dict | None, n: int, out: Path) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from iat.config import TrainConfig
+from iat.distributed import SINGLE, World, rank_seed
 from iat.errors import UsageError
 from iat.models import MixableNet, build_model
 
@@ -112,15 +113,24 @@ class RunState:
     step: int = 0
     metrics: list[dict] = field(default_factory=list)
     running: dict = field(default_factory=fresh_running)
+    world: World = SINGLE
 
     @classmethod
-    def create(cls, cfg: TrainConfig, device: torch.device) -> RunState:
-        """A new run: seed every RNG, then build the model (its initialization draws from torch's RNG)."""
+    def create(cls, cfg: TrainConfig, device: torch.device, world: World = SINGLE) -> RunState:
+        """A new run: seed every RNG, then build the model (its initialization draws from torch's RNG).
+
+        Every rank builds the same model; then ranks other than 0 switch to their own streams.
+        """
         seed_everything(cfg.seed)
         model = build_model(cfg).to(device)
+        if world.size > 1:
+            if cfg.sync_bn:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the parameters
+            if world.rank:
+                seed_everything(rank_seed(cfg.seed, world.rank))
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay)
-        return cls(cfg, model, optimizer)
+        return cls(cfg, model, optimizer, world=world)
 
     def restore(self, ckpt: dict, path: Path, steps_per_epoch: int) -> None:
         """Continue from a checkpoint checked by `resume.check_checkpoint`; a misfit is a one-line UsageError."""
@@ -129,7 +139,7 @@ class RunState:
                              f"delete {path} to restart the run from scratch")
         for part, restore in (("weights", lambda: self.model.load_state_dict(ckpt["model"])),
                               ("optimizer state", lambda: self.optimizer.load_state_dict(ckpt["optimizer"])),
-                              ("RNG state", lambda: set_rng_state(ckpt["rng"], self.device))):
+                              ("RNG state", lambda: self.restore_rank(ckpt))):
             try:
                 restore()
             except _RESTORE_ERRORS as e:
@@ -138,7 +148,25 @@ class RunState:
                                  f"{self.cfg.arch!r} model ({first}); delete {path} to restart the run "
                                  "from scratch") from None
         self.epoch, self.step = ckpt["epoch"], ckpt["step"]
-        self.metrics, self.running = ckpt["metrics"], ckpt["running"]
+        self.metrics = ckpt["metrics"]
+        if self.world.size == 1:
+            self.running = ckpt["running"]
+
+    def rank_state(self) -> dict:
+        """What differs between the ranks of a run: RNG, running sums, BatchNorm statistics (no --sync-bn)."""
+        return {"rng": rng_state(self.device), "running": dict(self.running),
+                "buffers": {k: b.detach().cpu().clone() for k, b in self.model.named_buffers()}}
+
+    def restore_rank(self, ckpt: dict) -> None:
+        """This rank's own part of a checkpoint (one process: the top-level RNG state)."""
+        if self.world.size == 1:
+            return set_rng_state(ckpt["rng"], self.device)
+        own = ckpt["ranks"][self.world.rank]
+        set_rng_state(own["rng"], self.device)
+        self.running = own["running"]
+        with torch.no_grad():
+            for k, b in self.model.named_buffers():
+                b.copy_(own["buffers"][k])
 
     def start_epoch(self) -> None:
         for group in self.optimizer.param_groups:
@@ -171,6 +199,9 @@ class RunState:
 
     def checkpoint(self) -> dict:
         """Everything `restore` needs, as tensors and plain values (loadable with weights_only=True)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
+        ckpt = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
                 "step": self.step, "metrics": self.metrics, "running": dict(self.running),
                 "rng": rng_state(self.device), "config": self.cfg.to_dict()}
+        if self.world.size > 1:  # a collective: every rank calls it, rank 0 gets every rank's part
+            ckpt["ranks"] = self.world.gather(self.rank_state())
+        return ckpt

@@ -73,14 +73,17 @@ class TrainData:
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)  # ceil
 
-    def batches(self, order: torch.Tensor, start: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The augmented (x, y) batches of an epoch in `order`, from batch `start` on.
+    def batches(self, order: torch.Tensor, start: int, batch_size: int,
+                shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The augmented (x, y) batches of an epoch in `order`, from batch `start` on; with `shard`
+        (torchrun), this rank's part of each global batch.
 
         Lazy on purpose: augmentation draws from the RNG right before its step, so a checkpoint
         between two steps holds the RNG state the next batch starts from.
         """
         for step in range(start, self.steps_per_epoch(batch_size)):
             idx = order[step * batch_size : (step + 1) * batch_size]
+            idx = shard(idx) if shard is not None else idx
             yield augment(self.x[idx], self.info.crop_pad, self.info.flip), self.y[idx]
 
 
@@ -107,21 +110,25 @@ class Step:
         self._bad_loss: torch.Tensor | None = None  # that loss
 
     @classmethod
-    def for_run(cls, cfg: TrainConfig, state: RunState, loss_fn: LossFn, *, out: Path,
-                device: torch.device) -> Step:
-        """The Step of a run: precision, TF32, channels_last and compile as `cfg` asks."""
+    def for_run(cls, cfg: TrainConfig, state: RunState, loss_fn: LossFn, *, out: Path, device: torch.device,
+                wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Step:
+        """The Step of a run: precision, TF32, channels_last and compile as `cfg` asks; `wrap` (DDP under
+        torchrun) wraps the prepared model for the weight update only (the attack keeps the plain one)."""
         precision = resolve_precision(cfg, device)
         set_tf32(precision.tf32)
         channels_last = prepare_model(state.model, device, channels_last=cfg.channels_last, compile=cfg.compile)
-        step = cls(state.model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
+        model = wrap(state.model) if wrap is not None else state.model
+        step = cls(model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
         if cfg.cuda_graphs:
-            step.use_cuda_graphs(cfg.batch_size, device)
+            step.use_cuda_graphs(cfg.batch_size, device, distributed=model is not state.model)
         return step
 
-    def use_cuda_graphs(self, batch_size: int, device: torch.device) -> bool:
+    def use_cuda_graphs(self, batch_size: int, device: torch.device, *, distributed: bool = False) -> bool:
         """Replay `update` from CUDA graphs (iat.train.graphs) where it can be; return whether it will."""
         why_not = ("it needs a CUDA device" if device.type != "cuda" else
-                   "fp16's GradScaler reads values back every step" if self.scaler is not None else None)
+                   "fp16's GradScaler reads values back every step" if self.scaler is not None else
+                   "DDP's gradient all-reduce is not captured (one process per GPU runs eagerly)" if distributed
+                   else None)
         if why_not:
             log.warning("--cuda-graphs: %s; training runs eagerly", why_not)
             return False
