@@ -9,8 +9,8 @@ import logging
 
 import pytest
 import torch
-
 from conftest import DIGITS_EPS, DIGITS_STEP, tiny_config
+
 from iat.attacks import PGD
 from iat.data import load_data
 from iat.methods import method_names

@@ -98,7 +98,15 @@ def test_unknown_names():
         dataset_info("imagenet")
     with pytest.raises(UsageError, match="train"):
         load_data("digits", "validation")
-    assert dataset_names() == ["digits", "mnist", "fashion-mnist", "cifar10", "svhn"]
+    assert dataset_names() == ["digits", "mnist", "fashion-mnist", "fashion-mnist-32", "cifar10", "svhn"]
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's Fashion-MNIST")
+def test_fashion_mnist_32_is_fashion_mnist_with_a_black_border():
+    small, y = load_data("fashion-mnist", "test", limit=50)
+    big, y32 = load_data("fashion-mnist-32", "test", limit=50)
+    assert big.shape == (50, 1, 32, 32) and torch.equal(y, y32)
+    assert torch.equal(big[:, :, 2:30, 2:30], small) and big[:, :, :2].abs().sum() == 0
 
 
 def test_random_crop_is_a_shifted_window():
