@@ -17,6 +17,7 @@ from iat import runio
 from iat.config import TrainConfig, resolve_device
 from iat.errors import UsageError
 from iat.train.checkpoint import Checkpointer, open_run_dir, run_config
+from iat.train.guard import check_overfitting
 from iat.train.resume import find_prior
 from iat.train.signals import SignalGuard
 from iat.train.state import RunState, epoch_order
@@ -58,6 +59,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
                 row = state.end_epoch()
                 log.info("epoch %d/%d  lr %.4g  train_loss %.4f  %.1fs", row["epoch"], cfg.epochs, row["lr"],
                          row["train_loss"], row["seconds"])
+                check_overfitting(state, data, checkpointer)  # before the checkpoint: a collapse keeps the last good
                 checkpointer.save(state)
                 checkpointer.save_metrics(state.metrics)
             if guard.signum is not None and state.epoch < cfg.epochs:  # (after the last epoch, save the weights)

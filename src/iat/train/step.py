@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from iat.attacks import PGD
+from iat.attacks import training_attack
 from iat.config import TrainConfig
 from iat.data import DataInfo, augment, dataset_info, load_data
 from iat.methods import get_method, make_loss_fn, make_mix
@@ -27,7 +27,7 @@ def make_objective(cfg: TrainConfig, model: MixableNet) -> tuple[LossFn, str]:
     """The method's `loss_fn(model, x, y) -> (loss, metrics)` and a description for the log."""
     spec = get_method(cfg.method)
     mix = make_mix(spec, cfg.mixup_alpha, cfg.manifold_alpha, lam_per=cfg.lam_per, mix_layers=model.mix_layers)
-    attack = PGD(model, cfg.eps, cfg.step_size, cfg.attack_steps, bn_mode=cfg.attack_bn) if spec.adversarial else None
+    attack = training_attack(cfg, model, adversarial=spec.adversarial)
     return make_loss_fn(spec, mix, attack), f"mix={mix!r}, attack={attack!r}"
 
 
