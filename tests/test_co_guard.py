@@ -52,6 +52,11 @@ def test_planted_collapse_stops_and_keeps_the_last_good_checkpoint(tmp_path, mon
     assert got[-1]["catastrophic_overfitting"] is True and "catastrophic_overfitting" not in got[1]
     assert any("!!! catastrophic overfitting" in r.message for r in caplog.records)
 
+    # The user who wants the run anyway resumes it without the guard, from the last good checkpoint.
+    train(tiny_config("pgd", attack="fgsm-rs", epochs=4, train_size=128, co_guard="off"), out, resume=True,
+          progress=False)
+    assert (out / runio.WEIGHTS).is_file() and [r["epoch"] for r in rows(out)] == [1, 2, 3, 4]
+
 
 def test_cli_says_it_in_one_line_and_exits_1(tmp_path, monkeypatch, capsys):
     accuracies = iter([(0.9, 0.5), (0.9, 0.0)])

@@ -272,6 +272,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 # Options that decide the trained weights: a resumed run must be given the same values.
-_NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra")  # where and how, not what is trained
+_NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra",  # where and how, not what is trained
+                    "co_guard")  # it can stop a run, never change its weights: resume with --co-guard off
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_RESUME_KEYS)
 RESUME_KEYS += ("milestones_resolved",)
