@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from iat.attacks import BN_MODES
+from iat.attacks import BN_MODES, TRAINING_ATTACKS
 from iat.data import dataset_info, dataset_names
 from iat.errors import UsageError
 from iat.methods import get_method, method_names
@@ -84,6 +84,13 @@ class TrainConfig:
     attack_steps: int = option(7, "training PGD steps", kind="int", unit="steps", lo=1, hi=100_000)
     attack_bn: str = option("eval", "BatchNorm mode while crafting training attacks (train: batch statistics, "
                             "running statistics left untouched)", kind="str", choices=lambda: BN_MODES)
+    attack: str = option("pgd", "training's inner attack: pgd (--attack-steps steps of --step-size, the paper's); "
+                         "fgsm-rs (random start, one step of 1.25 eps) or n-fgsm (noise 2 eps, one step of eps, "
+                         "not projected): one forward-backward, --step-size and --attack-steps do not apply",
+                         kind="str", choices=lambda: TRAINING_ATTACKS)
+    co_guard: str = option("auto", "catastrophic-overfitting guard: PGD-10 on 256 fixed training images at each "
+                           "epoch's end, stop if its accuracy collapses (auto: on for fgsm-rs and n-fgsm)",
+                           kind="str", choices=lambda: ("auto", "on", "off"))
     mixup_alpha: float = option(1.0, "Beta(a,a) for Mixup", kind="float", lo=0.0, hi=100.0, above=True)
     manifold_alpha: float = option(2.0, "Beta(a,a) for Manifold Mixup", kind="float", lo=0.0, hi=100.0, above=True)
     lam_per: str = option("batch", "one mixing lambda per batch or example", kind="str", choices=lambda: LAMBDA_MODES)
@@ -288,7 +295,8 @@ def resolve_device(name: str) -> torch.device:
 
 # Options that decide the trained weights: a resumed run must be given the same values.
 _NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra",  # where and how, not what is trained
-                    "amp_dtype", "attack_precision", "tf32", "compile", "channels_last",
-                    "cuda_graphs")  # (older runs lack them)
+                    "amp_dtype", "attack_precision", "tf32", "compile", "channels_last",  # (older runs lack them)
+                    "cuda_graphs",
+                    "co_guard")  # it can stop a run, never change its weights: resume with --co-guard off
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_RESUME_KEYS)
 RESUME_KEYS += ("milestones_resolved",)

@@ -2,7 +2,8 @@
 
 `make_attack("pgd20", model, AttackBudget(8/255, 2/255))` builds one from the names used on the
 command line: `clean`, `fgsm`, `pgdN` for N steps, and `autoattack` (standard AutoAttack; the
-optional extra). Every attack is a loop over the pieces of `iat.attacks.core`.
+optional extra). Every attack is a loop over the pieces of `iat.attacks.core`. Training's inner
+attack (`--attack pgd|fgsm-rs|n-fgsm`) is `training_attack`; FGSMRS and NFGSM are its single-step ones.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from iat.attacks.base import Attack
 from iat.attacks.budget import STEP_RULE, AttackBudget, default_step
 from iat.attacks.core import BN_MODES, ce_loss, frozen
 from iat.attacks.fgsm import FGSM
+from iat.attacks.fgsm_rs import FGSMRS
 from iat.attacks.losses import dlr_loss, margin_loss
+from iat.attacks.nfgsm import NFGSM
 from iat.attacks.pgd import PGD
+from iat.attacks.training import SINGLE_STEP, TRAINING_ATTACKS, training_attack
 from iat.errors import UsageError
 
 MAX_PGD_STEPS = 100_000
@@ -50,6 +54,6 @@ def make_attack(name: str, model: nn.Module, budget: AttackBudget, seed: int = 0
     return PGD(model, budget.eps, budget.step_size, steps)
 
 
-__all__ = ["STEP_RULE", "Attack", "AttackBudget", "AutoAttack", "BN_MODES", "FGSM", "PGD", "autoattack_available",
-           "ce_loss", "default_step", "dlr_loss", "frozen", "make_attack", "margin_loss", "parse_attack_name",
-           "require_autoattack"]
+__all__ = ["SINGLE_STEP", "STEP_RULE", "TRAINING_ATTACKS", "Attack", "AttackBudget", "AutoAttack", "BN_MODES", "FGSM",
+           "FGSMRS", "NFGSM", "PGD", "autoattack_available", "ce_loss", "default_step", "dlr_loss", "frozen",
+           "make_attack", "margin_loss", "parse_attack_name", "require_autoattack", "training_attack"]

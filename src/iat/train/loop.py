@@ -20,6 +20,7 @@ from iat.distributed import World, process_group
 from iat.errors import UsageError
 from iat.train.checkpoint import Checkpointer, open_run_dir, run_config
 from iat.train.errors import TrainingError, TrainingInterrupted
+from iat.train.guard import check_overfitting
 from iat.train.resume import find_prior
 from iat.train.signals import SignalGuard
 from iat.train.state import RunState, epoch_order
@@ -72,6 +73,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, r
                 row = state.end_epoch()
                 log.info("epoch %d/%d  lr %.4g  train_loss %.4f  %.1fs", row["epoch"], cfg.epochs, row["lr"],
                          row["train_loss"], row["seconds"])
+                check_overfitting(state, data, checkpointer)  # before the checkpoint: a collapse keeps the last good
                 checkpointer.save(state)
                 checkpointer.save_metrics(state.metrics)
             if signum is not None and state.epoch < cfg.epochs:  # (after the last epoch, save the weights)

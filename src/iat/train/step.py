@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from iat.attacks import PGD
+from iat.attacks import training_attack
 from iat.config import TrainConfig
 from iat.data import DataInfo, augment, dataset_info, load_data
 from iat.methods import get_method, make_loss_fn, make_mix
@@ -47,7 +47,7 @@ def make_objective(cfg: TrainConfig, model: MixableNet) -> tuple[Objective, str]
     """The method's Objective `(model, x, y) -> (loss, metrics)` and a description for the log."""
     spec = get_method(cfg.method)
     mix = make_mix(spec, cfg.mixup_alpha, cfg.manifold_alpha, lam_per=cfg.lam_per, mix_layers=model.mix_layers)
-    attack = PGD(model, cfg.eps, cfg.step_size, cfg.attack_steps, bn_mode=cfg.attack_bn) if spec.adversarial else None
+    attack = training_attack(cfg, model, adversarial=spec.adversarial)
     if attack is not None:  # fp32 outside autocast unless --attack-precision amp; no host sync
         attack = TrainingAttack(attack, autocast=cfg.attack_precision == "amp")
     objective = Objective(make_loss_fn(spec, mix, attack), mix, 2 if spec.adversarial else 1)
