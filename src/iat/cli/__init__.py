@@ -16,6 +16,7 @@ import sys
 # parallel runs, a test suite, anything else on the machine) spinning threads slowed training up to 7x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from iat.cli.locking import locked
 from iat.errors import UsageError
 
 # Command modules, in the order `iat --help` lists them.
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     try:
-        return args.run(args) or 0
+        with locked(args):
+            return args.run(args) or 0
     except UsageError as e:
         sys.stderr.write(f"iat {args.command}: error: {e}\n")
         return 2

@@ -37,12 +37,6 @@ def first_difference(cfg: TrainConfig, saved: dict) -> str | None:
     return None
 
 
-def _is_empty(out: Path) -> bool:
-    """No files in `out` but temporary files a killed write left behind."""
-    temps = set(runio.temp_files(out))
-    return all(p in temps for p in out.iterdir())
-
-
 def check_resumable(cfg: TrainConfig, out: Path) -> dict | None:
     """Validate `out` for --resume without changing anything; return its config.json (None: start afresh)."""
     if not out.exists():
@@ -50,7 +44,7 @@ def check_resumable(cfg: TrainConfig, out: Path) -> dict | None:
     if not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory; choose another --out")
     if not (out / runio.CONFIG).is_file():
-        if _is_empty(out):
+        if runio.is_empty(out):
             return None  # killed before config.json was written: start afresh
         raise UsageError(f"--out {out} is not a run directory of `iat train` (no {runio.CONFIG}); "
                          "choose another --out, or drop --resume to train into a new directory")
@@ -94,7 +88,7 @@ def is_complete(cfg: TrainConfig, out: str | Path) -> bool:
 def check_new_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and not runio.is_empty(out):
         raise UsageError(f"--out {out} already exists and is not empty; pass --resume to continue it, "
                          "or choose another directory")
     runio.check_out_dir(out)
