@@ -5,8 +5,11 @@ Everything here only reads: bad input raises a one-line UsageError and leaves th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from iat import runio
 from iat.config import RESUME_KEYS, TrainConfig
@@ -115,3 +118,94 @@ def find_prior(cfg: TrainConfig, out: Path, resume: bool) -> Prior:
     if saved is not None and (out / runio.CHECKPOINT).is_file():
         ckpt = check_checkpoint(cfg, out / runio.CHECKPOINT, runio.load_checkpoint(out / runio.CHECKPOINT))
     return Prior(saved, ckpt)
+
+
+# -------------------------------------------------------------------- a checkpoint, field by field
+
+
+def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        epochs: int, steps_per_epoch: int) -> None:
+    """Check every field of a checkpoint against this run before any of it is used.
+
+    A damaged or foreign checkpoint raises one UsageError line naming `path` and the field, instead of
+    resuming into the wrong epoch (`step` at the epoch's end), or a traceback deep inside
+    load_state_dict or the RNG setters.
+    """
+    def bad(field: str, why: str) -> UsageError:
+        return UsageError(f"{path}: {field} {why}; delete {path} to restart the run from scratch, or restore it")
+
+    epoch, step = ckpt["epoch"], ckpt["step"]
+    if not 0 <= step < steps_per_epoch or (epoch == epochs and step):
+        raise bad("step", f"{step} is outside epoch {epoch + 1}'s {steps_per_epoch} steps (0..{steps_per_epoch - 1})")
+    if len(ckpt["metrics"]) != epoch or not all(isinstance(r, dict) for r in ckpt["metrics"]):
+        raise bad("metrics", f"do not hold one row per finished epoch ({epoch})")
+    for key, kinds in (("loss_sum", (int, float)), ("count", (int,)), ("seconds", (int, float))):
+        value = ckpt["running"][key]
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
+            raise bad(f"running.{key}", f"is {value!r}, not a finite number of at least 0")
+    _check_tensors("model", ckpt["model"], model.state_dict(), bad)
+    runio.check_finite_state(ckpt["model"], f"{path} (model)")
+    _check_optimizer(ckpt["optimizer"], optimizer, bad)
+    _check_rng(ckpt["rng"], bad)
+
+
+def _check_tensors(field: str, saved: dict, expected: dict[str, torch.Tensor], bad) -> None:
+    if set(saved) != set(expected):
+        odd = sorted(set(saved) ^ set(expected), key=str)[0]
+        raise bad(f"{field}.{odd}", "does not belong to this run's model")
+    for name, t in expected.items():
+        s = saved[name]
+        if not isinstance(s, torch.Tensor) or s.shape != t.shape or s.dtype != t.dtype:
+            what = f"a {type(s).__name__}" if not isinstance(s, torch.Tensor) else f"{s.dtype} {tuple(s.shape)}"
+            raise bad(f"{field}.{name}", f"is {what}, not {t.dtype} {tuple(t.shape)}")
+
+
+def _check_optimizer(saved: dict, optimizer: torch.optim.Optimizer, bad) -> None:
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    groups, state = saved.get("param_groups"), saved.get("state")
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups) or not isinstance(state, dict):
+        raise bad("optimizer", "is not this run's SGD state")
+    for group in groups:
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+            raise bad("optimizer.param_groups", "are malformed")
+        for key in ("lr", "momentum", "weight_decay", "dampening"):
+            value = group.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(f"optimizer.param_groups.{key}", f"is {value!r}, not a finite number")
+    for index, entry in state.items():
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(params) \
+                or not isinstance(entry, dict):
+            raise bad("optimizer.state", f"has an entry for parameter {index!r}, which this run does not have")
+        buf = entry.get("momentum_buffer")
+        if buf is None:
+            continue
+        p = params[index]
+        if not isinstance(buf, torch.Tensor) or buf.shape != p.shape or buf.dtype != p.dtype:
+            what = f"{buf.dtype} {tuple(buf.shape)}" if isinstance(buf, torch.Tensor) else f"a {type(buf).__name__}"
+            raise bad(f"optimizer.state.{index}.momentum_buffer", f"is {what}, not {p.dtype} {tuple(p.shape)}")
+        if not bool(torch.isfinite(buf).all()):
+            raise bad(f"optimizer.state.{index}.momentum_buffer", "holds NaN or infinite values")
+
+
+def _check_rng(rng: dict, bad) -> None:
+    expected = {"python": (torch.int64, (625,)), "numpy": (torch.int64, (624,)),
+                "torch": (torch.uint8, tuple(torch.get_rng_state().shape))}
+    for key, (dtype, shape) in expected.items():
+        t = rng[key]
+        if not isinstance(t, torch.Tensor) or t.dtype != dtype or tuple(t.shape) != shape:
+            what = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else f"a {type(t).__name__}"
+            raise bad(f"rng.{key}", f"is {what}, not {dtype} {shape}")
+    if isinstance(rng["numpy"], torch.Tensor) and bool(((rng["numpy"] < 0) | (rng["numpy"] >= 2**32)).any()):
+        raise bad("rng.numpy", "holds values outside 32 bits")
+    if bool(((rng["python"][:624] < 0) | (rng["python"][:624] >= 2**32)).any()) \
+            or not 0 <= int(rng["python"][624]) <= 624:
+        raise bad("rng.python", "is not a Mersenne Twister state")
+    for key, kinds in (("numpy_pos", (int,)), ("numpy_has_gauss", (int,)), ("numpy_gauss", (int, float))):
+        value = rng[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise bad(f"rng.{key}", f"is {value!r}, not a number")
+    if not 0 <= rng["numpy_pos"] <= 624:
+        raise bad("rng.numpy_pos", f"is {rng['numpy_pos']}, outside 0..624")
+    if rng["python_gauss"] is not None and (isinstance(rng["python_gauss"], bool)
+                                            or not isinstance(rng["python_gauss"], (int, float))):
+        raise bad("rng.python_gauss", f"is {rng['python_gauss']!r}, not a number or None")

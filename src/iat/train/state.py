@@ -17,6 +17,7 @@ import torch
 from iat.config import TrainConfig
 from iat.errors import UsageError
 from iat.models import MixableNet, build_model
+from iat.train.resume import validate_checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -95,6 +96,7 @@ class RunState:
 
     def restore(self, ckpt: dict, path: Path, steps_per_epoch: int) -> None:
         """Continue from a checkpoint checked by `resume.check_checkpoint`; a misfit is a one-line UsageError."""
+        validate_checkpoint(ckpt, path, self.model, self.optimizer, self.cfg.epochs, steps_per_epoch)
         if ckpt["step"] > steps_per_epoch:
             raise UsageError(f"{path} is at step {ckpt['step']} of an epoch of {steps_per_epoch} steps; "
                              f"delete {path} to restart the run from scratch")
