@@ -187,3 +187,32 @@ def cli_args(cfg) -> list[str]:
                 "attack_steps", "seed", "device", "train_size", "checkpoint_every", "attack_bn"):
         args += ["--" + key.replace("_", "-"), str(getattr(cfg, key))]
     return args
+
+
+# ------------------------------------------------------------- a finished run with damaged weights
+
+
+@pytest.mark.parametrize("damage", ["garbage", "nan"])
+def test_resume_rebuilds_damaged_final_weights_from_the_final_checkpoint(tmp_path, damage, capsys):
+    cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16)
+    out = train(cfg, tmp_path / "run", progress=False)
+    good = (out / runio.WEIGHTS).read_bytes()
+    if damage == "garbage":
+        (out / runio.WEIGHTS).write_bytes(b"\x00" * 40)
+    else:
+        state = runio.load_weights(out / runio.WEIGHTS)
+        name = next(k for k in state if k.endswith("weight"))
+        state[name] = torch.full_like(state[name], float("nan"))
+        runio.save_weights(out / runio.WEIGHTS, state)
+    assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 0
+    assert (out / runio.WEIGHTS).read_bytes() == good
+
+
+def test_resume_with_damaged_weights_and_no_final_checkpoint_says_how_to_recover(tmp_path, capsys):
+    cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16)
+    out = train(cfg, tmp_path / "run", progress=False)
+    (out / runio.WEIGHTS).write_bytes(b"\x00" * 40)
+    (out / runio.CHECKPOINT).unlink()
+    assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no checkpoint.pt" in err and "restore" in err, err

@@ -5,6 +5,7 @@ Everything here only reads: bad input raises a one-line UsageError and leaves th
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ import torch
 from iat import runio
 from iat.config import RESUME_KEYS, TrainConfig
 from iat.errors import UsageError
+
+log = logging.getLogger("iat.train")
 
 CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "epoch": int, "step": int, "metrics": list,
                    "running": dict, "rng": dict, "config": dict}
@@ -79,13 +82,22 @@ def check_checkpoint(cfg: TrainConfig, path: Path, ckpt: dict) -> dict:
 
 
 def is_complete(cfg: TrainConfig, out: str | Path) -> bool:
-    """True if `out` holds this configuration's finished run (its final weights are written).
+    """True if `out` holds this configuration's finished run (its final weights are written and load).
 
     Raises UsageError if `out` holds a run with other options.
     """
     out = Path(out)
     saved = check_resumable(cfg, out)
-    return saved is not None and (out / runio.WEIGHTS).is_file()
+    return saved is not None and (out / runio.WEIGHTS).is_file() and weights_damage(out) is None
+
+
+def weights_damage(out: Path) -> str | None:
+    """Why `out`'s final weights cannot be used (a one-line message), or None if they load."""
+    try:
+        runio.load_weights(out / runio.WEIGHTS)
+    except UsageError as e:
+        return str(e).split("; ", 1)[0]
+    return None
 
 
 def check_new_out(out: Path) -> None:
@@ -112,12 +124,28 @@ def find_prior(cfg: TrainConfig, out: Path, resume: bool) -> Prior:
         check_new_out(out)
         return Prior()
     saved = check_resumable(cfg, out)
-    if saved is not None and (out / runio.WEIGHTS).is_file():
+    damage = weights_damage(out) if saved is not None and (out / runio.WEIGHTS).is_file() else None
+    if saved is not None and (out / runio.WEIGHTS).is_file() and damage is None:
         return Prior(saved, complete=True)
     ckpt = None
     if saved is not None and (out / runio.CHECKPOINT).is_file():
         ckpt = check_checkpoint(cfg, out / runio.CHECKPOINT, runio.load_checkpoint(out / runio.CHECKPOINT))
+    if damage is not None:
+        check_rebuildable(cfg, out, damage, ckpt)
     return Prior(saved, ckpt)
+
+
+def check_rebuildable(cfg: TrainConfig, out: Path, damage: str, ckpt: dict | None) -> None:
+    """A finished run's final weights are damaged: they are rebuilt from a checkpoint of the last epoch
+    (resuming from it trains nothing and writes them again); without one, say how to recover."""
+    weights = out / runio.WEIGHTS
+    if ckpt is None:
+        raise UsageError(f"{damage}, and there is no {runio.CHECKPOINT} to rebuild them from; restore {weights} "
+                         f"or train the run again into a new --out")
+    if ckpt["epoch"] != cfg.epochs or ckpt["step"]:
+        raise UsageError(f"{damage}, and {out / runio.CHECKPOINT} is at epoch {ckpt['epoch']} of {cfg.epochs}; "
+                         f"delete {weights} and resume again to train the remaining epochs from the checkpoint")
+    log.warning("%s: %s; rebuilding it from %s", out, damage, out / runio.CHECKPOINT)
 
 
 # -------------------------------------------------------------------- a checkpoint, field by field
