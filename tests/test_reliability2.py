@@ -249,3 +249,56 @@ def test_reproduce_damaged_metrics_is_not_a_traceback(tmp_path):
     run.mkdir()
     (run / runio.METRICS).write_text('{"seconds": 2}\n[[[\n')
     assert train_seconds([run]) == 0.0
+
+
+# ------------------------------------------------------------------------------------------- eval
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return train(tiny_config("erm", epochs=1, train_size=32, batch_size=16), tmp_path_factory.mktemp("e") / "run",
+                 progress=False)
+
+
+def test_eval_keeps_earlier_results_a_new_call_does_not_redo(tmp_path, tiny_run, capsys):
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["-q", "eval", str(run), "--attacks", "clean,fgsm", "--limit", "20"]) == 0
+    assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "10"]) == 0
+    saved = json.loads((run / runio.EVAL).read_text())
+    assert saved["n_examples"] == 10 and list(saved["results"]) == ["clean"]  # the documented format: this call
+    kept = {(e["attack"], e["n_examples"]) for e in saved["history"]}
+    assert kept == {("clean", 20), ("fgsm", 20), ("clean", 10)}
+    assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "10"]) == 0  # a redo replaces its entry
+    assert len(json.loads((run / runio.EVAL).read_text())["history"]) == 3
+
+
+def test_eval_prints_the_table_when_eval_json_cannot_be_written(tmp_path, tiny_run, capsys, monkeypatch):
+    import errno
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runio, "write_json", full)
+    assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "10"]) == 1
+    out, err = capsys.readouterr()
+    assert "clean" in out and err.count("\n") == 1 and "No space left" in err, (out, err)
+    assert not (run / runio.EVAL).exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_eval_on_a_read_only_run_is_refused_before_attacking(tmp_path, tiny_run, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    run.chmod(0o555)
+    try:
+        assert main(["-q", "eval", str(run), "--attacks", "clean"]) == 2
+    finally:
+        run.chmod(0o755)
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "not writable" in err

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from iat import runio
 from iat.attacks import AttackBudget, frozen, make_attack, parse_attack_name, require_autoattack
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.data import load_data
+from iat.evalstore import save_eval
 from iat.runs import load_run_config, load_run_model
 from iat.train import resolve_device
 
@@ -136,5 +136,5 @@ def evaluate_run(
     results = evaluate(model, x, y, attacks, budget=budget, batch_size=batch_size, seed=cfg.seed, progress=progress)
     report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": budget.eps,
               "step_size": budget.step_size, "restarts": restarts, "results": results}
-    runio.write_json(run_dir / runio.EVAL, report)
+    save_eval(run_dir, report)  # merged with earlier results (iat.evalstore); EvalNotSaved if it cannot be written
     return report
