@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from iat import runio
 from iat.attacks import PGD
 from iat.cli import main
