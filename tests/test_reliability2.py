@@ -4,6 +4,7 @@ eval.json merging, signals. Each test is tiny (digits, a few steps)."""
 from __future__ import annotations
 
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -302,3 +303,53 @@ def test_eval_on_a_read_only_run_is_refused_before_attacking(tmp_path, tiny_run,
         run.chmod(0o755)
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "not writable" in err
+
+
+# ------------------------------------------------------------------------------------------ signals
+
+
+def children_of(pid: int) -> set[int]:
+    """Every live descendant of `pid` (from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_sigterm_stops_a_parallel_demo_and_every_worker(tmp_path):
+    out = tmp_path / "demo"
+    demo = iat_process("demo", "--methods", "erm,mixup", "--seeds", "2", "--arch", "cnn-small", "--epochs", "3",
+                       "--train-size", "64", "--test-size", "20", "--device", "cpu", "--jobs", "2", "--out", str(out),
+                       env={"IAT_TEST_WRITE_DELAY": "0.5"})  # slow checkpoint writes: runs take seconds
+    try:
+        wait_for(lambda: len([p for p in out.glob("*-seed*") if (p / "config.json").is_file()]) >= 2, 120)
+        workers = children_of(demo.pid)
+        started = {p.name for p in out.glob("*-seed*")}
+        demo.send_signal(signal.SIGTERM)
+        _, err = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 143, err
+    assert "SIGTERM" in err.splitlines()[-1]
+    assert {p.name for p in out.glob("*-seed*")} == started  # nothing started after the signal
+    assert any((out / name / "checkpoint.pt").is_file() for name in started)
+    time.sleep(0.5)
+    assert not [pid for pid in workers if alive(pid)]

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 # Idle OpenMP threads sleep instead of spinning: with several processes on few cores (the demo's
@@ -18,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from iat.cli.locking import locked
 from iat.errors import UsageError
+from iat.train.errors import TrainingError
 
 # Command modules, in the order `iat --help` lists them.
 COMMANDS = ["train", "eval", "demo", "sweep", "transfer", "audit", "analyze", "reproduce"]
@@ -75,9 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         sys.stderr.write(f"iat {args.command}: error: {e}\n")
         return 2
-    except KeyboardInterrupt:
-        sys.stderr.write(f"iat {args.command}: interrupted\n")
-        return 130
+    except TrainingError as e:  # a run of demo/reproduce/audit diverged or hit a full disk: a fault, exit 1
+        sys.stderr.write(f"iat {args.command}: error: {e}\n")
+        return 1
+    except KeyboardInterrupt as e:  # Ctrl-C (130) or SIGTERM (143); runs stopped by it wrote their checkpoints
+        signum = getattr(e, "signum", signal.SIGINT)
+        sys.stderr.write(f"iat {args.command}: interrupted ({signal.Signals(signum).name}); continue with the "
+                         "same command\n")
+        return 128 + signum
 
 
 if __name__ == "__main__":
