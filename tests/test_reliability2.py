@@ -4,8 +4,8 @@ eval.json merging, signals. Each test is tiny (digits, a few steps)."""
 from __future__ import annotations
 
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time

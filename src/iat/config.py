@@ -25,6 +25,9 @@ from iat.models import model_names
 from iat.units import parse_eps
 
 DEVICES = ("auto", "cpu", "cuda")
+# The largest seed whose epoch orders (seed * 100_003 + epoch, iat.train.state.epoch_order) still fit torch's
+# 64-bit generator seed for every epoch up to the 100,000 --epochs allows.
+SEED_MAX = (2**64 - 1 - 100_000) // 100_003
 
 
 def option(default: Any = None, help: str = "", *, kind: str, unit: str | None = None, lo: float | None = None,
@@ -82,10 +85,10 @@ class TrainConfig:
     attack_steps: int = option(7, "training PGD steps", kind="int", unit="steps", lo=1, hi=100_000)
     attack_bn: str = option("eval", "BatchNorm mode while crafting training attacks (train: batch statistics, "
                             "running statistics left untouched)", kind="str", choices=lambda: BN_MODES)
-    mixup_alpha: float = option(1.0, "Beta(a,a) for Mixup", kind="float", lo=0.0, hi=100.0, above=True)
-    manifold_alpha: float = option(2.0, "Beta(a,a) for Manifold Mixup", kind="float", lo=0.0, hi=100.0, above=True)
+    mixup_alpha: float = option(1.0, "Beta(a,a) for Mixup", kind="float", lo=1e-3, hi=100.0, above=True)
+    manifold_alpha: float = option(2.0, "Beta(a,a) for Manifold Mixup", kind="float", lo=1e-3, hi=100.0, above=True)
     lam_per: str = option("batch", "one mixing lambda per batch or example", kind="str", choices=lambda: LAMBDA_MODES)
-    seed: int = option(0, "random seed", kind="int", lo=0, hi=2**63 - 1)
+    seed: int = option(0, "random seed", kind="int", lo=0, hi=SEED_MAX)
     device: str = option("auto", "auto: CUDA when available, else CPU", kind="str", choices=lambda: DEVICES)
     data_dir: str | None = option(None, "where the data set lives (see README: Data)", kind="path")
     download: bool = option(False, "download the data set with torchvision into --data-dir (default "

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
+    previous = _on_sigterm(_terminated)  # SIGTERM unwinds like Ctrl-C: temporary files and directories removed
     try:
         with locked(args):
             return args.run(args) or 0
@@ -85,6 +86,28 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"iat {args.command}: interrupted ({signal.Signals(signum).name}); continue with the "
                          "same command\n")
         return 128 + signum
+    finally:
+        _on_sigterm(previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (which checkpoints first): unwind like Ctrl-C, exit 143."""
+
+    signum = signal.SIGTERM
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated("SIGTERM")
+
+
+def _on_sigterm(handler):
+    """Install `handler` for SIGTERM; return the previous one (off the main thread: nothing, None)."""
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

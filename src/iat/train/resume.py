@@ -120,6 +120,10 @@ class Prior:
 
 def find_prior(cfg: TrainConfig, out: Path, resume: bool) -> Prior:
     """Check `out` for a new run, or read what a resumed run continues from."""
+    for name in (runio.CONFIG, runio.METRICS, runio.CHECKPOINT, runio.WEIGHTS):
+        if (out / name).exists() and not (out / name).is_file():
+            raise UsageError(f"{out / name} is a directory (or another non-file), not the run's {name}; "
+                             "remove it, or choose another --out")
     if not resume:
         check_new_out(out)
         return Prior()
