@@ -174,11 +174,19 @@ def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimize
     for key, kinds in (("loss_sum", (int, float)), ("count", (int,)), ("seconds", (int, float))):
         value = ckpt["running"][key]
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
-            raise bad(f"running.{key}", f"is {value!r}, not a finite number of at least 0")
+            raise bad(f"running.{key}", f"is {_show(value)}, not a finite number of at least 0")
     _check_tensors("model", ckpt["model"], model.state_dict(), bad)
     runio.check_finite_state(ckpt["model"], f"{path} (model)")
     _check_optimizer(ckpt["optimizer"], optimizer, bad)
     _check_rng(ckpt["rng"], bad)
+
+
+def _show(value) -> str:
+    """A value for a one-line message: a tensor by its shape, anything else by a short repr."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    text = " ".join(repr(value).split()) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_tensors(field: str, saved: dict, expected: dict[str, torch.Tensor], bad) -> None:
@@ -203,11 +211,11 @@ def _check_optimizer(saved: dict, optimizer: torch.optim.Optimizer, bad) -> None
         for key in ("lr", "momentum", "weight_decay", "dampening"):
             value = group.get(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise bad(f"optimizer.param_groups.{key}", f"is {value!r}, not a finite number")
+                raise bad(f"optimizer.param_groups.{key}", f"is {_show(value)}, not a finite number")
     for index, entry in state.items():
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(params) \
                 or not isinstance(entry, dict):
-            raise bad("optimizer.state", f"has an entry for parameter {index!r}, which this run does not have")
+            raise bad("optimizer.state", f"has an entry for parameter {_show(index)}, which this run does not have")
         buf = entry.get("momentum_buffer")
         if buf is None:
             continue
@@ -235,9 +243,9 @@ def _check_rng(rng: dict, bad) -> None:
     for key, kinds in (("numpy_pos", (int,)), ("numpy_has_gauss", (int,)), ("numpy_gauss", (int, float))):
         value = rng[key]
         if isinstance(value, bool) or not isinstance(value, kinds):
-            raise bad(f"rng.{key}", f"is {value!r}, not a number")
+            raise bad(f"rng.{key}", f"is {_show(value)}, not a number")
     if not 0 <= rng["numpy_pos"] <= 624:
         raise bad("rng.numpy_pos", f"is {rng['numpy_pos']}, outside 0..624")
     if rng["python_gauss"] is not None and (isinstance(rng["python_gauss"], bool)
                                             or not isinstance(rng["python_gauss"], (int, float))):
-        raise bad("rng.python_gauss", f"is {rng['python_gauss']!r}, not a number or None")
+        raise bad("rng.python_gauss", f"is {_show(rng['python_gauss'])}, not a number or None")
