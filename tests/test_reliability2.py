@@ -353,3 +353,79 @@ def test_sigterm_stops_a_parallel_demo_and_every_worker(tmp_path):
     assert any((out / name / "checkpoint.pt").is_file() for name in started)
     time.sleep(0.5)
     assert not [pid for pid in workers if alive(pid)]
+
+
+# -------------------------------------------------------------------- non-finite weights, every command
+
+
+def nan_run(tiny_run, root: Path, name: str) -> Path:
+    run = root / name
+    shutil.copytree(tiny_run, run)
+    state = runio.load_weights(run / runio.WEIGHTS)
+    key = next(k for k in state if k.endswith("running_var"))
+    state[key] = -torch.ones_like(state[key])  # a negative BatchNorm variance: NaN after the square root
+    runio.save_weights(run / runio.WEIGHTS, state)
+    return run
+
+
+@pytest.mark.parametrize("command", ["eval", "transfer", "audit", "analyze-norms", "sweep"])
+def test_non_finite_weights_are_refused_by_every_command(tmp_path, tiny_run, capsys, command):
+    bad = nan_run(tiny_run, tmp_path, "bad")
+    good = tmp_path / "good"
+    shutil.copytree(tiny_run, good)
+    argv = {"eval": ["eval", str(bad)],
+            "transfer": ["transfer", str(good), str(bad), "--eps", "0.1", "--out", str(tmp_path / "o")],
+            "audit": ["audit", str(bad), "--surrogate", str(good), "--out", str(tmp_path / "o")],
+            "analyze-norms": ["analyze", "norms", str(good), str(bad), "--out", str(tmp_path / "o")],
+            "sweep": ["sweep", "eps", str(bad), "--eps", "0.1", "--out", str(tmp_path / "o")]}[command]
+    assert main(["-q", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "BatchNorm variance" in err and out == "", err
+    assert not (tmp_path / "o").exists()
+
+
+def test_load_model_raises_the_projects_error_for_non_finite_weights(tmp_path, tiny_run):
+    import iat
+    from iat.errors import UsageError
+
+    with pytest.raises(UsageError, match="BatchNorm variance"):
+        iat.load_model(nan_run(tiny_run, tmp_path, "bad"))
+    deep = tmp_path / "deep"
+    shutil.copytree(tiny_run, deep)
+    (deep / runio.CONFIG).write_text("[" * 100_000)
+    with pytest.raises(UsageError, match="nested too deeply"):
+        iat.load_model(deep)
+
+
+def test_a_non_utf8_checkpoint_path_is_read(tmp_path, tiny_run):
+    weird = Path(os.fsdecode(bytes(tmp_path) + b"/r\xff"))
+    shutil.copytree(tiny_run, weird)
+    assert runio.load_checkpoint(weird / runio.CHECKPOINT)["epoch"] == 1
+
+
+def test_sigterm_in_reproduce_exits_143(monkeypatch, capsys):
+    from iat.train import TrainingInterrupted
+
+    def interrupted(*a, **k):
+        raise TrainingInterrupted(signal.SIGTERM, Path("x"), 0, 3)
+
+    monkeypatch.setattr("iat.reproduce.reproduce", interrupted)
+    monkeypatch.setattr("iat.cli.locking.output_dir", lambda args: None)
+    assert main(["-q", "reproduce", "table2", "--scale", "smoke", "--out", "nowhere"]) == 143
+    assert "SIGTERM" in capsys.readouterr().err
+
+
+def test_a_signal_between_runs_starts_no_more(monkeypatch):
+    from iat.reproduce.launch import LocalLauncher, Stopped
+
+    done = []
+
+    def task(i):
+        done.append(i)
+        if i == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return i
+
+    with pytest.raises(Stopped) as stopped:
+        LocalLauncher(1).map(task, [0, 1, 2, 3])
+    assert done == [0, 1] and stopped.value.signum == signal.SIGTERM

@@ -274,7 +274,8 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with open(path, "rb") as f:  # Python opens any path; torch.load(str) fails on non-UTF-8 names
+                state = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"(unsupported GLOBAL \S+|Unsupported operand \d+|Unsupported class \S+)", str(e))
         what = found.group(1) if found else "objects other than tensors"
