@@ -429,3 +429,20 @@ def test_a_signal_between_runs_starts_no_more(monkeypatch):
     with pytest.raises(Stopped) as stopped:
         LocalLauncher(1).map(task, [0, 1, 2, 3])
     assert done == [0, 1] and stopped.value.signum == signal.SIGTERM
+
+
+def test_surrogate_temporary_directory_is_removed_on_sigterm(monkeypatch, tmp_path):
+    import tempfile
+
+    from iat.robustness import surrogate
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def killed(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)  # outside training's own guard: e.g. while loading the data
+        time.sleep(5)
+
+    monkeypatch.setattr(surrogate, "train", killed)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        surrogate.train_surrogate("digits", device="cpu")
+    assert stopped.value.signum == signal.SIGTERM and list(tmp_path.iterdir()) == []
