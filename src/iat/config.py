@@ -72,7 +72,8 @@ class TrainConfig:
                        required_flag=True)
     width: int | None = option(None, "width override (smaller models for quick runs)", kind="int", lo=1, hi=100_000)
     epochs: int = option(200, "training epochs", kind="int", unit="epochs", lo=1, hi=100_000)  # paper: 200
-    batch_size: int = option(64, "examples per update", kind="int", unit="examples", lo=1, hi=1_000_000)
+    batch_size: int = option(64, "examples per update (an epoch's last batch of one example joins the batch before "
+                             "it: BatchNorm cannot train on one)", kind="int", unit="examples", lo=1, hi=1_000_000)
     lr: float = option(0.1, "initial learning rate", kind="float", lo=0.0, hi=10.0, above=True)  # paper: 0.1
     milestones: list[int] | None = option(  # paper: 100,150 of 200
         None, "epochs at which lr is multiplied by --lr-gamma, e.g. 100,150 (default: epochs/2, 3*epochs/4)",

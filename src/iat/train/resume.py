@@ -156,7 +156,7 @@ def check_rebuildable(cfg: TrainConfig, out: Path, damage: str, ckpt: dict | Non
 
 
 def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        epochs: int, steps_per_epoch: int) -> None:
+                        cfg: TrainConfig, steps_per_epoch: int) -> None:
     """Check every field of a checkpoint against this run before any of it is used.
 
     A damaged or foreign checkpoint raises one UsageError line naming `path` and the field, instead of
@@ -166,8 +166,12 @@ def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimize
     def bad(field: str, why: str) -> UsageError:
         return UsageError(f"{path}: {field} {why}; delete {path} to restart the run from scratch, or restore it")
 
+    def foreign(field: str, why: str) -> UsageError:
+        return UsageError(f"{path} cannot be restored: its weights failed to load into this run's {cfg.arch!r} "
+                          f"model ({field} {why}); delete {path} to restart the run from scratch")
+
     epoch, step = ckpt["epoch"], ckpt["step"]
-    if not 0 <= step < steps_per_epoch or (epoch == epochs and step):
+    if not 0 <= step < steps_per_epoch or (epoch == cfg.epochs and step):
         raise bad("step", f"{step} is outside epoch {epoch + 1}'s {steps_per_epoch} steps (0..{steps_per_epoch - 1})")
     if len(ckpt["metrics"]) != epoch or not all(isinstance(r, dict) for r in ckpt["metrics"]):
         raise bad("metrics", f"do not hold one row per finished epoch ({epoch})")
@@ -175,7 +179,7 @@ def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimize
         value = ckpt["running"][key]
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
             raise bad(f"running.{key}", f"is {_show(value)}, not a finite number of at least 0")
-    _check_tensors("model", ckpt["model"], model.state_dict(), bad)
+    _check_tensors("model", ckpt["model"], model.state_dict(), foreign)
     runio.check_finite_state(ckpt["model"], f"{path} (model)")
     _check_optimizer(ckpt["optimizer"], optimizer, bad)
     _check_rng(ckpt["rng"], bad)

@@ -96,7 +96,7 @@ class RunState:
 
     def restore(self, ckpt: dict, path: Path, steps_per_epoch: int) -> None:
         """Continue from a checkpoint checked by `resume.check_checkpoint`; a misfit is a one-line UsageError."""
-        validate_checkpoint(ckpt, path, self.model, self.optimizer, self.cfg.epochs, steps_per_epoch)
+        validate_checkpoint(ckpt, path, self.model, self.optimizer, self.cfg, steps_per_epoch)
         if ckpt["step"] > steps_per_epoch:
             raise UsageError(f"{path} is at step {ckpt['step']} of an epoch of {steps_per_epoch} steps; "
                              f"delete {path} to restart the run from scratch")
