@@ -138,7 +138,7 @@ def damage(ckpt: dict, field: str, value) -> dict:
     ("rng.python", torch.zeros(10, dtype=torch.int64), "rng.python"),
     ("rng.numpy_pos", 10**6, "rng.numpy_pos"),
     ("model.head.weight", torch.zeros(3), "model.head.weight"),
-    ("metrics", [], "metrics"),
+    ("metrics", [{}, {}, {}], "metrics"),
 ])
 def test_a_checkpoint_field_that_does_not_fit_is_one_line_naming_it(tmp_path, interrupted, capsys, field,
                                                                       value, named):

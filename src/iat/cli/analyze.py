@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
         epilog="Example: iat analyze probe runs/erm runs/pgd --n 10000 --epochs 200",
     )
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `iat train`")
-    q.add_argument("--n", type=opt.int_range(2, 10**7), default=d.n,
+    q.add_argument("--n", type=opt.POS_INT, default=d.n,
                    help=f"randomly labelled training examples (default {d.n})")
     q.add_argument("--epochs", type=opt.int_range(1, 100_000), default=d.epochs,
                    help=f"MLP training epochs (default {d.epochs})")

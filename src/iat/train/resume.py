@@ -173,8 +173,8 @@ def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimize
     epoch, step = ckpt["epoch"], ckpt["step"]
     if not 0 <= step < steps_per_epoch or (epoch == cfg.epochs and step):
         raise bad("step", f"{step} is outside epoch {epoch + 1}'s {steps_per_epoch} steps (0..{steps_per_epoch - 1})")
-    if len(ckpt["metrics"]) != epoch or not all(isinstance(r, dict) for r in ckpt["metrics"]):
-        raise bad("metrics", f"do not hold one row per finished epoch ({epoch})")
+    if len(ckpt["metrics"]) > epoch or not all(isinstance(r, dict) for r in ckpt["metrics"]):
+        raise bad("metrics", f"hold more than one row per finished epoch ({epoch}), or rows that are not tables")
     for key, kinds in (("loss_sum", (int, float)), ("count", (int,)), ("seconds", (int, float))):
         value = ckpt["running"][key]
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
