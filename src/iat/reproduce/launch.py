@@ -118,7 +118,9 @@ class LocalLauncher:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signum)
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
+        previous = {}
+        with contextlib.suppress(ValueError):  # not the main thread: signals stay the caller's business
+            previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
         try:
             futures = [pool.submit(_guarded, fn, t) for t in tasks]
             wait(futures)
