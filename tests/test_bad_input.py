@@ -108,7 +108,7 @@ CASES = [
     ("eval-empty-run", ["eval", "empty"], "config.json is missing"),
     ("eval-truncated-config", ["eval", "truncated-config"], "is not valid JSON"),
     ("eval-config-not-a-run", ["eval", "config-list"], "is not an iat run configuration"),
-    ("eval-config-bad-values", ["eval", "config-bad-lr"], "--lr 'fast' is not a number"),
+    ("eval-config-bad-values", ["eval", "config-bad-lr"], "config.json: lr 'fast' is not a number"),
     ("eval-unfinished-run", ["eval", "unfinished"], "has not finished training"),
     ("eval-corrupt-weights", ["eval", "corrupt-weights"], "not a valid safetensors file"),
     ("eval-truncated-weights", ["eval", "truncated-weights"], "not a valid safetensors file"),

@@ -27,6 +27,9 @@ from iat.units import parse_eps
 DEVICES = ("auto", "cpu", "cuda")
 AMP_DTYPES = ("bf16", "fp16")
 ATTACK_PRECISIONS = ("fp32", "amp")
+# The largest seed whose epoch orders (seed * 100_003 + epoch, iat.train.state.epoch_order) still fit torch's
+# 64-bit generator seed for every epoch up to the 100,000 --epochs allows.
+SEED_MAX = (2**64 - 1 - 100_000) // 100_003
 
 
 def option(default: Any = None, help: str = "", *, kind: str, unit: str | None = None, lo: float | None = None,
@@ -71,7 +74,8 @@ class TrainConfig:
                        required_flag=True)
     width: int | None = option(None, "width override (smaller models for quick runs)", kind="int", lo=1, hi=100_000)
     epochs: int = option(200, "training epochs", kind="int", unit="epochs", lo=1, hi=100_000)  # paper: 200
-    batch_size: int = option(64, "examples per update", kind="int", unit="examples", lo=1, hi=1_000_000)
+    batch_size: int = option(64, "examples per update (an epoch's last batch of one example joins the batch before "
+                             "it: BatchNorm cannot train on one)", kind="int", unit="examples", lo=1, hi=1_000_000)
     lr: float = option(0.1, "initial learning rate", kind="float", lo=0.0, hi=10.0, above=True)  # paper: 0.1
     milestones: list[int] | None = option(  # paper: 100,150 of 200
         None, "epochs at which lr is multiplied by --lr-gamma, e.g. 100,150 (default: epochs/2, 3*epochs/4)",
@@ -91,10 +95,10 @@ class TrainConfig:
     co_guard: str = option("auto", "catastrophic-overfitting guard: PGD-10 on 256 fixed training images at each "
                            "epoch's end, stop if its accuracy collapses (auto: on for fgsm-rs and n-fgsm)",
                            kind="str", choices=lambda: ("auto", "on", "off"))
-    mixup_alpha: float = option(1.0, "Beta(a,a) for Mixup", kind="float", lo=0.0, hi=100.0, above=True)
-    manifold_alpha: float = option(2.0, "Beta(a,a) for Manifold Mixup", kind="float", lo=0.0, hi=100.0, above=True)
+    mixup_alpha: float = option(1.0, "Beta(a,a) for Mixup", kind="float", lo=1e-3, hi=100.0, above=True)
+    manifold_alpha: float = option(2.0, "Beta(a,a) for Manifold Mixup", kind="float", lo=1e-3, hi=100.0, above=True)
     lam_per: str = option("batch", "one mixing lambda per batch or example", kind="str", choices=lambda: LAMBDA_MODES)
-    seed: int = option(0, "random seed", kind="int", lo=0, hi=2**63 - 1)
+    seed: int = option(0, "random seed", kind="int", lo=0, hi=SEED_MAX)
     device: str = option("auto", "auto: CUDA when available, else CPU", kind="str", choices=lambda: DEVICES)
     data_dir: str | None = option(None, "where the data set lives (see README: Data)", kind="path")
     download: bool = option(False, "download the data set with torchvision into --data-dir (default "

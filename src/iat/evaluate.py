@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from iat import runio
 from iat.attacks import AttackBudget, frozen, make_attack, parse_attack_name, require_autoattack
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.data import load_data
 from iat.distributed import SINGLE, World, process_group
+from iat.evalstore import save_eval
 from iat.runs import load_run_config, load_run_model
 from iat.train import resolve_device
 from iat.train.precision import fp32_evaluation
@@ -152,5 +152,6 @@ def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_
     report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": budget.eps,
               "step_size": budget.step_size, "restarts": restarts, "results": results,
               "precision": {"autocast": "fp32", "tf32": False}}  # what ran: see evaluate()
-    world.on_main(lambda: runio.write_json(run_dir / runio.EVAL, report))
+    # merged with earlier results (iat.evalstore); EvalNotSaved if it cannot be written
+    world.on_main(lambda: save_eval(run_dir, report))
     return report

@@ -190,10 +190,13 @@ def read_json(path: str | Path) -> Any:
         raise UsageError(f"{path} is missing: is {path.parent} a run directory written by `iat train`?")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        detail = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit integer
+        detail = (e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8 text" if isinstance(e, UnicodeError)
+                  else "nested too deeply" if isinstance(e, RecursionError) else "a number too long")
         raise UsageError(f"{path} is not valid JSON ({detail}); the file is damaged: "
                          "restore it or train the run again") from None
+    except OSError as e:
+        raise UsageError(f"{path} cannot be read ({e.strerror or e})") from None
 
 
 # ---------------------------------------------------------------------------------------- weights
@@ -271,7 +274,8 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with open(path, "rb") as f:  # Python opens any path; torch.load(str) fails on non-UTF-8 names
+                state = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"(unsupported GLOBAL \S+|Unsupported operand \d+|Unsupported class \S+)", str(e))
         what = found.group(1) if found else "objects other than tensors"

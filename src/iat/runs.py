@@ -9,6 +9,7 @@ through here, and refuses a missing, unfinished or damaged run with one UsageErr
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,23 +34,50 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
         raise UsageError(f"{run_dir / runio.CONFIG} is not an iat run configuration (no arch/dataset)")
     try:
         return TrainConfig.from_dict(raw).validate()
-    except TypeError as e:
-        raise UsageError(f"{run_dir / runio.CONFIG} has malformed values ({e})") from None
+    except UsageError as e:  # worded for a flag ("--epochs -1 ..."): name the file and the key instead
+        message = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), str(e))
+        raise UsageError(f"{run_dir / runio.CONFIG}: {_short(message)}; the file is damaged: restore it or "
+                         "train the run again") from None
+    except (TypeError, ValueError, RecursionError, OverflowError) as e:  # e.g. a value too long to print
+        raise UsageError(f"{run_dir / runio.CONFIG} has malformed values ({_short(str(e) or type(e).__name__)}); "
+                         "the file is damaged: restore it or train the run again") from None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> MixableNet:
     """The trained model of a run directory, in eval mode."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    model = build_model(cfg)
-    state = runio.load_weights(run_dir / runio.WEIGHTS)
+    state = runio.load_weights(run_dir / runio.WEIGHTS)  # refuses NaN, inf, negative variances
+    check_model_size(cfg, f"{run_dir / runio.CONFIG}: width")
+    try:
+        model = build_model(cfg)
+    except (RuntimeError, MemoryError) as e:  # a config.json width no machine holds
+        raise UsageError(f"{run_dir / runio.CONFIG}: its model cannot be built ({_short(str(e), 120)}); "
+                         "the file is damaged: restore it") from None
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError, TypeError) as e:
         detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise UsageError(f"{run_dir / runio.WEIGHTS} does not match the architecture {cfg.arch!r} of its "
                          f"config.json ({detail[:150]})") from None
     return model.to(device).eval()
+
+
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, before gradients and momentum: no machine trains it
+
+
+def check_model_size(cfg: TrainConfig, source: str = "--width") -> None:
+    """Refuse a width that builds a model no machine can hold, before allocating it (it would crash)."""
+    with torch.device("meta"):  # shapes only: no memory is allocated
+        n = sum(p.numel() for p in build_model(cfg).parameters())
+    if n > MAX_PARAMETERS:
+        raise UsageError(f"{source} {cfg.width} makes {cfg.arch} a model of {n:,} parameters ({4 * n / 1e9:.0f} GB), "
+                         f"more than {MAX_PARAMETERS:,}; choose a smaller width")
 
 
 def check_finished(run_dirs: list[str | Path]) -> None:

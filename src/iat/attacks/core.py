@@ -53,15 +53,19 @@ def input_grad(model: nn.Module, loss_fn: LossFn, x_adv: torch.Tensor, y: torch.
 @contextmanager
 def frozen(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
     """The model in `mode` ('eval' or 'train') with parameters at `requires_grad=False`; on exit the
-    mode, the flags and (for 'train', where BatchNorm updates them) the buffers are restored.
+    mode and the flags are restored, and (for 'train', where BatchNorm updates them) the buffers.
 
     So an attack or an evaluation never changes the model, and no parameter's `.grad` is touched.
+    In 'train' mode the attack runs on copies of the buffers, swapped in and out without writing
+    into the originals: a clean forward pass before the attack may have saved them for its
+    backward pass, and an in-place write would bump their autograd version ("modified by an
+    inplace operation").
     """
     if mode not in BN_MODES:
         raise ValueError(f"mode must be one of {BN_MODES}, got {mode!r}")
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
-    saved_buffers = [b.detach().clone() for b in model.buffers()] if mode == "train" else None
+    originals = _swap_in_buffer_copies(model) if mode == "train" else None
     model.train(mode == "train")
     for p in model.parameters():
         p.requires_grad_(False)
@@ -71,7 +75,15 @@ def frozen(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
         model.train(was_training)
-        if saved_buffers is not None:
-            with torch.no_grad():
-                for b, saved in zip(model.buffers(), saved_buffers):
-                    b.copy_(saved)
+        if originals is not None:
+            for module, name, tensor in originals:
+                module._buffers[name] = tensor
+
+
+def _swap_in_buffer_copies(model: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
+    """Replace every buffer by a copy; return (module, name, original) to put back."""
+    originals = [(module, name, tensor) for module in model.modules()
+                 for name, tensor in module._buffers.items() if tensor is not None]
+    for module, name, tensor in originals:
+        module._buffers[name] = tensor.detach().clone()
+    return originals

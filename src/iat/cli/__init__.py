@@ -10,13 +10,16 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 # Idle OpenMP threads sleep instead of spinning: with several processes on few cores (the demo's
 # parallel runs, a test suite, anything else on the machine) spinning threads slowed training up to 7x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from iat.cli.locking import locked
 from iat.errors import UsageError
+from iat.train.errors import TrainingError
 
 # Command modules, in the order `iat --help` lists them.
 COMMANDS = ["train", "eval", "demo", "sweep", "transfer", "audit", "analyze", "reproduce"]
@@ -68,15 +71,44 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
+    previous = _on_sigterm(_terminated)  # SIGTERM unwinds like Ctrl-C: temporary files and directories removed
     try:
-        return args.run(args) or 0
+        with locked(args):
+            return args.run(args) or 0
     except UsageError as e:
         if not getattr(e, "from_main", False):  # under torchrun, rank 0 alone says what rank 0 found
             sys.stderr.write(f"iat {args.command}: error: {e}\n")
         return 2
-    except KeyboardInterrupt:
-        sys.stderr.write(f"iat {args.command}: interrupted\n")
-        return 130
+    except TrainingError as e:  # a run of demo/reproduce/audit diverged or hit a full disk: a fault, exit 1
+        sys.stderr.write(f"iat {args.command}: error: {e}\n")
+        return 1
+    except KeyboardInterrupt as e:  # Ctrl-C (130) or SIGTERM (143); runs stopped by it wrote their checkpoints
+        signum = getattr(e, "signum", signal.SIGINT)
+        sys.stderr.write(f"iat {args.command}: interrupted ({signal.Signals(signum).name}); continue with the "
+                         "same command\n")
+        return 128 + signum
+    finally:
+        _on_sigterm(previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (which checkpoints first): unwind like Ctrl-C, exit 143."""
+
+    signum = signal.SIGTERM
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated("SIGTERM")
+
+
+def _on_sigterm(handler):
+    """Install `handler` for SIGTERM; return the previous one (off the main thread: nothing, None)."""
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

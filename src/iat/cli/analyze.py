@@ -46,13 +46,17 @@ def add_parser(sub) -> None:
         epilog="Example: iat analyze probe runs/erm runs/pgd --n 10000 --epochs 200",
     )
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `iat train`")
-    q.add_argument("--n", type=opt.POS_INT, default=d.n, help=f"randomly labelled training examples (default {d.n})")
-    q.add_argument("--epochs", type=opt.POS_INT, default=d.epochs, help=f"MLP training epochs (default {d.epochs})")
-    q.add_argument("--hidden", type=opt.POS_INT, default=d.hidden, help=f"MLP hidden units (default {d.hidden})")
+    q.add_argument("--n", type=opt.POS_INT, default=d.n,
+                   help=f"randomly labelled training examples (default {d.n})")
+    q.add_argument("--epochs", type=opt.int_range(1, 100_000), default=d.epochs,
+                   help=f"MLP training epochs (default {d.epochs})")
+    q.add_argument("--hidden", type=opt.int_range(1, 65_536), default=d.hidden,
+                   help=f"MLP hidden units (default {d.hidden})")
     q.add_argument("--lr", type=opt.POS_FLOAT, default=d.lr, help=f"Adam learning rate (default {d.lr:g})")
-    q.add_argument("--batch-size", type=opt.POS_INT, default=d.batch_size,
+    q.add_argument("--batch-size", type=opt.int_range(1, 10**6), default=d.batch_size,
                    help=f"examples per Adam step (default {d.batch_size})")
-    q.add_argument("--seed", type=opt.NONNEG_INT, default=d.seed, help="seed of the labels and the MLP (default 0)")
+    q.add_argument("--seed", type=opt.int_range(0, 2**63 - 1), default=d.seed,
+                   help="seed of the labels and the MLP (default 0)")
     q.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     q.add_argument("--data-dir", default=None, help="where the data set lives (default: each run's)")
     q.add_argument("--out", default=None, help="output directory (default: the first RUN_DIR)")

@@ -13,7 +13,10 @@ def add_parser(sub) -> None:
         description="White-box evaluation on the test split, in eval mode. An example counts as an error if it is "
         "misclassified clean or at any point the attack visits (any PGD step, any restart). `autoattack` is "
         "standard L-inf AutoAttack (APGD-CE, APGD-T, FAB-T, Square) by its authors' package, the optional extra: "
-        "pip install 'iat[autoattack]'. Writes eval.json into the run directory.",
+        "pip install 'iat[autoattack]'. Writes eval.json into the run directory: its `results` are this call's, "
+        "and its `history` keeps one entry per attack and settings (eps, step size, restarts, number of examples) "
+        "ever measured, so a later call replaces only what it measures again with the same settings (a quick "
+        "--limit 30 check never wipes a full evaluation).",
         epilog="Example: iat eval runs/pgd --attacks clean,fgsm,pgd7,pgd20 --eps 8/255 --step-size 2/255",
     )
     p.add_argument("run_dir", help="a run directory written by `iat train`")
@@ -45,18 +48,33 @@ def parse_attack_list(text: str) -> list[str]:
 
 
 def run(args) -> int:
+    import sys
+
     from iat.distributed import speaks
+    from iat.evalstore import EvalNotSaved
     from iat.evaluate import evaluate_run
-    from iat.report import format_table
 
     attacks = parse_attack_list(args.attacks)
-    report = evaluate_run(args.run_dir, attacks, eps=args.eps, step_size=args.step_size, restarts=args.restarts,
-                          limit=args.limit, device=args.device, data_dir=args.data_dir, batch_size=args.batch_size,
-                          progress=not args.quiet)
+    try:
+        report = evaluate_run(args.run_dir, attacks, eps=args.eps, step_size=args.step_size, restarts=args.restarts,
+                              limit=args.limit, device=args.device, data_dir=args.data_dir,
+                              batch_size=args.batch_size, progress=not args.quiet)
+    except EvalNotSaved as e:  # the work is done: show it, then say it is not saved (exit 1: a fault)
+        if speaks():
+            print_report(args.run_dir, e.report)
+            sys.stdout.flush()
+            sys.stderr.write(f"iat eval: error: {e}\n")
+        return 1
     if not speaks():  # under torchrun: rank 0 prints the table
         return 0
-    print(f"{args.run_dir}: {report['dataset']} test, {report['n_examples']} examples, "
+    print_report(args.run_dir, report)
+    return 0
+
+
+def print_report(run_dir: str, report: dict) -> None:
+    from iat.report import format_table
+
+    print(f"{run_dir}: {report['dataset']} test, {report['n_examples']} examples, "
           f"eps {format_eps(report['eps'])}, step {format_eps(report['step_size'])}")
     rows = [[name, f"{r['error']:.2f}"] for name, r in report["results"].items()]
     print(format_table(["attack", "error %"], rows))
-    return 0

@@ -62,3 +62,17 @@ POS_INT = _wrap(positive_int)
 NONNEG_INT = _wrap(nonnegative_int)
 POS_FLOAT = _wrap(positive_float)
 NONNEG_FLOAT = _wrap(nonnegative_float)
+
+
+def int_range(lo: int, hi: int):
+    """An argument type: a whole number in [lo, hi] (a bound keeps a value from overflowing a seed or
+    asking for more memory than any machine has)."""
+    def in_range(text: str) -> int:
+        v = nonnegative_int(text)
+        if v < lo:
+            raise UsageError(f"{v} must be at least {lo}")
+        if v > hi:
+            raise UsageError(f"{v} is above {hi}, the most this option allows")
+        return v
+
+    return _wrap(in_range)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from iat.cli import options as opt
 from iat.config import TrainConfig, flag
 from iat.distributed import speaks
+from iat.runs import check_model_size
 from iat.train import TrainingError, TrainingInterrupted, is_complete, train
 from iat.units import format_eps
 
@@ -77,17 +79,24 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    check_model_size(cfg)  # before anything is allocated
     if args.resume and is_complete(cfg, args.out):
         print(f"{args.out} is already complete ({cfg.epochs} epochs); nothing to do")
         return 0
     try:
         out = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     except TrainingError as e:  # diverged, disk full: not bad input, so exit 1 (interfaces.md)
+        message = str(e)
+        if not (Path(args.out) / "checkpoint.pt").is_file():  # diverged before the first checkpoint
+            kept = f"the last good checkpoint in {Path(args.out)} is kept"
+            message = message.replace(kept, "no checkpoint was written")
         if speaks(e):  # under torchrun: once, not once per rank
-            sys.stderr.write(f"iat train: error: {e}\n")
+            sys.stderr.write(f"iat train: error: {message}\n")
         return 1
     except TrainingInterrupted as e:
-        saved = "checkpoint written" if e.saved else "the last checkpoint is kept"
+        kept = "the last checkpoint is kept" if (Path(args.out) / "checkpoint.pt").is_file() else \
+            "no checkpoint was written yet, so the run starts afresh"
+        saved = "checkpoint written" if e.saved else kept
         if speaks():
             sys.stderr.write(f"iat train: interrupted ({e}); {saved}: continue with the same command plus --resume\n")
         return 128 + e.signum

@@ -71,7 +71,7 @@ def manifest(exp: Experiment) -> dict:
 def check_out(out: Path, exp: Experiment) -> None:
     """Refuse an --out that cannot be a directory or holds something else: another experiment, scale, settings."""
     runio.check_out_dir(out)
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or runio.is_empty(out):  # a lock file or a killed first write's temporaries: new
         return
     path = out / MANIFEST
     if not path.is_file():
@@ -79,8 +79,10 @@ def check_out(out: Path, exp: Experiment) -> None:
                          "choose a new or empty directory")
     try:
         old = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError, OSError):  # not JSON, not UTF-8, absurdly nested, unreadable
         raise UsageError(f"{path} is damaged; choose another --out or delete {out}") from None
+    if not isinstance(old, dict) or not isinstance(old.get("settings", {}), dict):
+        raise UsageError(f"{path} is not a reproduce manifest (damaged); choose another --out or delete {out}")
     new = manifest(exp)
     if (old.get("experiment"), old.get("scale")) != (new["experiment"], new["scale"]):
         raise UsageError(f"--out {out} holds the {old.get('scale')}-scale runs of {old.get('experiment')!r}, not "
@@ -189,9 +191,11 @@ def train_seconds(run_dirs: list[Path]) -> float:
     for run in run_dirs:
         path = run / runio.METRICS
         if path.is_file():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    total += json.loads(line).get("seconds", 0.0)
+            try:
+                rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                total += sum(float(r.get("seconds", 0.0)) for r in rows)
+            except (ValueError, RecursionError, TypeError, AttributeError):  # informative only: say so, go on
+                log.warning("%s is damaged (not one JSON object per line); its training time is not counted", path)
     return total
 
 

@@ -5,12 +5,18 @@ Everything here only reads: bad input raises a one-line UsageError and leaves th
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from iat import runio
 from iat.config import RESUME_KEYS, TrainConfig
 from iat.errors import UsageError
+
+log = logging.getLogger("iat.train")
 
 CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "epoch": int, "step": int, "metrics": list,
                    "running": dict, "rng": dict, "config": dict}
@@ -37,12 +43,6 @@ def first_difference(cfg: TrainConfig, saved: dict) -> str | None:
     return None
 
 
-def _is_empty(out: Path) -> bool:
-    """No files in `out` but temporary files a killed write left behind."""
-    temps = set(runio.temp_files(out))
-    return all(p in temps for p in out.iterdir())
-
-
 def check_resumable(cfg: TrainConfig, out: Path) -> dict | None:
     """Validate `out` for --resume without changing anything; return its config.json (None: start afresh)."""
     if not out.exists():
@@ -50,7 +50,7 @@ def check_resumable(cfg: TrainConfig, out: Path) -> dict | None:
     if not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory; choose another --out")
     if not (out / runio.CONFIG).is_file():
-        if _is_empty(out):
+        if runio.is_empty(out):
             return None  # killed before config.json was written: start afresh
         raise UsageError(f"--out {out} is not a run directory of `iat train` (no {runio.CONFIG}); "
                          "choose another --out, or drop --resume to train into a new directory")
@@ -82,19 +82,28 @@ def check_checkpoint(cfg: TrainConfig, path: Path, ckpt: dict) -> dict:
 
 
 def is_complete(cfg: TrainConfig, out: str | Path) -> bool:
-    """True if `out` holds this configuration's finished run (its final weights are written).
+    """True if `out` holds this configuration's finished run (its final weights are written and load).
 
     Raises UsageError if `out` holds a run with other options.
     """
     out = Path(out)
     saved = check_resumable(cfg, out)
-    return saved is not None and (out / runio.WEIGHTS).is_file()
+    return saved is not None and (out / runio.WEIGHTS).is_file() and weights_damage(out) is None
+
+
+def weights_damage(out: Path) -> str | None:
+    """Why `out`'s final weights cannot be used (a one-line message), or None if they load."""
+    try:
+        runio.load_weights(out / runio.WEIGHTS)
+    except UsageError as e:
+        return str(e).split("; ", 1)[0]
+    return None
 
 
 def check_new_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and not runio.is_empty(out):
         raise UsageError(f"--out {out} already exists and is not empty; pass --resume to continue it, "
                          "or choose another directory")
     runio.check_out_dir(out)
@@ -111,13 +120,136 @@ class Prior:
 
 def find_prior(cfg: TrainConfig, out: Path, resume: bool) -> Prior:
     """Check `out` for a new run, or read what a resumed run continues from."""
+    for name in (runio.CONFIG, runio.METRICS, runio.CHECKPOINT, runio.WEIGHTS):
+        if (out / name).exists() and not (out / name).is_file():
+            raise UsageError(f"{out / name} is a directory (or another non-file), not the run's {name}; "
+                             "remove it, or choose another --out")
     if not resume:
         check_new_out(out)
         return Prior()
     saved = check_resumable(cfg, out)
-    if saved is not None and (out / runio.WEIGHTS).is_file():
+    damage = weights_damage(out) if saved is not None and (out / runio.WEIGHTS).is_file() else None
+    if saved is not None and (out / runio.WEIGHTS).is_file() and damage is None:
         return Prior(saved, complete=True)
     ckpt = None
     if saved is not None and (out / runio.CHECKPOINT).is_file():
         ckpt = check_checkpoint(cfg, out / runio.CHECKPOINT, runio.load_checkpoint(out / runio.CHECKPOINT))
+    if damage is not None:
+        check_rebuildable(cfg, out, damage, ckpt)
     return Prior(saved, ckpt)
+
+
+def check_rebuildable(cfg: TrainConfig, out: Path, damage: str, ckpt: dict | None) -> None:
+    """A finished run's final weights are damaged: they are rebuilt from a checkpoint of the last epoch
+    (resuming from it trains nothing and writes them again); without one, say how to recover."""
+    weights = out / runio.WEIGHTS
+    if ckpt is None:
+        raise UsageError(f"{damage}, and there is no {runio.CHECKPOINT} to rebuild them from; restore {weights} "
+                         f"or train the run again into a new --out")
+    if ckpt["epoch"] != cfg.epochs or ckpt["step"]:
+        raise UsageError(f"{damage}, and {out / runio.CHECKPOINT} is at epoch {ckpt['epoch']} of {cfg.epochs}; "
+                         f"delete {weights} and resume again to train the remaining epochs from the checkpoint")
+    log.warning("%s: %s; rebuilding it from %s", out, damage, out / runio.CHECKPOINT)
+
+
+# -------------------------------------------------------------------- a checkpoint, field by field
+
+
+def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        cfg: TrainConfig, steps_per_epoch: int) -> None:
+    """Check every field of a checkpoint against this run before any of it is used.
+
+    A damaged or foreign checkpoint raises one UsageError line naming `path` and the field, instead of
+    resuming into the wrong epoch (`step` at the epoch's end), or a traceback deep inside
+    load_state_dict or the RNG setters.
+    """
+    def bad(field: str, why: str) -> UsageError:
+        return UsageError(f"{path}: {field} {why}; delete {path} to restart the run from scratch, or restore it")
+
+    def foreign(field: str, why: str) -> UsageError:
+        return UsageError(f"{path} cannot be restored: its weights failed to load into this run's {cfg.arch!r} "
+                          f"model ({field} {why}); delete {path} to restart the run from scratch")
+
+    epoch, step = ckpt["epoch"], ckpt["step"]
+    if not 0 <= step < steps_per_epoch or (epoch == cfg.epochs and step):
+        raise bad("step", f"{step} is outside epoch {epoch + 1}'s {steps_per_epoch} steps (0..{steps_per_epoch - 1})")
+    if len(ckpt["metrics"]) > epoch or not all(isinstance(r, dict) for r in ckpt["metrics"]):
+        raise bad("metrics", f"hold more than one row per finished epoch ({epoch}), or rows that are not tables")
+    for key, kinds in (("loss_sum", (int, float)), ("count", (int,)), ("seconds", (int, float))):
+        value = ckpt["running"][key]
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
+            raise bad(f"running.{key}", f"is {_show(value)}, not a finite number of at least 0")
+    _check_tensors("model", ckpt["model"], model.state_dict(), foreign)
+    runio.check_finite_state(ckpt["model"], f"{path} (model)")
+    _check_optimizer(ckpt["optimizer"], optimizer, bad)
+    _check_rng(ckpt["rng"], bad)
+
+
+def _show(value) -> str:
+    """A value for a one-line message: a tensor by its shape, anything else by a short repr."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    text = " ".join(repr(value).split()) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_tensors(field: str, saved: dict, expected: dict[str, torch.Tensor], bad) -> None:
+    if set(saved) != set(expected):
+        odd = sorted(set(saved) ^ set(expected), key=str)[0]
+        raise bad(f"{field}.{odd}", "does not belong to this run's model")
+    for name, t in expected.items():
+        s = saved[name]
+        if not isinstance(s, torch.Tensor) or s.shape != t.shape or s.dtype != t.dtype:
+            what = f"a {type(s).__name__}" if not isinstance(s, torch.Tensor) else f"{s.dtype} {tuple(s.shape)}"
+            raise bad(f"{field}.{name}", f"is {what}, not {t.dtype} {tuple(t.shape)}")
+
+
+def _check_optimizer(saved: dict, optimizer: torch.optim.Optimizer, bad) -> None:
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    groups, state = saved.get("param_groups"), saved.get("state")
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups) or not isinstance(state, dict):
+        raise bad("optimizer", "is not this run's SGD state")
+    for group in groups:
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+            raise bad("optimizer.param_groups", "are malformed")
+        for key in ("lr", "momentum", "weight_decay", "dampening"):
+            value = group.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(f"optimizer.param_groups.{key}", f"is {_show(value)}, not a finite number")
+    for index, entry in state.items():
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(params) \
+                or not isinstance(entry, dict):
+            raise bad("optimizer.state", f"has an entry for parameter {_show(index)}, which this run does not have")
+        buf = entry.get("momentum_buffer")
+        if buf is None:
+            continue
+        p = params[index]
+        if not isinstance(buf, torch.Tensor) or buf.shape != p.shape or buf.dtype != p.dtype:
+            what = f"{buf.dtype} {tuple(buf.shape)}" if isinstance(buf, torch.Tensor) else f"a {type(buf).__name__}"
+            raise bad(f"optimizer.state.{index}.momentum_buffer", f"is {what}, not {p.dtype} {tuple(p.shape)}")
+        if not bool(torch.isfinite(buf).all()):
+            raise bad(f"optimizer.state.{index}.momentum_buffer", "holds NaN or infinite values")
+
+
+def _check_rng(rng: dict, bad) -> None:
+    expected = {"python": (torch.int64, (625,)), "numpy": (torch.int64, (624,)),
+                "torch": (torch.uint8, tuple(torch.get_rng_state().shape))}
+    for key, (dtype, shape) in expected.items():
+        t = rng[key]
+        if not isinstance(t, torch.Tensor) or t.dtype != dtype or tuple(t.shape) != shape:
+            what = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else f"a {type(t).__name__}"
+            raise bad(f"rng.{key}", f"is {what}, not {dtype} {shape}")
+    if isinstance(rng["numpy"], torch.Tensor) and bool(((rng["numpy"] < 0) | (rng["numpy"] >= 2**32)).any()):
+        raise bad("rng.numpy", "holds values outside 32 bits")
+    if bool(((rng["python"][:624] < 0) | (rng["python"][:624] >= 2**32)).any()) \
+            or not 0 <= int(rng["python"][624]) <= 624:
+        raise bad("rng.python", "is not a Mersenne Twister state")
+    for key, kinds in (("numpy_pos", (int,)), ("numpy_has_gauss", (int,)), ("numpy_gauss", (int, float))):
+        value = rng[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise bad(f"rng.{key}", f"is {_show(value)}, not a number")
+    if not 0 <= rng["numpy_pos"] <= 624:
+        raise bad("rng.numpy_pos", f"is {rng['numpy_pos']}, outside 0..624")
+    if rng["python_gauss"] is not None and (isinstance(rng["python_gauss"], bool)
+                                            or not isinstance(rng["python_gauss"], (int, float))):
+        raise bad("rng.python_gauss", f"is {_show(rng['python_gauss'])}, not a number or None")

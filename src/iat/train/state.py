@@ -19,6 +19,7 @@ from iat.config import TrainConfig
 from iat.distributed import SINGLE, World, rank_seed
 from iat.errors import UsageError
 from iat.models import MixableNet, build_model
+from iat.train.resume import validate_checkpoint
 
 log = logging.getLogger("iat.train")
 
@@ -134,6 +135,7 @@ class RunState:
 
     def restore(self, ckpt: dict, path: Path, steps_per_epoch: int) -> None:
         """Continue from a checkpoint checked by `resume.check_checkpoint`; a misfit is a one-line UsageError."""
+        validate_checkpoint(ckpt, path, self.model, self.optimizer, self.cfg, steps_per_epoch)
         if ckpt["step"] > steps_per_epoch:
             raise UsageError(f"{path} is at step {ckpt['step']} of an epoch of {steps_per_epoch} steps; "
                              f"delete {path} to restart the run from scratch")

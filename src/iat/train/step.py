@@ -71,7 +71,10 @@ class TrainData:
         return len(self.x)
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return -(-len(self) // batch_size)  # ceil
+        """ceil(n / batch_size), except that a last batch of one example joins the batch before it:
+        BatchNorm cannot train on one value per channel."""
+        steps = -(-len(self) // batch_size)
+        return steps - 1 if steps > 1 and len(self) % batch_size == 1 else steps
 
     def batches(self, order: torch.Tensor, start: int, batch_size: int,
                 shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -81,8 +84,9 @@ class TrainData:
         Lazy on purpose: augmentation draws from the RNG right before its step, so a checkpoint
         between two steps holds the RNG state the next batch starts from.
         """
-        for step in range(start, self.steps_per_epoch(batch_size)):
-            idx = order[step * batch_size : (step + 1) * batch_size]
+        steps = self.steps_per_epoch(batch_size)
+        for step in range(start, steps):
+            idx = order[step * batch_size : (step + 1) * batch_size if step < steps - 1 else len(self)]
             idx = shard(idx) if shard is not None else idx
             yield augment(self.x[idx], self.info.crop_pad, self.info.flip), self.y[idx]
 

@@ -1,0 +1,49 @@
+"""One writer per directory: the directory each command writes, locked for the command's whole run.
+
+`iat COMMAND` takes `runio.lock_dir` on the directory it writes before it reads or checks anything
+there, so two commands on one directory never interleave their files: the second one exits 2 with
+one line naming the first one's process (see iat.runio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from iat import runio
+from iat.errors import UsageError
+
+
+def output_dir(args: argparse.Namespace) -> tuple[Path, str] | None:
+    """(directory the command writes, how the user named it), or None for a command that writes nothing."""
+    command = args.command
+    if command == "eval":
+        return Path(args.run_dir), "run directory"
+    if command == "reproduce" and getattr(args, "out", None) is None:
+        from iat.reproduce.experiment import load_experiment
+
+        args.out = f"reproduce-{load_experiment(args.name, args.scale).name}"  # the default, resolved once
+    out = getattr(args, "out", None)
+    if out is not None:
+        return Path(out), "--out"
+    first = getattr(args, "run_dir", None) or (getattr(args, "run_dirs", None) or [None])[0]
+    return (Path(first), "--out (the run directory)") if first is not None else None
+
+
+def locked(args: argparse.Namespace) -> AbstractContextManager:
+    """The lock on the directory `args` writes (nothing for a command that writes none)."""
+    target = output_dir(args)
+    if target is None:
+        return contextlib.nullcontext()
+    path, what = target
+    if what != "--out" and not path.is_dir():
+        return contextlib.nullcontext()  # not a run directory: the command says so in its own words
+    if what == "run directory" and not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"run directory {path} is not writable, so {runio.EVAL} could not be saved; "
+                         "make it writable (or evaluate a copy) before attacking")
+    runio.check_out_dir(path, what)
+    return runio.lock_dir(path, what)
+
