@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from iat import runio
+from iat.distributed import world_from_env
 from iat.errors import UsageError
 
 
@@ -36,7 +37,7 @@ def output_dir(args: argparse.Namespace) -> tuple[Path, str] | None:
 def locked(args: argparse.Namespace) -> AbstractContextManager:
     """The lock on the directory `args` writes (nothing for a command that writes none)."""
     target = output_dir(args)
-    if target is None:
+    if target is None or world_from_env().rank != 0:  # under torchrun, rank 0 holds it for every rank
         return contextlib.nullcontext()
     path, what = target
     if what != "--out" and not path.is_dir():
