@@ -32,10 +32,12 @@ def _as_option(value) -> str:
 
 
 def first_difference(cfg: TrainConfig, saved: dict) -> str | None:
-    """'--epochs 5 differs from ...' for the first option that decides the weights and differs."""
-    current = cfg.to_dict()
+    """'--epochs 5 differs from ...' for the first option that decides the weights and differs.
+
+    A key the saved config lacks was written before that option existed: the run used its default."""
+    current, defaults = cfg.to_dict(), TrainConfig().to_dict()
     for k in RESUME_KEYS:
-        if saved.get(k) != current.get(k):
+        if saved.get(k, defaults.get(k)) != current.get(k):
             flag = "--milestones (as resolved from --epochs)" if k == "milestones_resolved" else \
                 "--" + k.replace("_", "-")
             return (f"{flag} {_as_option(current.get(k))} differs from the run's {_as_option(saved.get(k))}; "
