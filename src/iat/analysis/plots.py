@@ -143,8 +143,8 @@ def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: di
     """Clean error (x) against robust error (y), one marker shape per method, error bars = std over seeds.
 
     methods: {method: {"clean": cell, "pgd20": cell, "autoattack"?: cell}} (ours); paper: the paper's table
-    (its rows' cells), drawn as hollow markers of the same shape. Filled: PGD-20; half-filled: AutoAttack
-    (on the first `autoattack_n` test images), joined to the method's PGD-20 marker by a dotted line.
+    (its rows' cells), drawn as hollow markers of the same shape. Filled in the method's colour: PGD-20; filled
+    black: AutoAttack (on the first `autoattack_n` test images), with an arrow from the method's PGD-20 marker.
     """
     plt = pyplot()
     from matplotlib.lines import Line2D
@@ -160,8 +160,10 @@ def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: di
         ax.errorbar(cx, ry, xerr=sx, yerr=sy, **style)
         if "autoattack" in cells:
             ay, say = _mean_std(cells["autoattack"])
-            ax.plot([cx, cx], [ry, ay], ":", color="0.3", linewidth=1)
-            ax.errorbar(cx, ay, yerr=say, fillstyle="bottom", markerfacecoloralt="white", **style)
+            if ay > ry:  # an arrow from PGD-20 up to AutoAttack: how much robustness PGD-20 overstated
+                ax.annotate("", xy=(cx, ay), xytext=(cx, ry),
+                            arrowprops=dict(arrowstyle="->", color="0.3", lw=1, shrinkA=6, shrinkB=6))
+            ax.errorbar(cx, ay, yerr=say, **{**style, "markerfacecolor": "black", "ecolor": colour})
         if m in prow:
             (px, psx), (py, psy) = _mean_std(prow[m].get("clean")), _mean_std(prow[m].get("pgd20"))
             if px is not None and py is not None:
@@ -173,8 +175,7 @@ def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: di
     kinds = [Line2D([], [], marker="o", label="ours, PGD-20", **grey)]
     if any("autoattack" in c for c in methods.values()):
         n = f" (first {autoattack_n:,} test images)" if autoattack_n else ""
-        kinds.append(Line2D([], [], marker="o", fillstyle="bottom", markerfacecoloralt="white",
-                            label=f"ours, AutoAttack{n}", **grey))
+        kinds.append(Line2D([], [], marker="o", label=f"ours, AutoAttack{n}", **{**grey, "color": "black"}))
     if prow:
         kinds.append(Line2D([], [], marker="o", markerfacecolor="none", label="paper, PGD-20",
                             **{**grey, "markeredgecolor": "0.3"}))
@@ -183,7 +184,8 @@ def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: di
     ax.legend(handles=kinds, title="marker", loc="lower left", bbox_to_anchor=(1.02, 0.0), fontsize=9)
     ax.set_xlabel("clean error (%)  →  worse accuracy", fontsize=10)
     ax.set_ylabel("robust error (%)  →  less robust", fontsize=10)
-    ax.set_ylim(0, 102)
+    lo = min(line.get_ydata()[0] for line in ax.lines if len(line.get_ydata()))
+    ax.set_ylim(max(0, lo - 8), 102)  # room for the spread of the robust methods, which sit close together
     ax.grid(alpha=0.3)
     ax.set_title(title + "\nbottom left is best; error bars: std over seeds", fontsize=9)
     fig.tight_layout()
