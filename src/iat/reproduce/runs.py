@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +92,14 @@ def measure_autoattack(run: Path, cfg: TrainConfig, wb: Whitebox, progress: bool
     device = resolve_device(cfg.device)
     model = load_run_model(run, device).float()  # fp32 whatever the run trained in
     x, y = load_data(cfg.dataset, "test", cfg.data_dir, limit=wb.autoattack_limit)
+    started, cpu = time.perf_counter(), time.process_time()  # recorded: AutoAttack's cost sets N
     with torch.autocast(device.type, enabled=False):
         results = evaluate(model, x, y, ["clean", "pgd20", "autoattack"], budget=AttackBudget(wb.eps, wb.step_size),
                            seed=cfg.seed, progress=progress)
     return {"version": "standard", "components": list(aa.COMPONENTS), "n_examples": len(x), "eps": wb.eps,
             "step_size": wb.step_size, "seed": cfg.seed, "device": str(device),
             "package": f"{aa.PACKAGE} {importlib.metadata.version(aa.PACKAGE)}",
+            "seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
             "results": {a: r["error"] for a, r in results.items()}}
 
 
