@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from iat.analysis.figures import pyplot, save_png
-from iat.report import ATTACK_COLUMNS, method_label
+from iat.report import attack_column, method_label
 from iat.units import format_eps
 
 
@@ -40,7 +40,7 @@ def plot_whitebox(wb: dict, paper: dict | None, path: Path, title: str) -> None:
         cells = [prow[m]["cells"].get(a) if m in prow else None for m in methods]
         _bars(ax, _names(methods), [wb["methods"][m][a]["mean"] for m in methods],
               [wb["methods"][m][a]["std"] for m in methods], [c[0] if c else None for c in cells])
-        ax.set_title(ATTACK_COLUMNS.get(a, a))
+        ax.set_title(attack_column(a, wb.get("autoattack", {}).get("n_examples")).replace(" (", "\n("), fontsize=9)
         ax.set_ylim(0, 100)
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].legend(fontsize=7)
