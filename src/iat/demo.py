@@ -56,11 +56,14 @@ def autoattack_claims(summary: dict, autoattack: dict) -> list[str]:
     n, same = autoattack["n_examples"], autoattack["same_images"]
     lines = []
     for m, cells in summary.items():
-        pgd, aa = same[m]["pgd20"]["mean"], cells["autoattack"]["mean"]
-        what = f"raises {method_label(m, short=True)}'s robust error from" if aa > pgd else \
-            f"leaves {method_label(m, short=True)}'s robust error at"
-        lines.append(f"AutoAttack {what} {pgd:.1f}% (PGD-20) " + (f"to {aa:.1f}% ({aa - pgd:+.1f} points)"
-                     if aa > pgd else f"({aa:.1f}%)") + f" on the first {n:,} test images.")
+        name, pgd, aa = method_label(m, short=True), same[m]["pgd20"]["mean"], cells["autoattack"]["mean"]
+        if aa > pgd:
+            what = f"raises {name}'s robust error from {pgd:.1f}% (PGD-20) to {aa:.1f}% ({aa - pgd:+.1f} points)"
+        elif aa == pgd:
+            what = f"leaves {name}'s robust error at {aa:.1f}%, as PGD-20 found it,"
+        else:  # the four attacks of AutoAttack do not include PGD-20, so this can happen by an image or two
+            what = f"finds {name}'s robust error at {aa:.1f}%, below PGD-20's {pgd:.1f}%,"
+        lines.append(f"AutoAttack {what} on the first {n:,} test images.")
     if "pgd" in summary:
         for m in ("iat-mixup", "iat-manifold-mixup"):
             if m in summary:
