@@ -37,9 +37,8 @@ def autoattack_summary(reports: PerSeed, methods: dict) -> dict:
         methods[m]["autoattack"] = stat(errors.pop("autoattack"))
         same[m] = {a: stat(v) for a, v in errors.items()}
     meta = {k: first[k] for k in ("version", "components", "n_examples", "eps", "step_size", "package")}
-    cpu = sum(r["autoattack"].get("cpu_seconds", 0.0) for rs in reports.values() for r in rs)
-    # each run attacked with its own seed; cpu_seconds: all runs' AutoAttack together, what its N costs
-    return {**meta, "cpu_seconds": round(cpu, 1), "same_images": same}
+    # each run attacked with its own seed; its time is in OUT/cache/autoattack-RUN.json (numbers here repeat exactly)
+    return {**meta, "same_images": same}
 
 
 def norms_summary(out: Path, runs: dict[str, list[Path]], rows: PerSeed) -> dict:
