@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from iat.attacks import autoattack_available
 from iat.data import DEBIAN_FASHION_MNIST
 
 pytestmark = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist absent")
@@ -18,15 +19,16 @@ METHODS = ["erm", "mixup", "manifold-mixup", "pgd", "iat-mixup", "iat-manifold-m
 def test_demo_writes_results_and_table(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "iat", "demo", "--out", str(out), "--epochs", "1", "--train-size", "128",
-           "--test-size", "64", "--seeds", "2", "--jobs", "2", "--arch", "mlp6", "-q"]
+           "--test-size", "20", "--seeds", "2", "--jobs", "2", "--arch", "mlp6", "-q"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     results = json.loads((out / "results.json").read_text())
+    autoattack = ["autoattack"] if autoattack_available() else []  # on the first 20 (all) test images here
     assert results["dataset"] == "fashion-mnist" and results["seeds"] == [0, 1]
     assert list(results["methods"]) == METHODS
     for method in METHODS:
         cells = results["methods"][method]
-        assert list(cells) == ["clean", "fgsm", "pgd7", "pgd20"]
+        assert list(cells) == ["clean", "fgsm", "pgd7", "pgd20"] + autoattack
         assert all(set(c) == {"mean", "std"} and 0 <= c["mean"] <= 100 for c in cells.values())
         for seed in (0, 1):
             assert (out / f"{method}-seed{seed}" / "model.safetensors").is_file()
@@ -35,6 +37,8 @@ def test_demo_writes_results_and_table(tmp_path):
         assert column in table
     assert "±" in table and "Wall time of this call" in table and "PGD training raised clean error" in table
     assert "PGD (20 steps)" in proc.stdout and "wall time" in proc.stdout
+    assert ("AutoAttack (first 20 test images)" in table) == bool(autoattack)
+    assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
 
     # a second call finds every run finished and trains nothing
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/model.safetensors")}

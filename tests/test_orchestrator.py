@@ -35,6 +35,7 @@ def test_the_demo_is_an_experiment_file_beside_the_papers():
     exp = load_experiment(DEMO)
     assert exp.kind == "whitebox" and exp.methods == method_names()
     assert exp.settings.attacks == ["clean", "fgsm", "pgd7", "pgd20"]
+    assert exp.settings.autoattack_limit == 100  # AutoAttack's column: the first 100 test images (demo.toml)
     cfg = exp.settings.train_config("pgd", 1)
     assert (cfg.dataset, cfg.arch, cfg.epochs, cfg.eps, cfg.step_size, cfg.seed) == (
         "fashion-mnist", "mlp6", 5, 0.1, 0.025, 1)

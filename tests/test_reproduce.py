@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from iat.attacks import autoattack_available
 from iat.cli import main
 from iat.errors import UsageError
 from iat.methods import method_names
@@ -58,6 +59,13 @@ def test_configs_agree_with_the_papers_tables():
     assert (probe.probe_n, probe.probe_epochs) == (numbers["probe"]["n"], numbers["probe"]["epochs"])
     fig1 = load_experiment("fig1").settings
     assert (fig1.dataset, fig1.arch, fig1.width) == ("fashion-mnist", "mlp6", None)  # 6 layers of 512 units
+
+
+def test_tables_1_to_4_add_autoattack_on_a_subset():
+    for name in ("table1", "table2", "table3", "table4"):
+        assert load_experiment(name).settings.autoattack_limit == 1000  # RobustBench's quick-check subset
+        assert load_experiment(name, "smoke").settings.autoattack_limit == 20
+    assert load_experiment("table5").settings.autoattack_limit is None
 
 
 @pytest.mark.parametrize("name", ["table5", "table6", "table7", "probe"])
@@ -119,9 +127,10 @@ def test_table2_smoke_end_to_end_then_a_second_call_trains_nothing(tmp_path):
     assert sorted(first["trained"]) == sorted(str(out / f"{m}-seed0") for m in method_names())
     methods = first["ours"]["whitebox"]["methods"]
     assert set(methods) == set(method_names())
+    autoattack = ["autoattack"] if autoattack_available() else []  # on the first 20 test images (table2.toml)
     for m, cells in methods.items():
-        assert list(cells) == ["clean", "fgsm", "pgd7", "pgd20"]
-        errors = [cells[a]["mean"] for a in cells]
+        assert list(cells) == ["clean", "fgsm", "pgd7", "pgd20"] + autoattack
+        errors = [cells[a]["mean"] for a in ("clean", "fgsm", "pgd7", "pgd20")]
         assert all(0 <= e <= 100 for e in errors) and cells["clean"]["std"] == 0.0
         assert errors[0] <= errors[2] <= errors[3], m  # attacks only add errors; more PGD steps, more errors
     assert json.loads((out / "results.json").read_text()) == first
@@ -130,6 +139,8 @@ def test_table2_smoke_end_to_end_then_a_second_call_trains_nothing(tmp_path):
     assert "14.12 ± 0.06" in report  # the paper's PGD row beside ours
     assert "| Interpolated Adversarial Training (Manifold Mixup) |" in report.replace("  ", "")
     assert (out / "whitebox.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG" and "(tradeoff.png)" in report
+    assert ("AutoAttack (first 20 test images)" in report) == bool(autoattack)
 
     before = stamps(out)
     second = reproduce("table2", out=out, scale="smoke", progress=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from iat.analysis.figures import pyplot, save_png
-from iat.report import ATTACK_COLUMNS, method_label
+from iat.report import attack_column, method_label
 from iat.units import format_eps
 
 
@@ -40,7 +40,7 @@ def plot_whitebox(wb: dict, paper: dict | None, path: Path, title: str) -> None:
         cells = [prow[m]["cells"].get(a) if m in prow else None for m in methods]
         _bars(ax, _names(methods), [wb["methods"][m][a]["mean"] for m in methods],
               [wb["methods"][m][a]["std"] for m in methods], [c[0] if c else None for c in cells])
-        ax.set_title(ATTACK_COLUMNS.get(a, a))
+        ax.set_title(attack_column(a, wb.get("autoattack", {}).get("n_examples")).replace(" (", "\n("), fontsize=9)
         ax.set_ylim(0, 100)
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].legend(fontsize=7)
@@ -120,5 +120,73 @@ def plot_transfer(t: dict, paper: dict | None, methods: list[str], path: Path, t
             if not ax.images:
                 ax.axis("off")
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+# One marker shape per method, so the methods are told apart in greyscale too (colour only helps).
+MARKERS = {"erm": "o", "mixup": "s", "manifold-mixup": "D", "pgd": "^", "iat-mixup": "v", "iat-manifold-mixup": "P"}
+
+
+def _mean_std(cell) -> tuple[float | None, float]:
+    """(mean, std) of one of our cells ({"mean", "std"}) or a paper cell ([mean, std], a number or None)."""
+    if cell is None:
+        return None, 0.0
+    if isinstance(cell, dict):
+        return cell["mean"], cell.get("std") or 0.0
+    mean, std = cell if isinstance(cell, list) else (cell, None)
+    return mean, std or 0.0
+
+
+def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: dict | None = None,
+                  autoattack_n: int | None = None) -> None:
+    """Clean error (x) against robust error (y), one marker shape per method, error bars = std over seeds.
+
+    methods: {method: {"clean": cell, "pgd20": cell, "autoattack"?: cell}} (ours); paper: the paper's table
+    (its rows' cells), drawn as hollow markers of the same shape. Filled in the method's colour: PGD-20; filled
+    black: AutoAttack (on the first `autoattack_n` test images), with an arrow from the method's PGD-20 marker.
+    """
+    plt = pyplot()
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(8.4, 5.2))
+    prow = {r["method"]: r["cells"] for r in (paper or {}).get("rows", []) if r.get("method")}
+    handles = []
+    for i, (m, cells) in enumerate(methods.items()):
+        marker, colour = MARKERS.get(m, "X"), f"C{i}"
+        style = dict(marker=marker, color=colour, markeredgecolor="black", markersize=9, capsize=3, linestyle="none")
+        cx, sx = _mean_std(cells.get("clean"))
+        ry, sy = _mean_std(cells.get("pgd20"))
+        ax.errorbar(cx, ry, xerr=sx, yerr=sy, **style)
+        if "autoattack" in cells:
+            ay, say = _mean_std(cells["autoattack"])
+            if ay > ry:  # an arrow from PGD-20 up to AutoAttack: how much robustness PGD-20 overstated
+                ax.annotate("", xy=(cx, ay), xytext=(cx, ry),
+                            arrowprops=dict(arrowstyle="->", color="0.3", lw=1, shrinkA=6, shrinkB=6))
+            ax.errorbar(cx, ay, yerr=say, **{**style, "markerfacecolor": "black", "ecolor": colour})
+        if m in prow:
+            (px, psx), (py, psy) = _mean_std(prow[m].get("clean")), _mean_std(prow[m].get("pgd20"))
+            if px is not None and py is not None:
+                ax.errorbar(px, py, xerr=psx, yerr=psy, **{**style, "markerfacecolor": "none",
+                                                           "markeredgecolor": colour, "markeredgewidth": 1.5})
+        handles.append(Line2D([], [], marker=marker, color=colour, markeredgecolor="black", markersize=9,
+                              linestyle="none", label=method_label(m, short=True)))
+    grey = dict(color="0.55", markeredgecolor="black", markersize=9, linestyle="none")
+    kinds = [Line2D([], [], marker="o", label="ours, PGD-20", **grey)]
+    if any("autoattack" in c for c in methods.values()):
+        n = f" (first {autoattack_n:,} test images)" if autoattack_n else ""
+        kinds.append(Line2D([], [], marker="o", label=f"ours, AutoAttack{n}", **{**grey, "color": "black"}))
+    if prow:
+        kinds.append(Line2D([], [], marker="o", markerfacecolor="none", label="paper, PGD-20",
+                            **{**grey, "markeredgecolor": "0.3"}))
+    first = ax.legend(handles=handles, title="method", loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9)
+    ax.add_artist(first)
+    ax.legend(handles=kinds, title="marker", loc="lower left", bbox_to_anchor=(1.02, 0.0), fontsize=9)
+    ax.set_xlabel("clean error (%)  →  worse accuracy", fontsize=10)
+    ax.set_ylabel("robust error (%)  →  less robust", fontsize=10)
+    lo = min(line.get_ydata()[0] for line in ax.lines if len(line.get_ydata()))
+    ax.set_ylim(max(0, lo - 8), 102)  # room for the spread of the robust methods, which sit close together
+    ax.grid(alpha=0.3)
+    ax.set_title(title + "\nbottom left is best; error bars: std over seeds", fontsize=9)
     fig.tight_layout()
     save_png(fig, path)

@@ -63,6 +63,9 @@ class Settings(TrainSettings):
     eval_steps: int | None = None  # PGD steps of an eps sweep or a transfer table
     eval_eps_list: list[float] | None = None  # eps of an eps sweep or a transfer table
     eval_steps_list: list[int] | None = None  # steps of a steps sweep
+    # standard AutoAttack (the optional extra) on the first N test images, beside PGD-20 on the same N;
+    # None: not run. It costs ~1 s per robust image on a CPU core, so it runs on a subset.
+    autoattack_limit: int | None = None
     # random-label probe (Section 3)
     probe_n: int | None = None
     probe_epochs: int | None = None

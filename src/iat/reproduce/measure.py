@@ -22,7 +22,23 @@ def whitebox_summary(exp: Experiment, reports: PerSeed) -> dict:
     s = exp.settings
     methods = {m: {a: stat([r["results"][a]["error"] for r in rs]) for a in s.attacks} for m, rs in reports.items()}
     n_examples = next(iter(reports.values()))[-1]["n_examples"]
-    return {"n_examples": n_examples, "eps": s.eval_eps, "step_size": s.eval_step_size, "methods": methods}
+    summary = {"n_examples": n_examples, "eps": s.eval_eps, "step_size": s.eval_step_size, "methods": methods}
+    if all("autoattack" in r for rs in reports.values() for r in rs):
+        summary["autoattack"] = autoattack_summary(reports, methods)
+    return summary
+
+
+def autoattack_summary(reports: PerSeed, methods: dict) -> dict:
+    """AutoAttack's column (into `methods`) and what it was measured with, beside PGD-20 on the same images."""
+    first = next(iter(reports.values()))[0]["autoattack"]
+    same = {}
+    for m, rs in reports.items():
+        errors = {a: [r["autoattack"]["results"][a] for r in rs] for a in ("clean", "pgd20", "autoattack")}
+        methods[m]["autoattack"] = stat(errors.pop("autoattack"))
+        same[m] = {a: stat(v) for a, v in errors.items()}
+    meta = {k: first[k] for k in ("version", "components", "n_examples", "eps", "step_size", "package")}
+    # each run attacked with its own seed; its time is in OUT/cache/autoattack-RUN.json (numbers here repeat exactly)
+    return {**meta, "same_images": same}
 
 
 def norms_summary(out: Path, runs: dict[str, list[Path]], rows: PerSeed) -> dict:

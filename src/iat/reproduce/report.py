@@ -10,10 +10,11 @@ from pathlib import Path
 
 from iat import runio
 from iat.analysis.norms import plot_norms
-from iat.analysis.plots import plot_probe, plot_sweep, plot_transfer, plot_whitebox
-from iat.report import ATTACK_COLUMNS, format_cell, format_table, method_label
+from iat.analysis.plots import plot_probe, plot_sweep, plot_tradeoff, plot_transfer, plot_whitebox
+from iat.report import attack_column, format_cell, format_table, method_label
 from iat.reproduce.experiment import EPS_KEYS, TRAIN_KEYS
 from iat.reproduce.paper import CITATION
+from iat.reproduce.runs import AUTOATTACK_SKIPPED
 from iat.units import format_eps
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "fashion-mnist": "Fashion-MNIST", "mnist": "MNIST",
@@ -92,7 +93,7 @@ def whitebox_section(results: dict, out: Path) -> list[str]:
     wb = results["ours"]["whitebox"]
     paper = results["paper"] if results["kind"] == "whitebox" else None
     attacks = list(next(iter(wb["methods"].values())))
-    n = wb["n_examples"]
+    n, n_aa = wb["n_examples"], wb.get("autoattack", {}).get("n_examples")
     lines = ["## White-box error (%)" if results["kind"] == "whitebox" else "## Clean and white-box error (%)", "",
              f"Error in % on {'the first ' if results['settings']['test_size'] else 'all '}{n} test images; "
              f"{attack_text(attacks, wb)}. An example counts as an error if it is misclassified clean or under "
@@ -101,7 +102,7 @@ def whitebox_section(results: dict, out: Path) -> list[str]:
              + ("; *paper*: the paper's number." if paper else "."), ""]
     head = ["Training \\ Adversary"]
     for a in attacks:
-        head += [ATTACK_COLUMNS.get(a, a)] + (["*paper*"] if paper else [])
+        head += [attack_column(a, n_aa)] + (["*paper*"] if paper else [])
     rows = []
     if paper:
         for prow in paper["rows"]:
@@ -110,15 +111,36 @@ def whitebox_section(results: dict, out: Path) -> list[str]:
             name = prow["label"] if m else f"{prow['label']} *(quoted, not run)*"
             cells = [name]
             for a in attacks:
-                cells += [format_cell(ours.get(a)) if m else "—", fmt_paper(prow["cells"].get(a))]
+                cells += [format_cell(ours.get(a)) if m else "—",
+                          "not in the paper" if a == "autoattack" else fmt_paper(prow["cells"].get(a))]
             rows.append(cells)
     else:
         for m, ours in wb["methods"].items():
             rows.append([label(m)] + [format_cell(ours[a]) for a in attacks])
     lines += [format_table(head, rows), ""]
+    lines += autoattack_lines(results, wb)
     plot_whitebox(wb, paper, out / "whitebox.png", plot_title(results))
     lines += ["![white-box error, ours beside the paper's](whitebox.png)", ""]
+    if results["kind"] == "whitebox":
+        plot_tradeoff(wb["methods"], out / "tradeoff.png", plot_title(results), paper=paper, autoattack_n=n_aa)
+        lines += ["![clean error against robust error, ours beside the paper's](tradeoff.png)", ""]
     return lines
+
+
+def autoattack_lines(results: dict, wb: dict) -> list[str]:
+    """AutoAttack against PGD-20 on the same images (the paper has no AutoAttack numbers), or why it is missing."""
+    aa = wb.get("autoattack")
+    if aa is None:
+        return [f"{AUTOATTACK_SKIPPED}.", ""] if results["settings"].get("autoattack_limit") else []
+    head = ["Training", f"PGD (20 steps), first {aa['n_examples']:,}", f"AutoAttack, first {aa['n_examples']:,}",
+            "change (points)"]
+    rows = [[label(m)] + [format_cell(aa["same_images"][m]["pgd20"]), format_cell(cells["autoattack"]),
+                          f"{cells['autoattack']['mean'] - aa['same_images'][m]['pgd20']['mean']:+.2f}"]
+            for m, cells in wb["methods"].items()]
+    return [f"**AutoAttack** (not in the paper: it used FGSM and PGD only): the standard version by its authors "
+            f"({', '.join(aa['components'])}; {aa['package']}), eps {format_eps(aa['eps'])}, each run's seed, on "
+            f"the first {aa['n_examples']:,} test images; beside it, PGD-20 on those same images.", "",
+            format_table(head, rows), ""]
 
 
 def attack_text(attacks: list[str], wb: dict) -> str:

@@ -40,7 +40,7 @@ from iat.reproduce.measure import (
 )
 from iat.reproduce.paper import paper_entry
 from iat.reproduce.report import write_report
-from iat.reproduce.runs import RunTask, Whitebox, run_task
+from iat.reproduce.runs import RunTask, run_task, whitebox_plan
 from iat.train import is_complete, resolve_device
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def plan(exp: Experiment, out: Path, *, seeds: int, device: str, data_dir: str |
     """One task per (method, seed), seed-major (a whole table for seed 0 comes first). A run directory that
     holds other options is refused here, before anything trains."""
     s = exp.settings
-    whitebox = Whitebox(list(s.attacks), s.eval_eps, s.eval_step_size, s.test_size) if s.attacks else None
+    whitebox = whitebox_plan(s)
     probe = probe_config(exp) if exp.kind == "probe" else None
     tasks = []
     for seed in range(seeds):

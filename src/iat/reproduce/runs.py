@@ -10,16 +10,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from iat import runio
 from iat.analysis.norms import run_norms
 from iat.analysis.probe import ProbeConfig, probe_run
-from iat.config import TrainConfig
-from iat.evaluate import evaluate_run
+from iat.attacks import AttackBudget
+from iat.attacks import autoattack as aa
+from iat.config import TrainConfig, resolve_device
+from iat.data import load_data
+from iat.evaluate import evaluate, evaluate_run
 from iat.methods import METHODS
+from iat.reproduce.experiment import Settings
+from iat.runs import load_run_model
 from iat.train import train
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,42 @@ class Whitebox:
     eps: float
     step_size: float
     limit: int | None  # first N test images (None: all)
+    autoattack_limit: int | None = None  # standard AutoAttack and PGD-20 on the first N test images (None: not run)
+
+
+AUTOATTACK_SKIPPED = "AutoAttack column skipped: it needs the optional extra, pip install 'iat[autoattack]'"
+
+
+def whitebox_plan(s: Settings) -> Whitebox | None:
+    """The white-box columns an experiment's Settings ask for; AutoAttack dropped, in one line, without its extra."""
+    if not s.attacks:
+        return None
+    n = s.autoattack_limit
+    if n is not None and s.test_size is not None:
+        n = min(n, s.test_size)
+    if n and not aa.autoattack_available():
+        log.warning(AUTOATTACK_SKIPPED)
+        n = None
+    return Whitebox(list(s.attacks), s.eval_eps, s.eval_step_size, s.test_size, n)
+
+
+def measure_autoattack(run: Path, cfg: TrainConfig, wb: Whitebox, progress: bool = False) -> dict:
+    """Standard AutoAttack on a run's first N test images, with clean and PGD-20 on the same N for comparison:
+    fp32, eval mode, the run's device, seeded with the run's seed."""
+    import importlib.metadata
+
+    device = resolve_device(cfg.device)
+    model = load_run_model(run, device).float()  # fp32 whatever the run trained in
+    x, y = load_data(cfg.dataset, "test", cfg.data_dir, limit=wb.autoattack_limit)
+    started, cpu = time.perf_counter(), time.process_time()  # recorded: AutoAttack's cost sets N
+    with torch.autocast(device.type, enabled=False):
+        results = evaluate(model, x, y, ["clean", "pgd20", "autoattack"], budget=AttackBudget(wb.eps, wb.step_size),
+                           seed=cfg.seed, progress=progress)
+    return {"version": "standard", "components": list(aa.COMPONENTS), "n_examples": len(x), "eps": wb.eps,
+            "step_size": wb.step_size, "seed": cfg.seed, "device": str(device),
+            "package": f"{aa.PACKAGE} {importlib.metadata.version(aa.PACKAGE)}",
+            "seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
+            "results": {a: r["error"] for a, r in results.items()}}
 
 
 @dataclass(frozen=True)
@@ -91,6 +135,11 @@ def run_task(task: RunTask) -> dict:
         measured["whitebox"] = cached(task.out, f"eval-{run.name}", key, lambda: evaluate_run(
             run, wb.attacks, eps=wb.eps, step_size=wb.step_size, limit=wb.limit, device=cfg.device,
             data_dir=cfg.data_dir, progress=task.progress))
+        if wb.autoattack_limit:
+            key = {"run": str(run), "weights": weights, "version": "standard", "n": wb.autoattack_limit, "eps": wb.eps,
+                   "step_size": wb.step_size, "seed": cfg.seed}
+            measured["whitebox"] = {**measured["whitebox"], "autoattack": cached(
+                task.out, f"autoattack-{run.name}", key, lambda: measure_autoattack(run, cfg, wb, task.progress))}
     if task.norms:
         measured["norms"] = cached(task.out, f"norms-{run.name}", {"run": str(run), "weights": weights},
                                    lambda: run_norms(run))
