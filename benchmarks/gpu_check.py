@@ -200,11 +200,11 @@ def sync_check() -> dict:
 # -------------------------------------------------------------------------------------- real runs
 
 
-def real_runs(data_dir: str | None, train_size: int, epochs: int) -> dict:
+def real_runs(data_dir: str | None, train_size: int, epochs: int, modes: tuple[str, ...] = ("eager", "graphs")) -> dict:
     out = {}
     root = Path(tempfile.mkdtemp(prefix="iat-gpu-"))
     for method in ("pgd", "iat-mixup"):
-        for mode in ("eager", "graphs"):
+        for mode in modes:
             if left() < 45:
                 out[f"{method}/{mode}"] = {"skipped": "time budget"}
                 continue
@@ -286,6 +286,8 @@ def main() -> int:
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST's idx files (default: iat's search path)")
     p.add_argument("--train-size", type=int, default=5_000)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--variants", default=",".join(SPEED_VARIANTS), help="speed variants to time")
+    p.add_argument("--run-modes", default="eager,graphs", help="modes of the short real runs")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: speed,sync,tests,runs,compile")
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -297,13 +299,14 @@ def main() -> int:
     results: dict = {}
     guarded(results, "environment", environment)
     if "speed" not in skip:
-        guarded(results, "speed", speed)
+        guarded(results, "speed", lambda: speed(args.variants.split(",")))
     if "sync" not in skip:
         guarded(results, "sync_check", sync_check)
     if "tests" not in skip and left() > 120:
         guarded(results, "cuda_tests", cuda_tests)
     if "runs" not in skip:
-        guarded(results, "real_runs", lambda: real_runs(args.data_dir, args.train_size, args.epochs))
+        guarded(results, "real_runs", lambda: real_runs(args.data_dir, args.train_size, args.epochs,
+                                                             tuple(args.run_modes.split(","))))
     if "speed" not in skip and "compile" not in skip:  # last: compiling takes a minute or more
         guarded(results, "speed_compiled", lambda: speed(["iat-compile-amp"], reserve=60))
         results["speed"].update(results.pop("speed_compiled") if "error" not in results["speed_compiled"] else {})

@@ -114,6 +114,7 @@ class GraphedUpdate:
             del self.graphs[k], self.outputs[k]
         if self.static_x is None:
             self.static_x, self.static_y = torch.empty_like(x), torch.empty_like(y)
+        if not self.graphs:  # a memory pool dies with the last graph captured into it: start a new one
             self.pool = _new_pool()
         self.static_x.copy_(x)
         self.static_y.copy_(y)
