@@ -17,11 +17,11 @@ from tqdm import tqdm
 
 from iat.attacks import AttackBudget, frozen, make_attack, parse_attack_name, require_autoattack
 from iat.attacks.worstcase import error_pct, predict, survivors
+from iat.config import resolve_device
 from iat.data import load_data
 from iat.distributed import SINGLE, World, process_group
 from iat.evalstore import save_eval
 from iat.runs import load_run_config, load_run_model
-from iat.train import resolve_device
 from iat.train.precision import fp32_evaluation
 
 log = logging.getLogger(__name__)

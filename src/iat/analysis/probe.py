@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from iat.attacks import frozen
+from iat.config import resolve_device
 from iat.data import load_data
 from iat.errors import UsageError
 from iat.report import format_table
 from iat.runs import check_finished, load_run_config, load_run_model
-from iat.train import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ import torch
 
 import iat
 from iat import runio
+from iat.config import resolve_device
 from iat.data import load_data
 from iat.errors import UsageError
 from iat.reproduce.experiment import DEFAULTS, Experiment, load_experiment
@@ -41,7 +42,7 @@ from iat.reproduce.measure import (
 from iat.reproduce.paper import paper_entry
 from iat.reproduce.report import write_report
 from iat.reproduce.runs import RunTask, run_task, whitebox_plan
-from iat.train import is_complete, resolve_device
+from iat.train import is_complete
 
 log = logging.getLogger(__name__)
 

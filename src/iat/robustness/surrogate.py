@@ -15,9 +15,9 @@ from pathlib import Path
 
 from torch import nn
 
-from iat.config import TrainConfig
+from iat.config import TrainConfig, resolve_device
 from iat.runs import load_run_model
-from iat.train import resolve_device, train
+from iat.train import train
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,11 @@ the batches of an epoch), `resume` (what --out already holds).
 
 from __future__ import annotations
 
-from iat.config import resolve_device
-from iat.models import build_model
 from iat.train.errors import CheckpointWriteError, TrainingDiverged, TrainingError, TrainingInterrupted
 from iat.train.loop import train
 from iat.train.resume import is_complete
 from iat.train.state import RunState, epoch_order, lr_at, rng_state, seed_everything, set_rng_state
 
 __all__ = ["CheckpointWriteError", "RunState", "TrainingDiverged", "TrainingError", "TrainingInterrupted",
-           "build_model", "epoch_order", "is_complete", "lr_at", "resolve_device", "rng_state",
+           "epoch_order", "is_complete", "lr_at", "rng_state",
            "seed_everything", "set_rng_state", "train"]
