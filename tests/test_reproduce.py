@@ -15,6 +15,9 @@ from iat.methods import method_names
 from iat.reproduce import SCALES, experiment_names, load_experiment, load_paper_numbers, reproduce
 from iat.reproduce.experiment import EXPERIMENTS_DIR
 
+NEEDS_FASHION_MNIST = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(),
+                                         reason="smoke scale uses Fashion-MNIST (`make data`, or Debian's package)")
+
 TABLES = [f"table{i}" for i in range(1, 8)]
 TRAIN_FIELDS = ("dataset", "arch", "width", "epochs", "milestones", "lr", "batch_size", "momentum", "weight_decay",
                 "eps", "step_size", "attack_steps", "mixup_alpha", "manifold_alpha", "train_size")
@@ -122,7 +125,7 @@ def stamps(out: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in files}
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="smoke scale uses Fashion-MNIST (make data, or Debian's dataset-fashion-mnist)")
+@NEEDS_FASHION_MNIST
 def test_table2_smoke_end_to_end_then_a_second_call_trains_nothing(tmp_path):
     out = tmp_path / "t2"
     first = reproduce("table2", out=out, scale="smoke", progress=False)
@@ -157,7 +160,7 @@ def test_table2_smoke_end_to_end_then_a_second_call_trains_nothing(tmp_path):
     assert third["ours"] == first["ours"]  # the same weights, so the same numbers
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="smoke scale uses Fashion-MNIST (make data, or Debian's dataset-fashion-mnist)")
+@NEEDS_FASHION_MNIST
 def test_fig1_smoke_end_to_end_through_the_command(tmp_path, capsys):
     out = tmp_path / "f1"
     assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(out), "-q"]) == 0
