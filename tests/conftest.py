@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from iat.config import TrainConfig
+from iat.models import create_model
 from iat.train import train
 
 torch.set_num_threads(2)
@@ -24,6 +25,31 @@ def tiny_config(method: str = "erm", **overrides) -> TrainConfig:
               lr=0.1, eps=DIGITS_EPS, step_size=DIGITS_STEP, attack_steps=5, seed=0, device="cpu")
     kw.update(overrides)
     return TrainConfig(**kw)
+
+
+def step_config(**overrides) -> TrainConfig:
+    """A cnn-small of width 4 on 64 digits, IAT-Mixup with PGD-2: one training step in milliseconds."""
+    base = dict(method="iat-mixup", dataset="digits", arch="cnn-small", width=4, epochs=1, batch_size=32,
+                train_size=64, eps=0.1, step_size=0.025, attack_steps=2, seed=0, device="cpu")
+    return TrainConfig(**{**base, **overrides}).validate()
+
+
+@pytest.fixture
+def batch():
+    """32 digits-sized images in [0,1] with labels; 8 of them at the box's edges (all 0 or all 1), where
+    an attack's clip to [0,1] must hold too."""
+    torch.manual_seed(0)
+    x = torch.rand(32, 1, 8, 8)
+    x[:4] = 0.0
+    x[4:8] = 1.0
+    return x, torch.randint(0, 10, (32,))
+
+
+@pytest.fixture
+def model():
+    """An untrained cnn-small of width 8 for 8x8 images, seeded."""
+    torch.manual_seed(0)
+    return create_model("cnn-small", in_channels=1, num_classes=10, width=8)
 
 
 @pytest.fixture(scope="session")

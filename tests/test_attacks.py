@@ -9,7 +9,6 @@ from conftest import DIGITS_EPS, DIGITS_STEP
 from iat.attacks import FGSM, PGD, AttackBudget, make_attack, parse_attack_name
 from iat.errors import UsageError
 from iat.evaluate import evaluate
-from iat.models import create_model
 from iat.runs import load_run_model
 
 ATTACKS = {
@@ -20,20 +19,6 @@ ATTACKS = {
     "pgd7-bntrain": lambda m, eps: PGD(m, eps=eps, step_size=max(eps / 4, 0.01), steps=7, bn_mode="train"),
 }
 
-
-@pytest.fixture
-def batch():
-    torch.manual_seed(0)
-    x = torch.rand(32, 1, 8, 8)
-    x[:4] = 0.0  # images at the box's edges: the clamp must hold there too
-    x[4:8] = 1.0
-    return x, torch.randint(0, 10, (32,))
-
-
-@pytest.fixture
-def model():
-    torch.manual_seed(0)
-    return create_model("cnn-small", in_channels=1, num_classes=10, width=8)
 
 
 @pytest.mark.parametrize("name", ATTACKS)

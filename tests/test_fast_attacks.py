@@ -11,7 +11,6 @@ from conftest import DIGITS_EPS, tiny_config
 from iat.attacks import FGSMRS, NFGSM, PGD, training_attack
 from iat.data import load_data
 from iat.errors import UsageError
-from iat.models import create_model
 from iat.runs import load_run_model
 from iat.train import train
 
@@ -23,20 +22,6 @@ SINGLE_STEP = {
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture
-def batch():
-    torch.manual_seed(0)
-    x = torch.rand(32, 1, 8, 8)
-    x[:4] = 0.0  # images at the box's edges: the clip must hold there too
-    x[4:8] = 1.0
-    return x, torch.randint(0, 10, (32,))
-
-
-@pytest.fixture
-def model():
-    torch.manual_seed(0)
-    return create_model("cnn-small", in_channels=1, num_classes=10, width=8)
 
 
 @pytest.mark.parametrize("name", SINGLE_STEP)

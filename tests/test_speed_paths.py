@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import step_config
 
 from iat import runio
 from iat.config import TrainConfig
@@ -21,11 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 CPU = torch.device("cpu")
 
-
-def cfg_of(**kw) -> TrainConfig:
-    base = dict(method="iat-mixup", dataset="digits", arch="cnn-small", width=4, epochs=1, batch_size=32,
-                train_size=64, eps=0.1, step_size=0.025, attack_steps=2, seed=0, device="cpu")
-    return TrainConfig(**{**base, **kw}).validate()
+cfg_of = step_config  # tests/conftest.py
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
