@@ -138,14 +138,28 @@ def _mean_std(cell) -> tuple[float | None, float]:
     return mean, std or 0.0
 
 
+def _robust_column(methods: dict[str, dict]) -> str | None:
+    """The robust error to plot: PGD-20 (the paper's), else the longest PGD every method was measured with."""
+    common = set.intersection(*(set(c) for c in methods.values())) if methods else set()
+    if "clean" not in common:
+        return None
+    if "pgd20" in common:
+        return "pgd20"
+    pgd = sorted((int(a[3:]), a) for a in common if a.startswith("pgd") and a[3:].isdigit())
+    return pgd[-1][1] if pgd else None
+
+
 def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: dict | None = None,
-                  autoattack_n: int | None = None) -> None:
+                  autoattack_n: int | None = None) -> bool:
     """Clean error (x) against robust error (y), one marker shape per method, error bars = std over seeds.
 
     methods: {method: {"clean": cell, "pgd20": cell, "autoattack"?: cell}} (ours); paper: the paper's table
     (its rows' cells), drawn as hollow markers of the same shape. Filled in the method's colour: PGD-20; filled
     black: AutoAttack (on the first `autoattack_n` test images), with an arrow from the method's PGD-20 marker.
     """
+    robust = _robust_column(methods)
+    if robust is None:  # no clean error, or no PGD column, to plot
+        return False
     plt = pyplot()
     from matplotlib.lines import Line2D
 
@@ -155,8 +169,10 @@ def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: di
     for i, (m, cells) in enumerate(methods.items()):
         marker, colour = MARKERS.get(m, "X"), f"C{i}"
         style = dict(marker=marker, color=colour, markeredgecolor="black", markersize=9, capsize=3, linestyle="none")
+        if cells.get("clean") is None or cells.get(robust) is None:
+            continue
         cx, sx = _mean_std(cells.get("clean"))
-        ry, sy = _mean_std(cells.get("pgd20"))
+        ry, sy = _mean_std(cells.get(robust))
         ax.errorbar(cx, ry, xerr=sx, yerr=sy, **style)
         if "autoattack" in cells:
             ay, say = _mean_std(cells["autoattack"])
@@ -172,7 +188,7 @@ def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: di
         handles.append(Line2D([], [], marker=marker, color=colour, markeredgecolor="black", markersize=9,
                               linestyle="none", label=method_label(m, short=True)))
     grey = dict(color="0.55", markeredgecolor="black", markersize=9, linestyle="none")
-    kinds = [Line2D([], [], marker="o", label="ours, PGD-20", **grey)]
+    kinds = [Line2D([], [], marker="o", label=f"ours, PGD-{robust[3:]}", **grey)]
     if any("autoattack" in c for c in methods.values()):
         n = f" (first {autoattack_n:,} test images)" if autoattack_n else ""
         kinds.append(Line2D([], [], marker="o", label=f"ours, AutoAttack{n}", **{**grey, "color": "black"}))
@@ -190,3 +206,4 @@ def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: di
     ax.set_title(title + "\nbottom left is best; error bars: std over seeds", fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
+    return True

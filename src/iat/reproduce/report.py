@@ -122,8 +122,8 @@ def whitebox_section(results: dict, out: Path) -> list[str]:
     plot_whitebox(wb, paper, out / "whitebox.png", plot_title(results))
     lines += ["![white-box error, ours beside the paper's](whitebox.png)", ""]
     if results["kind"] == "whitebox":
-        plot_tradeoff(wb["methods"], out / "tradeoff.png", plot_title(results), paper=paper, autoattack_n=n_aa)
-        lines += ["![clean error against robust error, ours beside the paper's](tradeoff.png)", ""]
+        if plot_tradeoff(wb["methods"], out / "tradeoff.png", plot_title(results), paper=paper, autoattack_n=n_aa):
+            lines += ["![clean error against robust error, ours beside the paper's](tradeoff.png)", ""]
     return lines
 
 
