@@ -118,6 +118,10 @@ def cfg_for(variant: str, batch: int) -> TrainConfig:
         kw["tf32"] = "on"
     if "amp" in variant:
         kw["amp"] = True
+    if "amp-attack" in variant:  # the attack under autocast too (--attack-precision amp)
+        kw["attack_precision"] = "amp"
+    if "contiguous" in variant:
+        kw["channels_last"] = False
     if "graphs" in variant:
         kw["cuda_graphs"] = True
     if "compile" in variant:
@@ -147,7 +151,7 @@ def time_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batch: int, w
 
 
 SPEED_VARIANTS = ["plain-backward", "plain-input-grad", "iat-fp32", "iat-tf32", "iat-amp", "iat-graphs",
-                  "iat-graphs-tf32", "iat-graphs-amp"]
+                  "iat-graphs-tf32", "iat-graphs-tf32-amp", "iat-graphs-tf32-amp-attack"]
 
 
 def speed(variants: list[str] = SPEED_VARIANTS, reserve: float = 200) -> dict:

@@ -6,8 +6,10 @@ plain implementations, in one process on the same model, data and machine.
 - plain-inputgrad: a plain loop whose attack takes input-only gradients (torch.autograd.grad).
 - iat variants:   `Step` as `iat train` builds it: fp32 (the default), --channels-last, --amp (bf16),
                   --amp --channels-last, --compile.
-Each variant: one warm-up step (compilation, allocator), then --steps timed steps of --batch-size
-images; images/s and the ratio to plain-backward are printed and written as JSON (--json).
+Each variant builds its own model, takes one warm-up step (compilation, allocator), then the variants take
+turns: --steps rounds, each a timed step of every variant on the same batch, so that a change in the
+machine's load or clock during the run hits every variant alike. The median step time, images/s and the
+ratio to plain-backward are printed and written as JSON (--json), with every timed step.
 
     python benchmarks/train_step.py                          # preactresnet18, 28x28 Fashion-MNIST, batch 64
     python benchmarks/train_step.py --arch mlp6 --steps 20 --variants fp32,amp
@@ -18,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,9 +33,13 @@ from iat.data import load_data
 from iat.train.state import RunState
 from iat.train.step import Step, make_objective
 
-VARIANTS = ("plain-backward", "plain-inputgrad", "fp32", "channels-last", "amp", "amp-channels-last", "compile")
+VARIANTS = ("plain-backward", "plain-inputgrad", "fp32", "channels-last", "amp", "amp-channels-last",
+            "amp-attack", "amp-attack-channels-last", "compile", "compile-channels-last")
 IAT_OPTIONS = {"fp32": {}, "channels-last": {"channels_last": True}, "amp": {"amp": True},
-               "amp-channels-last": {"amp": True, "channels_last": True}, "compile": {"compile": True}}
+               "amp-channels-last": {"amp": True, "channels_last": True},
+               "amp-attack": {"amp": True, "attack_precision": "amp"},
+               "amp-attack-channels-last": {"amp": True, "attack_precision": "amp", "channels_last": True},
+               "compile": {"compile": True}, "compile-channels-last": {"compile": True, "channels_last": True}}
 
 
 def plain_step(model, optimizer, x, y, *, eps: float, alpha: float, steps: int, backward_attack: bool) -> None:
@@ -64,27 +72,43 @@ def plain_step(model, optimizer, x, y, *, eps: float, alpha: float, steps: int, 
     optimizer.step()
 
 
-def measure(variant: str, cfg: TrainConfig, batches: list, device: torch.device) -> float:
-    """Seconds per step of `variant`, over all batches but the first (the warm-up)."""
+def make_runner(variant: str, cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One training step of `variant` on its own fresh model and optimizer."""
     vcfg = TrainConfig(**{**cfg.__dict__, **IAT_OPTIONS.get(variant, {})})
     state = RunState.create(vcfg, device)
     if variant.startswith("plain"):
         def run(x, y):
             plain_step(state.model, state.optimizer, x, y, eps=cfg.eps, alpha=cfg.step_size,
                        steps=cfg.attack_steps, backward_attack=variant == "plain-backward")
-    else:
-        torch._dynamo.reset()
-        step = Step.for_run(vcfg, state, make_objective(vcfg, state.model)[0], out=Path("unused"), device=device)
-        def run(x, y):
-            step(state, x, y)
-    run(*batches[0])
+        return run
+    step = Step.for_run(vcfg, state, make_objective(vcfg, state.model)[0], out=Path("unused"), device=device)
+    return lambda x, y: step(state, x, y)
+
+
+def measure(variants: list[str], cfg: TrainConfig, batches: list, device: torch.device, rounds: int) -> dict:
+    """Seconds per step of each variant: one warm-up step each, then `rounds` rounds in which every variant
+    takes one timed step in turn, so a change of the machine's speed during the run hits all variants alike.
+    Returns each variant's step times (seconds), in round order."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    started = time.perf_counter()
-    for x, y in batches[1:]:
-        run(x, y)
-    sync()
-    return (time.perf_counter() - started) / (len(batches) - 1)
+    torch._dynamo.config.recompile_limit = 64  # several compiled models live side by side here
+    runners = {}
+    for variant in variants:
+        runners[variant] = make_runner(variant, cfg, device)
+        started = time.perf_counter()
+        runners[variant](*batches[0])  # warm-up: compilation, allocator
+        sync()
+        print(f"{variant:26s} warm-up {time.perf_counter() - started:7.1f} s", flush=True)
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(rounds):
+        x, y = batches[1 + r % (len(batches) - 1)]
+        for variant in variants:
+            started = time.perf_counter()
+            runners[variant](x, y)
+            sync()
+            times[variant].append(time.perf_counter() - started)
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{v} {times[v][-1]:.2f}" for v in variants)
+              + f" (load {os.getloadavg()[0]:.1f})", flush=True)
+    return times
 
 
 def main() -> None:
@@ -92,7 +116,7 @@ def main() -> None:
     p.add_argument("--arch", default="preactresnet18")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up)")
+    p.add_argument("--steps", type=int, default=5, help="rounds: timed steps per variant (after one warm-up)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
@@ -101,7 +125,7 @@ def main() -> None:
     device = torch.device(args.device)
     cfg = TrainConfig(method="iat-mixup", dataset="fashion-mnist", arch=args.arch, width=args.width, eps=0.1,
                       step_size=0.025, attack_steps=7, batch_size=args.batch_size, device=args.device)
-    n = args.batch_size * (args.steps + 1)
+    n = args.batch_size * (min(args.steps, 4) + 1)
     if Path(args.data_dir).is_dir():
         x, y = load_data("fashion-mnist", "train", args.data_dir, limit=n)
     else:  # speed does not depend on the pixels: random images where the data set is absent
@@ -111,14 +135,15 @@ def main() -> None:
                for i in range(0, n, args.batch_size)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}, "
           f"{args.arch} iat-mixup PGD-7, batch {args.batch_size}, {args.steps} timed steps, device {device}")
-    results = {}
-    for variant in args.variants.split(","):
-        seconds = measure(variant, cfg, batches, device)
-        results[variant] = {"s_per_step": seconds, "images_per_s": args.batch_size / seconds}
-        base = results.get("plain-backward", {}).get("s_per_step")
-        ratio = f"{base / seconds:5.2f}x plain-backward" if base else ""
-        print(f"{variant:18s} {seconds:8.2f} s/step {args.batch_size / seconds:8.1f} images/s  {ratio}  "
-              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    variants = args.variants.split(",")
+    times = measure(variants, cfg, batches, device, args.steps)
+    results = {v: {"s_per_step": statistics.median(t), "images_per_s": args.batch_size / statistics.median(t),
+                   "s_per_step_all": t} for v, t in times.items()}
+    base = results.get("plain-backward", {}).get("s_per_step")
+    print(f"\nmedian of {args.steps} rounds:")
+    for variant, row in results.items():
+        ratio = f"{base / row['s_per_step']:5.2f}x plain-backward" if base else ""
+        print(f"{variant:26s} {row['s_per_step']:8.2f} s/step {row['images_per_s']:8.1f} images/s  {ratio}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
 

@@ -1,8 +1,10 @@
 """Proof that a refactor changed nothing: fixed small runs must write byte-identical weights.
 
 The sha256 of model.safetensors for each (arch, method) was recorded before the training loop was
-split into pieces (issue 8). CPU kernels differ across CPU capabilities and torch versions, so the
-test runs only where the values were recorded; there, any change to the bits fails it.
+split into pieces (issue 8), in the contiguous layout (the default then); GOLDEN_CHANNELS_LAST pins
+the default that followed, channels_last for convolutional models, recorded when it became the
+default. CPU kernels differ across CPU capabilities and torch versions, so the test runs only where
+the values were recorded; there, any change to the bits fails it.
 """
 
 from __future__ import annotations
@@ -46,10 +48,21 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def golden_config(arch: str, method: str) -> TrainConfig:
+GOLDEN_CHANNELS_LAST = {
+    ("cnn-small", "erm"): "18f5f7c1d95caeb452c54662164c9633e3c694c5dfc046d7d73c2e08a0db0968",
+    ("cnn-small", "mixup"): "45cfa845cb21f423b81e67368a1453fc6d1e8c994f9d18039ddd3a4f8f7cdebc",
+    ("cnn-small", "manifold-mixup"): "450f521dc69c3119343cdf9a59617140fd636b2ad069498ec0e1b47b23290728",
+    ("cnn-small", "pgd"): "62ad4224498991d793de685b0c19e800d9aa4e584fd8aaa04de73c8b3c5aebce",
+    ("cnn-small", "iat-mixup"): "2d5533f475b1e3e0759788c2645c61ea0902dfa42d12c9c9e3c4b473a194a188",
+    ("cnn-small", "iat-manifold-mixup"): "d0e0d124edba6e1c37a8f50f639d1ae936cda84e612f9340e15e35839e83f206",
+}
+
+
+def golden_config(arch: str, method: str, channels_last: bool = False) -> TrainConfig:
     return TrainConfig(method=method, dataset="digits", arch=arch, width=8, epochs=2, batch_size=64, lr=0.1,
                        eps=0.1, step_size=0.025, attack_steps=3, seed=0, device="cpu", train_size=256,
-                       lam_per="example" if method.endswith("manifold-mixup") else "batch")
+                       lam_per="example" if method.endswith("manifold-mixup") else "batch",
+                       channels_last=channels_last)
 
 
 @pytest.fixture
@@ -67,5 +80,13 @@ def test_weights_are_bit_identical_to_the_recorded_ones(tmp_path, one_thread_her
     assert digest == GOLDEN[arch, method], f"{arch} {method}: the trained weights changed"
 
 
+@pytest.mark.parametrize("arch, method", list(GOLDEN_CHANNELS_LAST))
+def test_channels_last_weights_are_bit_identical_to_the_recorded_ones(tmp_path, one_thread_here, arch, method):
+    out = train(golden_config(arch, method, channels_last=True), tmp_path / "run", progress=False)
+    digest = hashlib.sha256((out / runio.WEIGHTS).read_bytes()).hexdigest()
+    assert digest == GOLDEN_CHANNELS_LAST[arch, method], f"{arch} {method} channels_last: the trained weights changed"
+
+
 def test_every_method_is_covered():
     assert sorted({m for _, m in GOLDEN}) == sorted(method_names())
+    assert sorted({m for _, m in GOLDEN_CHANNELS_LAST}) == sorted(method_names())

@@ -72,16 +72,16 @@ def test_mixing_draws_on_the_cpu_are_the_ones_drawn_before():
 
 
 def test_channels_last_trains_the_same_model_up_to_rounding(tmp_path):
-    plain = train(cfg_of(), tmp_path / "plain", progress=False)
-    cl = train(cfg_of(channels_last=True), tmp_path / "cl", progress=False)
+    plain = train(cfg_of(channels_last=False), tmp_path / "plain", progress=False)
+    cl = train(cfg_of(), tmp_path / "cl", progress=False)  # the default, on the CPU too
     assert json.loads((cl / runio.CONFIG).read_text())["channels_last_used"] is True
-    assert json.loads((plain / runio.CONFIG).read_text())["channels_last_used"] is False  # CPU: opt-in
+    assert json.loads((plain / runio.CONFIG).read_text())["channels_last_used"] is False
     a, b = weights(plain), weights(cl)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
 def test_channels_last_puts_conv_weights_in_that_layout():
-    cfg = cfg_of(channels_last=True)
+    cfg = cfg_of()
     state = RunState.create(cfg, CPU)
     step = Step.for_run(cfg, state, make_objective(cfg, state.model)[0], out=Path("x"), device=CPU)
     convs = [p for p in state.model.parameters() if p.dim() == 4]
@@ -89,7 +89,7 @@ def test_channels_last_puts_conv_weights_in_that_layout():
 
 
 def test_channels_last_leaves_mlps_alone():
-    cfg = cfg_of(arch="mlp6", width=8, channels_last=True)
+    cfg = cfg_of(arch="mlp6", width=8)
     state = RunState.create(cfg, CPU)
     assert not Step.for_run(cfg, state, make_objective(cfg, state.model)[0], out=Path("x"), device=CPU).channels_last
 
@@ -133,3 +133,13 @@ def test_cuda_step_makes_no_host_sync():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert step.sync(state) > 0
+
+
+def test_channels_last_is_on_by_default_and_no_channels_last_turns_it_off():
+    from iat.cli import build_parser
+    from iat.cli.train import config_from_args
+
+    base = ["train", "--method", "erm", "--dataset", "digits", "--arch", "cnn-small", "--out", "unused"]
+    assert config_from_args(build_parser().parse_args(base)).channels_last is True
+    assert config_from_args(build_parser().parse_args([*base, "--no-channels-last"])).channels_last is False
+    assert config_from_args(build_parser().parse_args([*base, "--channels-last"])).channels_last is True

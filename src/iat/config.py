@@ -118,8 +118,8 @@ class TrainConfig:
                        kind="str", choices=lambda: ("on", "off"))
     compile: bool = option(False, "torch.compile the model for the training step and the training attack",
                            kind="bool")
-    channels_last: bool = option(False, "channels_last memory format for convolutional models on the CPU too "
-                                 "(always on CUDA)", kind="bool")
+    channels_last: bool = option(True, "channels_last memory format for convolutional models, on every device "
+                                 "(--no-channels-last: the contiguous layout)", kind="bool")
     cuda_graphs: bool = option(False, "capture the whole training update (attack, both losses, backward, SGD "
                                "step) as CUDA graphs and replay them: far fewer kernel launches (CUDA only)",
                                kind="bool")

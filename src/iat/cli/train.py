@@ -26,8 +26,8 @@ def _flag_kwargs(f: dataclasses.Field) -> dict:
     """add_argument's keyword arguments for a TrainConfig field, from its metadata."""
     meta, kind = f.metadata, f.metadata["kind"]
     kwargs = {"default": f.default, "help": meta["help"]}
-    if kind == "bool":
-        return {**kwargs, "action": "store_true"}
+    if kind == "bool":  # a flag that is on by default is turned off with --no-NAME
+        return {**kwargs, "action": argparse.BooleanOptionalAction if f.default else "store_true"}
     if meta["choices"] is not None:
         kwargs["choices"] = list(meta["choices"]())
         if meta["required_flag"]:

@@ -120,7 +120,7 @@ class Step:
         torchrun) wraps the prepared model for the weight update only (the attack keeps the plain one)."""
         precision = resolve_precision(cfg, device)
         set_tf32(precision.tf32)
-        channels_last = prepare_model(state.model, device, channels_last=cfg.channels_last, compile=cfg.compile)
+        channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile)
         model = wrap(state.model) if wrap is not None else state.model
         step = cls(model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
         if cfg.cuda_graphs:
