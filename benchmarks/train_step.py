@@ -4,15 +4,17 @@ plain implementations, in one process on the same model, data and machine.
 - plain-backward: the locuslab `train_pgd.py` style: the attack's loss calls `loss.backward()`
                   (parameter gradients computed and thrown away at every attack step).
 - plain-inputgrad: a plain loop whose attack takes input-only gradients (torch.autograd.grad).
-- iat variants:   `Step` as `iat train` builds it: fp32 (the default), --channels-last, --amp (bf16),
-                  --amp --channels-last, --compile.
+- iat variants:   `Step` as `iat train` builds it: `default` (fp32, channels_last), `contiguous`
+                  (--no-channels-last), `amp` (--amp: bf16 update passes, fp32 attack), `amp-attack`
+                  (--amp --attack-precision amp: the attack in bf16 too), `compile` (--compile),
+                  `compile-amp-attack`.
 Each variant builds its own model, takes one warm-up step (compilation, allocator), then the variants take
 turns: --steps rounds, each a timed step of every variant on the same batch, so that a change in the
 machine's load or clock during the run hits every variant alike. The median step time, images/s and the
 ratio to plain-backward are printed and written as JSON (--json), with every timed step.
 
     python benchmarks/train_step.py                          # preactresnet18, 28x28 Fashion-MNIST, batch 64
-    python benchmarks/train_step.py --arch mlp6 --steps 20 --variants fp32,amp
+    python benchmarks/train_step.py --arch mlp6 --steps 20 --variants plain-backward,default,amp
 """
 
 from __future__ import annotations
@@ -33,13 +35,12 @@ from iat.data import load_data
 from iat.train.state import RunState
 from iat.train.step import Step, make_objective
 
-VARIANTS = ("plain-backward", "plain-inputgrad", "fp32", "channels-last", "amp", "amp-channels-last",
-            "amp-attack", "amp-attack-channels-last", "compile", "compile-channels-last")
-IAT_OPTIONS = {"fp32": {}, "channels-last": {"channels_last": True}, "amp": {"amp": True},
-               "amp-channels-last": {"amp": True, "channels_last": True},
-               "amp-attack": {"amp": True, "attack_precision": "amp"},
-               "amp-attack-channels-last": {"amp": True, "attack_precision": "amp", "channels_last": True},
-               "compile": {"compile": True}, "compile-channels-last": {"compile": True, "channels_last": True}}
+VARIANTS = ("plain-backward", "plain-inputgrad", "contiguous", "default", "amp", "amp-attack", "compile",
+            "compile-amp-attack")
+IAT_OPTIONS = {"contiguous": {"channels_last": False}, "default": {},  # default: fp32, channels_last
+               "amp": {"amp": True}, "amp-attack": {"amp": True, "attack_precision": "amp"},
+               "compile": {"compile": True}, "compile-amp-attack": {"compile": True, "amp": True,
+                                                                     "attack_precision": "amp"}}
 
 
 def plain_step(model, optimizer, x, y, *, eps: float, alpha: float, steps: int, backward_attack: bool) -> None:

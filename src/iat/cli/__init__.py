@@ -18,6 +18,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from iat.cli.locking import locked
+from iat.cpu_memory import keep_freed_memory
 from iat.errors import UsageError
 from iat.train.errors import TrainingError
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
+    keep_freed_memory()  # attacks and training on the CPU reuse freed memory (iat.cpu_memory)
     previous = _on_sigterm(_terminated)  # SIGTERM unwinds like Ctrl-C: temporary files and directories removed
     try:
         with locked(args):

@@ -16,6 +16,7 @@ import torch
 
 from iat.attacks import training_attack
 from iat.config import TrainConfig
+from iat.cpu_memory import keep_freed_memory
 from iat.data import DataInfo, augment, dataset_info, load_data
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
@@ -120,6 +121,8 @@ class Step:
         torchrun) wraps the prepared model for the weight update only (the attack keeps the plain one)."""
         precision = resolve_precision(cfg, device)
         set_tf32(precision.tf32)
+        if device.type == "cpu":
+            keep_freed_memory()  # no page faults on every step's activations (iat.cpu_memory)
         channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile)
         model = wrap(state.model) if wrap is not None else state.model
         step = cls(model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
