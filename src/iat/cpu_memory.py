@@ -12,27 +12,22 @@ unchanged; the process keeps its peak memory until it exits.
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 MMAP_THRESHOLD_MAX = 32 * 2**20  # the largest value glibc accepts on 64-bit: blocks up to it come from the heap
 TRIM_THRESHOLD = 2**31 - 1  # free memory at the heap's top is returned to the OS only above 2 GiB
 
-_kept: bool | None = None
-
-
+@functools.cache  # once per process
 def keep_freed_memory() -> bool:
-    """Tune glibc's malloc (once per process) so freed tensor memory is reused; return whether it applies
-    (False off Linux, or with another C library; jemalloc or tcmalloc preloaded make it moot)."""
-    global _kept
-    if _kept is None:
-        _kept = False
-        if sys.platform.startswith("linux"):
-            try:
-                mallopt = ctypes.CDLL(None).mallopt
-            except (OSError, AttributeError):  # a C library without mallopt (musl)
-                return False
-            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            _kept = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD,
-                                                                                          TRIM_THRESHOLD))
-    return _kept
+    """Tune glibc's malloc so freed tensor memory is reused; return whether it applies (False off Linux,
+    or with another C library; jemalloc or tcmalloc preloaded make it moot)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a C library without mallopt (musl)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

@@ -18,13 +18,9 @@ def is_convolutional(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def uses_channels_last(model: nn.Module, asked: bool) -> bool:
-    return asked and is_convolutional(model)
-
-
 def prepare_model(model: nn.Module, *, channels_last: bool, compile: bool) -> bool:
     """Put `model` in channels_last (where it applies) and compile it as asked; return channels_last used."""
-    used = uses_channels_last(model, channels_last)
+    used = channels_last and is_convolutional(model)
     if used:
         model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
     if compile:
