@@ -6,19 +6,21 @@ Sections (each one guarded: a failure is recorded and the next section runs):
 1. environment: GPU, driver, torch, bf16 support;
 2. the CUDA tests (`pytest -m cuda`);
 3. speed: images/s of one training step of PreActResNet18 on CIFAR-shaped batches (3x32x32, random
-   images; the numbers do not depend on the pixels), batch 64 and 512, for iat's step (eager fp32,
-   TF32, bf16 AMP, CUDA graphs, torch.compile) against two plain implementations run in the same
-   process: the locuslab train_pgd.py style (its attack calls loss.backward(), so parameters get
-   gradients too) and a plain loop with input-only attack gradients;
+   images; the numbers do not depend on the pixels), batch 64 and 512, for iat's step (`--variants`:
+   eager fp32, TF32, bf16 AMP, the attack in bf16, cuDNN autotuning, CUDA graphs, torch.compile, and
+   torch.compile inside CUDA graphs) against two plain implementations run in the same process: the
+   locuslab train_pgd.py style (its attack calls loss.backward(), so parameters get gradients too)
+   and a plain loop with input-only attack gradients;
 4. sync check: training steps under torch.cuda.set_sync_debug_mode("error") (no host sync inside);
-5. two short real runs (pgd and iat-mixup, PreActResNet18 on Fashion-MNIST padded to 32x32), eager and
-   with CUDA graphs, with their clean and PGD-20 error.
+5. two short real runs each of pgd and iat-mixup (PreActResNet18 on Fashion-MNIST padded to 32x32) in
+   two modes (`--run-modes`: eager, graphs, graphs-fast), with their clean and PGD-20 error.
 Writes OUT/gpu_check.json (every figure) and OUT/gpu_check.md (the tables), and prints the tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -39,6 +41,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from iat.config import TrainConfig  # noqa: E402
 from iat.models import build_model  # noqa: E402
 from iat.train.engine import build_update  # noqa: E402
+from iat.train.state import RunState  # noqa: E402
+from iat.train.step import Step, make_objective  # noqa: E402
 
 CIFAR_EPOCH = 50_000  # images per CIFAR-10 epoch
 FLOP_PER_IMAGE = 1.11e9  # PreActResNet18, one 32x32 forward pass (the issue's reference)
@@ -120,6 +124,8 @@ def cfg_for(variant: str, batch: int) -> TrainConfig:
         kw["amp"] = True
     if "amp-attack" in variant:  # the attack under autocast too (--attack-precision amp)
         kw["attack_precision"] = "amp"
+    if "cudnn" in variant:  # --cudnn-benchmark on
+        kw["cudnn_benchmark"] = "on"
     if "contiguous" in variant:
         kw["channels_last"] = False
     if "graphs" in variant:
@@ -127,6 +133,22 @@ def cfg_for(variant: str, batch: int) -> TrainConfig:
     if "compile" in variant:
         kw["compile"] = True
     return TrainConfig(**kw)
+
+
+def compiled_in_graphs(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """`--compile` inside `--cuda-graphs`: the compiled model's kernels captured in the whole-update graph.
+
+    `iat train` refuses the pair (validate); this builds it by hand to measure whether fusing the
+    elementwise work (BatchNorm, ReLU, the attack's sign/clamp) is worth allowing it.
+    """
+    device = torch.device("cuda")
+    cfg = dataclasses.replace(cfg, cuda_graphs=False).validate()
+    state = RunState.create(cfg, device)
+    objective, _ = make_objective(cfg, state.model)
+    step = Step.for_run(cfg, state, objective, out=Path("."), device=device)
+    step.use_cuda_graphs(cfg.batch_size, device)
+    state.start_epoch()
+    return lambda x, y: step(state, x, y)
 
 
 def time_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batch: int, warmup: int, timed: int) -> dict:
@@ -150,8 +172,13 @@ def time_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batch: int, w
             "warmup_s": round(warm_s, 1), "tflops": round(ips * FLOP_PER_IMAGE * 3 * 9.5 / 1e12, 1)}
 
 
-SPEED_VARIANTS = ["plain-backward", "plain-input-grad", "iat-fp32", "iat-tf32", "iat-amp", "iat-graphs",
-                  "iat-graphs-tf32", "iat-graphs-tf32-amp", "iat-graphs-tf32-amp-attack"]
+# Measured on an H100 already (benchmarks/README.md): plain-input-grad, iat-fp32, iat-tf32, iat-amp,
+# iat-graphs, iat-graphs-tf32, iat-graphs-amp, iat-compile-amp, iat-graphs-tf32-amp (run with --variants).
+# The default list asks what is left of issue 13's 10 s epoch (about 12.8 ms per step at batch 64):
+# the attack in bf16 under graphs, cuDNN autotuning, and (last, it compiles) torch.compile inside graphs.
+SPEED_VARIANTS = ["plain-backward", "iat-graphs-tf32-amp", "iat-graphs-tf32-amp-attack", "iat-graphs-tf32-amp-cudnn",
+                  "iat-graphs-tf32-amp-attack-cudnn", "iat-tf32-amp-attack", "iat-graphs-tf32-cudnn"]
+COMPILED_VARIANTS = ["iat-graphs-compile-tf32-amp-attack-cudnn", "iat-compile-tf32-amp-attack-cudnn"]
 
 
 def speed(variants: list[str] = SPEED_VARIANTS, reserve: float = 200) -> dict:
@@ -171,6 +198,8 @@ def speed(variants: list[str] = SPEED_VARIANTS, reserve: float = 200) -> dict:
                     model = build_model(cfg).cuda()
                     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
                     step = lambda x, y: plain_step(model, opt, x, y, backward_style=variant == "plain-backward")  # noqa: E731
+                elif "compile" in variant and "graphs" in variant:
+                    step = compiled_in_graphs(cfg)
                 else:
                     step = build_update(cfg, torch.device("cuda"))
                 return time_steps(step, batch, warmup + (5 if "compile" in variant else 0), timed)
@@ -204,7 +233,15 @@ def sync_check() -> dict:
 # -------------------------------------------------------------------------------------- real runs
 
 
-def real_runs(data_dir: str | None, train_size: int, epochs: int, modes: tuple[str, ...] = ("eager", "graphs")) -> dict:
+# The short real runs' modes. eager and graphs (fp32) were run on an H100 already (benchmarks/README.md);
+# the default pair asks what the fastest setting costs in robustness against fp32 under graphs.
+RUN_MODES = {"eager": [], "graphs": ["--cuda-graphs"],
+             "graphs-fast": ["--cuda-graphs", "--tf32", "on", "--amp", "--attack-precision", "amp",
+                             "--cudnn-benchmark", "on"]}
+
+
+def real_runs(data_dir: str | None, train_size: int, epochs: int, modes: tuple[str, ...] = ("graphs", "graphs-fast")
+              ) -> dict:
     out = {}
     root = Path(tempfile.mkdtemp(prefix="iat-gpu-"))
     for method in ("pgd", "iat-mixup"):
@@ -218,8 +255,7 @@ def real_runs(data_dir: str | None, train_size: int, epochs: int, modes: tuple[s
                    "--eps", "0.1", "--step-size", "0.025", "--device", "cuda", "--out", str(run)]
             if data_dir:
                 cmd += ["--data-dir", data_dir]
-            if mode == "graphs":
-                cmd += ["--cuda-graphs"]
+            cmd += RUN_MODES[mode]
             env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
             t0 = time.perf_counter()
             try:
@@ -291,7 +327,8 @@ def main() -> int:
     p.add_argument("--train-size", type=int, default=5_000)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--variants", default=",".join(SPEED_VARIANTS), help="speed variants to time")
-    p.add_argument("--run-modes", default="eager,graphs", help="modes of the short real runs")
+    p.add_argument("--run-modes", default="graphs,graphs-fast",
+                   help=f"modes of the short real runs: {', '.join(RUN_MODES)}")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: speed,sync,tests,runs,compile")
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -312,7 +349,7 @@ def main() -> int:
         guarded(results, "real_runs", lambda: real_runs(args.data_dir, args.train_size, args.epochs,
                                                              tuple(args.run_modes.split(","))))
     if "speed" not in skip and "compile" not in skip:  # last: compiling takes a minute or more
-        guarded(results, "speed_compiled", lambda: speed(["iat-compile-amp"], reserve=60))
+        guarded(results, "speed_compiled", lambda: speed(COMPILED_VARIANTS, reserve=60))
         results["speed"].update(results.pop("speed_compiled") if "error" not in results["speed_compiled"] else {})
     results["seconds"] = round(time.perf_counter() - started, 1)
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1))

@@ -5,6 +5,7 @@ Marked `cuda` and skipped without a GPU; benchmarks/gpu_check.sh runs them (`pyt
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -58,7 +59,6 @@ def test_amp_trains_on_cuda(tmp_path, dtype):
 
 def test_cuda_graphs_match_eager_on_a_deterministic_method(tmp_path):
     """ERM on mlp6 has no randomness inside the step: a replayed graph must compute what eager does."""
-    torch.backends.cudnn.deterministic = True
     kw = dict(arch="mlp6", epochs=2, device="cuda", batch_size=64)
     eager = train(tiny_config("erm", **kw), tmp_path / "eager", progress=False)
     graphed = train(tiny_config("erm", cuda_graphs=True, **kw), tmp_path / "graphed", progress=False)
@@ -71,6 +71,16 @@ def test_cuda_graphs_match_eager_on_a_deterministic_method(tmp_path):
 def test_cuda_graphs_train_adversarial_methods(tmp_path, method):
     run = train(tiny_config(method, epochs=2, device="cuda", cuda_graphs=True), tmp_path / method, progress=False)
     assert all(torch.isfinite(w).all() for w in load_weights(run / "model.safetensors").values())
+
+
+def test_the_fastest_gpu_settings_train_and_config_json_says_so(tmp_path):
+    cfg = tiny_config("iat-mixup", epochs=2, device="cuda", cuda_graphs=True, tf32="on", amp=True,
+                      attack_precision="amp", cudnn_benchmark="on")
+    run = train(cfg, tmp_path / "fast", progress=False)
+    assert all(torch.isfinite(w).all() for w in load_weights(run / "model.safetensors").values())
+    config = json.loads((run / "config.json").read_text())
+    assert config["cuda_graphs_used"] and config["cudnn_benchmark_used"]
+    assert config["precision"] == {"autocast": "bf16", "attack": "amp", "tf32": True, "grad_scaler": False}
 
 
 @pytest.mark.parametrize("graphs", [False, True])

@@ -99,6 +99,23 @@ def test_tf32_is_an_explicit_setting_and_evaluation_turns_it_off():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+@pytest.mark.parametrize("device, asked, used", [("cuda", "on", True), ("cuda", "off", False), ("cpu", "on", False)])
+def test_cudnn_benchmark_is_a_recorded_cuda_setting_and_evaluation_turns_it_off(device, asked, used):
+    cfg = cfg_of(cudnn_benchmark=asked)
+    state = RunState.create(cfg, CPU)  # for_run sets the flags for `device`; it moves nothing
+    loss_fn, _ = make_objective(cfg, state.model)
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = not used  # whatever was set before, the run's option decides
+        step = Step.for_run(cfg, state, loss_fn, out=Path("x"), device=torch.device(device))
+        assert torch.backends.cudnn.benchmark is used and step.record()["cudnn_benchmark_used"] is used
+        with fp32_evaluation():
+            assert torch.backends.cudnn.benchmark is False  # the evaluation's batches take many shapes
+        assert torch.backends.cudnn.benchmark is used  # restored
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 def test_evaluation_never_runs_under_autocast():
     state = RunState.create(cfg_of(), CPU)
     seen = forward_log(state.model)

@@ -116,6 +116,9 @@ class TrainConfig:
                                    choices=lambda: ATTACK_PRECISIONS)
     tf32: str = option("off", "TF32 matmuls and convolutions on CUDA while training (off: fp32 means fp32)",
                        kind="str", choices=lambda: ("on", "off"))
+    cudnn_benchmark: str = option("off", "let cuDNN time its convolution algorithms once per input shape and keep "
+                                  "the fastest (CUDA only; off: cuDNN's heuristics choose)", kind="str",
+                                  choices=lambda: ("on", "off"))
     compile: bool = option(False, "torch.compile the model for the training step and the training attack",
                            kind="bool")
     channels_last: bool = option(True, "channels_last memory format for convolutional models, on every device "
@@ -300,7 +303,7 @@ def resolve_device(name: str) -> torch.device:
 # Options that decide the trained weights: a resumed run must be given the same values.
 _NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra",  # where and how, not what is trained
                     "amp_dtype", "attack_precision", "tf32", "compile", "channels_last",  # (older runs lack them)
-                    "cuda_graphs",
+                    "cuda_graphs", "cudnn_benchmark",
                     "co_guard")  # it can stop a run, never change its weights: resume with --co-guard off
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_RESUME_KEYS)
 RESUME_KEYS += ("milestones_resolved",)

@@ -6,7 +6,9 @@
 - `--attack-precision`: the inner training attack runs outside autocast (`fp32`, the default: the
   paper's PGD-7) or under it (`amp`: faster, but its input gradients are bf16/fp16, a weaker attack).
 - `--tf32 on|off`: TF32 matmuls and convolutions on CUDA while training; off by default, so fp32 is fp32.
-Evaluation attacks never run under autocast and run with TF32 off (`fp32_evaluation`).
+Evaluation attacks never run under autocast and run with TF32 off (`fp32_evaluation`), and without
+`--cudnn-benchmark`'s autotuning: the evaluation engine drops attacked examples as they fall, so its
+batches take many shapes, and each new shape would be timed again.
 """
 
 from __future__ import annotations
@@ -91,9 +93,11 @@ class TrainingAttack:
 
 @contextmanager
 def fp32_evaluation() -> Iterator[dict]:
-    """Evaluation in fp32: autocast off and TF32 off inside, restored after; yields what ran (eval.json)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    """Evaluation in fp32: autocast, TF32 and cuDNN autotuning off inside, restored after; yields what ran
+    (eval.json)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
     set_tf32(False)
+    torch.backends.cudnn.benchmark = False
     try:
         with torch.autocast("cpu", enabled=False):
             if torch.cuda.is_available():
@@ -102,4 +106,4 @@ def fp32_evaluation() -> Iterator[dict]:
             else:
                 yield {"autocast": "fp32", "tf32": False}
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved

@@ -2,7 +2,7 @@
 
 `Step` gets the model, the optimizer and the method's loss and does exactly one update per call,
 with no host-device sync (see its docstring); `Step.for_run` applies the run's precision and speed
-options (AMP, TF32, channels_last, torch.compile).
+options (AMP, TF32, cuDNN autotuning, channels_last, torch.compile, CUDA graphs).
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ class Step:
         self.model, self.optimizer, self.loss_fn, self.out = model, optimizer, loss_fn, out
         self.precision = precision or Precision()
         self.channels_last = channels_last
+        self.cudnn_benchmark = False  # cuDNN times its algorithms per shape (set by for_run, CUDA only)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
         self.autocast_cache = True  # off under CUDA graphs: no cast weights cached across a capture
         self._sum: torch.Tensor | None = None  # state's loss_sum continued on the device
@@ -117,15 +118,18 @@ class Step:
     @classmethod
     def for_run(cls, cfg: TrainConfig, state: RunState, loss_fn: LossFn, *, out: Path, device: torch.device,
                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Step:
-        """The Step of a run: precision, TF32, channels_last and compile as `cfg` asks; `wrap` (DDP under
-        torchrun) wraps the prepared model for the weight update only (the attack keeps the plain one)."""
+        """The Step of a run: precision, TF32, cuDNN autotuning, channels_last and compile as `cfg` asks;
+        `wrap` (DDP under torchrun) wraps the prepared model for the weight update only (the attack keeps
+        the plain one)."""
         precision = resolve_precision(cfg, device)
         set_tf32(precision.tf32)
+        cudnn_benchmark = torch.backends.cudnn.benchmark = cfg.cudnn_benchmark == "on" and device.type == "cuda"
         if device.type == "cpu":
             keep_freed_memory()  # no page faults on every step's activations (iat.cpu_memory)
         channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile)
         model = wrap(state.model) if wrap is not None else state.model
         step = cls(model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
+        step.cudnn_benchmark = cudnn_benchmark
         if cfg.cuda_graphs:
             step.use_cuda_graphs(cfg.batch_size, device, distributed=model is not state.model)
         return step
@@ -148,7 +152,8 @@ class Step:
     def record(self) -> dict:
         """What the step runs with, for config.json."""
         return {"precision": self.precision.record(), "channels_last_used": self.channels_last,
-                "cuda_graphs_used": isinstance(self.update, GraphedUpdate)}
+                "cuda_graphs_used": isinstance(self.update, GraphedUpdate),
+                "cudnn_benchmark_used": self.cudnn_benchmark}
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on (x, y); return the loss (detached, on the device)."""
