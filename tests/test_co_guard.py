@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import tiny_config
 
 from iat import runio
 from iat.cli import main
+from iat.distributed import World
 from iat.train import TrainingError, train
 from iat.train import guard as guard_mod
+from iat.train.checkpoint import Checkpointer
 from iat.train.guard import CatastrophicOverfitting, collapsed, guard_on
+from iat.train.state import RunState
+from iat.train.step import TrainData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,3 +88,22 @@ def test_guard_does_not_change_the_trained_weights(tmp_path):
     b = train(tiny_config("pgd", co_guard="off", epochs=2, train_size=256), tmp_path / "off", progress=False)
     assert (a / runio.WEIGHTS).read_bytes() == (b / runio.WEIGHTS).read_bytes()
     assert "guard_pgd_acc" in rows(a)[0] and "guard_pgd_acc" not in rows(b)[0]
+
+
+def test_under_torchrun_every_rank_decides_on_rank_zeros_measurement(tmp_path, monkeypatch):
+    """The ranks' BatchNorm statistics differ, so each would measure its own accuracy; rank 0 measures and
+    broadcasts (World.on_main), so every rank takes the same decision and writes the same row."""
+    broadcast = iter([(0.95, 0.02), None])  # rank 0's guard numbers (a collapse), then its metrics write
+
+    class RankOne(World):
+        def on_main(self, fn):
+            return next(broadcast)
+
+    monkeypatch.setattr(guard_mod, "measure", lambda *a, **k: pytest.fail("rank 1 measured on its own"))
+    cfg = tiny_config("pgd", attack="fgsm-rs", train_size=128)
+    state = RunState.create(cfg, torch.device("cpu"), RankOne(1, 2))
+    state.metrics = [{"epoch": 1, "guard_pgd_acc": 0.5}, {"epoch": 2}]
+    with pytest.raises(CatastrophicOverfitting, match="fell to 2.0% from a best of 50.0%"):
+        guard_mod.check_overfitting(state, TrainData.load(cfg, torch.device("cpu")),
+                                    Checkpointer(tmp_path, 0, state.world))
+    assert state.metrics[-1]["guard_pgd_acc"] == 0.02 and state.metrics[-1]["catastrophic_overfitting"]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
+from conftest import tiny_config
+
+from iat import runio
 from iat.config import TrainConfig
+from iat.train import train
 from iat.train.resume import first_difference
 
 
@@ -20,3 +27,33 @@ def test_a_changed_option_is_still_refused():
     assert first_difference(cfg, saved).startswith("--attack pgd differs from the run's fgsm-rs")
     assert first_difference(TrainConfig(method="pgd", dataset="digits", arch="cnn-small", attack="n-fgsm",
                                         epochs=3), {k: v for k, v in cfg.to_dict().items() if k != "attack"})
+
+
+def test_precision_options_decide_the_weights_and_are_refused_when_changed():
+    cfg = TrainConfig(method="iat-mixup", dataset="digits", arch="cnn-small", amp=True)
+    for key, other in (("attack_precision", "amp"), ("amp_dtype", "fp16"), ("tf32", "on")):
+        changed = dataclasses.replace(cfg, **{key: other})
+        assert first_difference(changed, cfg.to_dict()).startswith(f"--{key.replace('_', '-')} {other} differs")
+
+
+def test_a_speed_option_changed_on_resume_is_warned_and_recorded(tmp_path, caplog):
+    """channels_last, compile, CUDA graphs and cuDNN autotuning change rounding, not arithmetic: a resume may
+    change them, and config.json's `resumes` then says what trained the rest of the run."""
+    cfg = tiny_config("erm", epochs=1, train_size=96, batch_size=32)
+    out = train(cfg, tmp_path / "run", progress=False)
+    (out / runio.WEIGHTS).unlink()  # its last checkpoint (end of epoch 1) resumes, training nothing
+    with caplog.at_level(logging.WARNING, logger="iat.train"):
+        train(dataclasses.replace(cfg, channels_last=False), out, resume=True, progress=False)
+    config = runio.read_json(out / runio.CONFIG)
+    assert config["channels_last"] is True  # the run's start, as it was
+    assert config["resumes"] == [{"epoch": 1, "step": 0, "changed": {"channels_last": False}}]
+    assert "channels_last=False (the run so far: channels_last=True)" in caplog.text
+
+    for again in (False, False, True):  # the same as the last part: nothing to say; back to channels_last: said
+        caplog.clear()
+        (out / runio.WEIGHTS).unlink()
+        with caplog.at_level(logging.WARNING, logger="iat.train"):
+            train(dataclasses.replace(cfg, channels_last=again), out, resume=True, progress=False)
+        assert ("resumed at" in caplog.text) == again
+    assert [r["changed"] for r in runio.read_json(out / runio.CONFIG)["resumes"]] == [
+        {"channels_last": False}, {"channels_last": True}]

@@ -37,7 +37,7 @@ def test_the_step_reads_nothing_back_from_the_device(monkeypatch, method):
     loss_fn, _ = make_objective(cfg, state.model)
     step = Step(state.model, state.optimizer, loss_fn, out=Path("x"))
     data = TrainData.load(cfg, CPU)
-    x, y = next(data.batches(torch.arange(len(data)), 0, 32))
+    x, y, _ = next(data.batches(torch.arange(len(data)), 0, 32))
 
     def host_read(*args, **kwargs):
         raise AssertionError("a host read inside the step")
@@ -125,10 +125,10 @@ def test_cuda_step_makes_no_host_sync():
     step = Step.for_run(cfg, state, make_objective(cfg, state.model)[0], out=Path("x"), device=device)
     data = TrainData.load(cfg, device)
     batches = list(data.batches(torch.arange(len(data), device=device), 0, 32))
-    step(state, *batches[0])  # warm-up: cuDNN picks its algorithms
+    step(state, *batches[0][:2])  # warm-up: cuDNN picks its algorithms
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for x, y in batches[1:]:
+        for x, y, _ in batches[1:]:
             step(state, x, y)
     finally:
         torch.cuda.set_sync_debug_mode("default")

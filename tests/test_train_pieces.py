@@ -13,6 +13,7 @@ import torch
 
 from iat import runio
 from iat.config import TrainConfig
+from iat.distributed import World
 from iat.train import CheckpointWriteError, TrainingDiverged, TrainingInterrupted
 from iat.train.checkpoint import Checkpointer
 from iat.train.signals import SignalGuard
@@ -30,10 +31,13 @@ def test_batches_cover_an_epoch_from_any_step():
     data = TrainData.load(CFG, CPU)
     assert data.steps_per_epoch(32) == 4
     order = torch.arange(len(data))
-    sizes = [len(y) for _, y in data.batches(order, 0, 32)]
+    sizes = [len(y) for _, y, _ in data.batches(order, 0, 32)]
     assert sizes == [32, 32, 32, 4]
-    (_, y), = data.batches(order, 3, 32)
-    assert torch.equal(y, data.y[96:])
+    (_, y, share), = data.batches(order, 3, 32)
+    assert torch.equal(y, data.y[96:]) and share == 1.0
+    # under torchrun, a rank's part of each batch and its share of it (the 4-example last batch: 2 of 4)
+    shares = [(len(y), share) for _, y, share in data.batches(order, 0, 32, World(1, 3).shard)]
+    assert shares == [(11, 11 / 32), (11, 11 / 32), (11, 11 / 32), (1, 1 / 4)]
 
 
 def test_step_updates_once_and_counts_it():
@@ -41,7 +45,7 @@ def test_step_updates_once_and_counts_it():
     loss_fn, _ = make_objective(CFG, state.model)
     before = [p.detach().clone() for p in state.model.parameters()]
     data = TrainData.load(CFG, CPU)
-    x, y = next(data.batches(torch.arange(len(data)), 0, 32))
+    x, y, _ = next(data.batches(torch.arange(len(data)), 0, 32))
     step = Step(state.model, state.optimizer, loss_fn, out=Path("x"))
     step(state, x, y)
     step.sync(state)  # the loss is summed on the device until then

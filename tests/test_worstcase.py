@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DIGITS_EPS, DIGITS_STEP
+from conftest import DIGITS_EPS, DIGITS_STEP, tiny_config
 
 from iat.attacks import FGSM, PGD, AttackBudget, ce_loss, dlr_loss, margin_loss
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.data import load_data
-from iat.evaluate import evaluate
+from iat.evaluate import evaluate, evaluate_run
 from iat.runs import load_run_model
+from iat.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,3 +126,12 @@ def test_margin_losses_survive_a_saturating_softmax():
     assert dlr_loss(logits, torch.tensor([1])).item() == pytest.approx(2.0 / 3.0)
     assert F.cross_entropy(logits, torch.tensor([0]), reduction="sum").item() == pytest.approx(
         ce_loss(logits, torch.tensor([0])).item())
+
+
+def test_eval_at_another_eps_steps_eps_over_4_unless_told(tmp_path):
+    """With --eps and no --step-size the step is eps/4, as in the sweeps: the training step of a smaller eps
+    cannot carry PGD-7 to a larger ball's surface (2/255 x 7 steps covers half of eps 0.1)."""
+    run = train(tiny_config("erm", epochs=1, eps=8 / 255, step_size=2 / 255), tmp_path / "run", progress=False)
+    assert evaluate_run(run, ["clean"], limit=10, device="cpu")["step_size"] == 2 / 255  # the run's own
+    assert evaluate_run(run, ["clean"], eps=0.1, limit=10, device="cpu")["step_size"] == 0.1 / 4
+    assert evaluate_run(run, ["clean"], eps=0.1, step_size=0.01, limit=10, device="cpu")["step_size"] == 0.01

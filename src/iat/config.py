@@ -301,9 +301,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 # Options that decide the trained weights: a resumed run must be given the same values.
+# A key an older run's config.json lacks compares as its default (iat.train.resume.first_difference).
+# The speed options change rounding or kernel launches, not the arithmetic: a resumed run may change them,
+# with a warning and a line in config.json's `resumes` (iat.train.checkpoint.open_run_dir).
+SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "cudnn_benchmark")
 _NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra",  # where and how, not what is trained
-                    "amp_dtype", "attack_precision", "tf32", "compile", "channels_last",  # (older runs lack them)
-                    "cuda_graphs", "cudnn_benchmark",
+                    *SPEED_KEYS,
                     "co_guard")  # it can stop a run, never change its weights: resume with --co-guard off
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_RESUME_KEYS)
 RESUME_KEYS += ("milestones_resolved",)

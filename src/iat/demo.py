@@ -108,11 +108,12 @@ def run_demo(exp: Experiment, out: str | Path, *, seeds: int = 1, device: str = 
         autoattack = {**autoattack, "same_images": {m: public(c) for m, c in autoattack["same_images"].items()}}
         results["autoattack"] = autoattack
     n_aa = autoattack["n_examples"] if autoattack else None
-    table = whitebox_table(summary, {m: method_label(m) for m in summary}, attacks, autoattack_n=n_aa)
+    cells = run["ours"]["whitebox"]["methods"]  # with the per-seed values: one seed prints its number alone
+    table = whitebox_table(cells, {m: method_label(m) for m in cells}, attacks, autoattack_n=n_aa)
     header = (f"# iat demo: {s.dataset}, {s.arch}, {s.epochs} epochs on "
               f"{s.train_size or 'all'} training images, eps {format_eps(s.eps)}, "
               f"PGD step {format_eps(s.step_size)}, {seeds} seed(s)\n\n"
-              f"Error in % on the test split (mean ± std over seeds). "
+              f"Error in % on the test split ({'mean ± sample std over seeds' if seeds > 1 else 'one seed'}). "
               f"Wall time of this call {seconds / 60:.1f} min.\n\n" + autoattack_note(s, autoattack))
     claim = claim_check(summary) + (autoattack_claims(summary, autoattack) if autoattack else [])
     results["claim"] = claim

@@ -9,6 +9,7 @@ here returns its input at once, so a one-process run executes exactly the code i
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -112,7 +113,8 @@ class World:
         """Every rank's sha256 of the model's parameters, in rank order (DDP keeps them equal)."""
         h = hashlib.sha256()
         for p in model.parameters():
-            h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            # flatten(): a channels_last 1x1 kernel counts as contiguous but keeps a last stride > 1
+            h.update(p.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
         if self.size == 1:
             return [h.hexdigest()]
         out = [None] * self.size
@@ -187,6 +189,9 @@ def process_group(device: torch.device) -> Iterator[World]:
         dist.barrier(group=_control)  # no rank leaves while another still needs it
     finally:
         _control = None
+        # DDP's reducer holds the gloo group in reference cycles: collect it while the interpreter is whole,
+        # or gloo's threads may be torn down at exit ("terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
 
 

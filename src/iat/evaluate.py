@@ -129,7 +129,9 @@ def evaluate_run(
 ) -> dict:
     """Evaluate a run on its data set's test split; write and return eval.json's content.
 
-    eps and step_size default to the run's training ones.
+    eps defaults to the run's training eps and step_size to its training step; with another eps and no
+    step_size, the step is eps/4 (the paper's 2/255 at 8/255, as in the sweeps): the training step of
+    a smaller eps would leave PGD unable to reach the larger eps-ball's surface.
     """
     check_attacks(attacks)
     dev = resolve_device(device)
@@ -144,8 +146,9 @@ def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_
                   world: World) -> dict:
     cfg = load_run_config(run_dir)
     model = load_run_model(run_dir, dev)
-    budget = AttackBudget(cfg.eps if eps is None else eps, cfg.step_size if step_size is None else step_size,
-                          restarts=restarts)
+    if step_size is None:
+        step_size = cfg.step_size if eps is None else eps / 4
+    budget = AttackBudget(cfg.eps if eps is None else eps, step_size, restarts=restarts)
     x, y = load_data(cfg.dataset, "test", data_dir or cfg.data_dir, limit=limit)
     results = evaluate(model, x, y, attacks, budget=budget, batch_size=batch_size, seed=cfg.seed, progress=progress,
                        world=world)

@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--attacks", default="clean,fgsm,pgd7,pgd20",
                    help="comma-separated: clean, fgsm, pgdN (N steps, e.g. pgd1000), autoattack")
     p.add_argument("--eps", type=opt.EPS, default=None, help="attack radius (default: the run's training eps)")
-    p.add_argument("--step-size", type=opt.STEP, default=None, help="PGD step (default: the run's training step)")
+    p.add_argument("--step-size", type=opt.STEP, default=None,
+                   help="PGD step (default: the run's training step; with --eps, eps/4)")
     p.add_argument("--limit", type=opt.POS_INT, default=None, help="evaluate the first N test examples only")
     p.add_argument("--restarts", type=opt.POS_INT, default=1,
                    help="PGD random restarts; each attacks only the examples the previous ones did not fool")

@@ -15,7 +15,7 @@ import torch
 
 import iat
 from iat import runio
-from iat.config import TrainConfig
+from iat.config import SPEED_KEYS, TrainConfig
 from iat.data import DataInfo
 from iat.distributed import SINGLE, World
 from iat.train.errors import CheckpointWriteError, diverged
@@ -55,11 +55,38 @@ def open_run_dir(out: Path, config: dict, prior: Prior, resume: bool) -> None:
             if key in prior.config and prior.config[key] != config[key]:
                 log.warning("%s was trained with %s=%s, this process has %s: the resumed run is valid but may "
                             "not be bit-identical to an uninterrupted one", out, key, prior.config[key], config[key])
+        if prior.checkpoint is not None:
+            record_speed_changes(out, config, prior)
     if prior.checkpoint is not None:
         runio.write_jsonl(out / runio.METRICS, prior.checkpoint["metrics"])  # drop rows written after it
         log.info("resuming %s at epoch %d, step %d", out, prior.checkpoint["epoch"] + 1, prior.checkpoint["step"])
     elif resume:
         log.info("nothing to resume in %s: starting the run", out)
+
+
+def record_speed_changes(out: Path, config: dict, prior: Prior) -> None:
+    """A resumed run may change the speed options (SPEED_KEYS: rounding and launches, not arithmetic):
+    say so in one warning and append the change to config.json's `resumes`, so the file still tells
+    what trained each part of the run."""
+    defaults = TrainConfig().to_dict()
+    last = {k: prior.config.get(k, defaults[k]) for k in SPEED_KEYS}  # what the latest part ran with
+    for resumed in prior.config.get("resumes", []):
+        last.update(resumed.get("changed", {}))
+    changed = {k: config[k] for k in SPEED_KEYS if last[k] != config[k]}
+    if not changed:
+        return
+    where = {"epoch": prior.checkpoint["epoch"], "step": prior.checkpoint["step"]}
+    log.warning("%s: resumed at epoch %d, step %d with %s (the run so far: %s): the same arithmetic in "
+                "another rounding, so not bit-identical to an uninterrupted run; recorded in config.json's "
+                "`resumes`", out, where["epoch"] + 1, where["step"],
+                ", ".join(f"{k}={v}" for k, v in changed.items()), ", ".join(f"{k}={last[k]}" for k in changed))
+    updated = {**prior.config, "resumes": [*prior.config.get("resumes", []), {**where, "changed": changed}]}
+    try:
+        runio.write_json(out / runio.CONFIG, updated)
+    except OSError as e:
+        raise CheckpointWriteError(f"could not write {out / runio.CONFIG} ({e.strerror or e}); free space, then "
+                                   "resume again") from None
+    prior.config = updated
 
 
 class Checkpointer:

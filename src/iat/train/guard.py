@@ -3,9 +3,9 @@
 Single-step adversarial training can overfit catastrophically (Wong et al. 2020, Sec. 5): within an
 epoch the model learns to defeat the one-step attack it trains against while its accuracy under PGD
 falls to about zero. The training loss does not show it, so the guard measures it: PGD-10 (the
-training eps, step eps/4, a fixed random start) on 256 training images chosen once from the seed,
-without augmentation. Their clean and PGD accuracy go into the epoch's metrics.jsonl row
-(`guard_clean_acc`, `guard_pgd_acc`).
+training eps, step eps/4, a fixed random start) on 256 training images chosen once from the seed
+(all of them if there are fewer), without augmentation; under torchrun, rank 0 measures for all.
+Their clean and PGD accuracy go into the epoch's metrics.jsonl row (`guard_clean_acc`, `guard_pgd_acc`).
 
 Collapse: PGD accuracy below 10% and below a fifth of its best so far, once that best reached 20%.
 A collapse is an order-of-magnitude drop to near zero within an epoch, while honest training moves
@@ -86,17 +86,20 @@ def check_overfitting(state: RunState, data: TrainData, checkpointer: Checkpoint
         return
     started = time.perf_counter()
     best = max((r.get("guard_pgd_acc", 0.0) for r in state.metrics[:-1]), default=0.0)
-    clean, robust = measure(state.model, *guard_batch(data, cfg.seed), cfg.eps, cfg.seed)
+    x, y = guard_batch(data, cfg.seed)
+    # under torchrun, rank 0 measures and every rank gets its numbers: the ranks' BatchNorm statistics
+    # differ, and all must take the same decision (and write the same row) or none can stop cleanly
+    clean, robust = state.world.on_main(lambda: measure(state.model, x, y, cfg.eps, cfg.seed))
     row = state.metrics[-1]
     row.update(guard_clean_acc=round(clean, 4), guard_pgd_acc=round(robust, 4),
                guard_seconds=round(time.perf_counter() - started, 3))
-    log.info("guard: PGD-%d accuracy %.1f%% (best %.1f%%), clean %.1f%% on %d fixed training images",
-             GUARD_STEPS, 100 * robust, 100 * best, 100 * clean, GUARD_IMAGES)
+    log.info("guard: PGD-%d accuracy %.1f%% (best of earlier epochs %.1f%%), clean %.1f%% on %d fixed training "
+             "images", GUARD_STEPS, 100 * robust, 100 * best, 100 * clean, len(y))
     if not collapsed(robust, best):
         return
     row["catastrophic_overfitting"] = True
     checkpointer.save_metrics(state.metrics)
-    message = (f"catastrophic overfitting at epoch {row['epoch']}: PGD-{GUARD_STEPS} accuracy on {GUARD_IMAGES} "
+    message = (f"catastrophic overfitting at epoch {row['epoch']}: PGD-{GUARD_STEPS} accuracy on {len(y)} "
                f"fixed training images fell to {100 * robust:.1f}% from a best of {100 * best:.1f}%; "
                f"the last good checkpoint in {checkpointer.out} is kept; retrain with --attack n-fgsm or pgd, "
                "or a smaller --eps or --lr")

@@ -100,8 +100,8 @@ def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Che
                disable=None if progress else True, leave=False, unit="batch")
     started, signum = time.perf_counter(), None
     shard = world.shard if world.size > 1 else None
-    for x, y in data.batches(order, state.step, cfg.batch_size, shard):
-        step(state, x, y)
+    for x, y, share in data.batches(order, state.step, cfg.batch_size, shard):
+        step(state, x, y, grad_weight=share * world.size)
         bar.update(1)
         if not bar.disable and state.step % POSTFIX_EVERY == 0:  # reading the loss syncs: not every step
             bar.set_postfix(loss=f"{step.sync(state):.3f}")

@@ -79,8 +79,9 @@ class TrainData:
 
     def batches(self, order: torch.Tensor, start: int, batch_size: int,
                 shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
-        """The augmented (x, y) batches of an epoch in `order`, from batch `start` on; with `shard`
-        (torchrun), this rank's part of each global batch.
+        """The augmented (x, y, share) batches of an epoch in `order`, from batch `start` on; with `shard`
+        (torchrun), this rank's part of each global batch, and `share` its fraction of that batch (1.0
+        without `shard`).
 
         Lazy on purpose: augmentation draws from the RNG right before its step, so a checkpoint
         between two steps holds the RNG state the next batch starts from.
@@ -88,8 +89,8 @@ class TrainData:
         steps = self.steps_per_epoch(batch_size)
         for step in range(start, steps):
             idx = order[step * batch_size : (step + 1) * batch_size if step < steps - 1 else len(self)]
-            idx = shard(idx) if shard is not None else idx
-            yield augment(self.x[idx], self.info.crop_pad, self.info.flip), self.y[idx]
+            part = shard(idx) if shard is not None else idx
+            yield augment(self.x[part], self.info.crop_pad, self.info.flip), self.y[part], len(part) / len(idx)
 
 
 class Step:
@@ -111,6 +112,7 @@ class Step:
         self.cudnn_benchmark = False  # cuDNN times its algorithms per shape (set by for_run, CUDA only)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
         self.autocast_cache = True  # off under CUDA graphs: no cast weights cached across a capture
+        self.grad_weight = 1.0  # under DDP: this rank's share of the global batch x the world size (see __call__)
         self._sum: torch.Tensor | None = None  # state's loss_sum continued on the device
         self._bad_step: torch.Tensor | None = None  # 1-based step of the first non-finite loss, 0: none yet
         self._bad_loss: torch.Tensor | None = None  # that loss
@@ -164,17 +166,24 @@ class Step:
                             cache_enabled=self.autocast_cache):
             loss, _ = self.loss_fn(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
+        weighted = loss if self.grad_weight == 1.0 else loss * self.grad_weight
         if self.scaler is None:
-            loss.backward()
+            weighted.backward()
             self.optimizer.step()
         else:  # fp16: scale the loss; the scaler skips steps whose gradients overflow (it syncs)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(weighted).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         return loss.detach()
 
-    def __call__(self, state: RunState, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Update on (x, y) and count it in `state` (the loss sum is counted on the device until `sync`)."""
+    def __call__(self, state: RunState, x: torch.Tensor, y: torch.Tensor, grad_weight: float = 1.0) -> None:
+        """Update on (x, y) and count it in `state` (the loss sum is counted on the device until `sync`).
+
+        `grad_weight` (torchrun): DDP averages the ranks' gradients with equal weights, so a rank whose
+        part of the global batch is not 1/N of it (a batch size that the ranks do not divide) scales
+        its mean loss by part / batch x N; the average is then the gradient of the global batch's mean.
+        """
+        self.grad_weight = grad_weight
         loss = self.update(x, y)
         if self._sum is None:
             self._sum = torch.tensor(state.running["loss_sum"], dtype=torch.float64, device=loss.device)
