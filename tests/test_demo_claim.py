@@ -20,3 +20,9 @@ def test_claim_does_not_show_when_clean_error_or_robustness_is_lost():
     less_robust = claim_check(_summary({"erm": (5.0, 100.0), "pgd": (13.0, 55.0), "iat-mixup": (6.0, 60.0)}))
     assert "does not show" in no_recovery[1] and "does not show" in less_robust[1]
     assert claim_check(_summary({"mixup": (5.0, 90.0)})) == []
+
+
+def test_a_clean_error_above_pgd_trainings_recovers_none_and_says_by_how_much():
+    lines = claim_check(_summary({"erm": (5.0, 100.0), "pgd": (13.0, 55.0), "iat-mixup": (15.0, 55.0)}))
+    assert "recovers none of that cost (2.00 points above PGD training)" in lines[1] and "-" not in lines[1][:40]
+    assert "does not show" in lines[1]

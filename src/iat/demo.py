@@ -46,7 +46,9 @@ def claim_check(summary: dict[str, dict[str, dict[str, float]]]) -> list[str]:
         d_robust = robust - summary["pgd"]["pgd20"]["mean"]
         verdict = ("the paper's claim shows here" if recovered >= 0.5 and d_robust <= 1.0
                    else "the paper's claim does not show here")
-        lines.append(f"{method_label(m)}: clean {clean:.2f}% recovers {100 * recovered:.0f}% of that cost; "
+        recovery = (f"recovers {100 * recovered:.0f}% of that cost" if recovered >= 0 else
+                    f"recovers none of that cost ({clean - pgd:.2f} points above PGD training)")
+        lines.append(f"{method_label(m)}: clean {clean:.2f}% {recovery}; "
                      f"PGD-20 error {d_robust:+.2f} points vs PGD training: {verdict}.")
     return lines
 

@@ -27,7 +27,8 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     """The validated TrainConfig of a run directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UsageError(f"run directory {run_dir} does not exist")
+        raise UsageError(f"run directory {run_dir} " + ("is a file, not a run directory of `iat train`"
+                                                         if run_dir.exists() else "does not exist"))
     raw = runio.read_json(run_dir / runio.CONFIG)
     if not isinstance(raw, dict) or "arch" not in raw or "dataset" not in raw:
         raise UsageError(f"{run_dir / runio.CONFIG} is not an iat run configuration (no arch/dataset)")
@@ -63,7 +64,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> M
     except (RuntimeError, ValueError, TypeError) as e:
         detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise UsageError(f"{run_dir / runio.WEIGHTS} does not match the architecture {cfg.arch!r} of its "
-                         f"config.json ({detail[:150]})") from None
+                         f"config.json ({_short(detail, 220)})") from None
     return model.to(device).eval()
 
 

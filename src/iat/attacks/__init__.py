@@ -37,6 +37,8 @@ def parse_attack_name(name: str) -> tuple[str, int]:
     m = re.fullmatch(r"pgd(\d+)", name)
     if m and 1 <= int(m.group(1)) <= MAX_PGD_STEPS:
         return "pgd", int(m.group(1))
+    if m:
+        raise UsageError(f"attack {name!r}: PGD takes 1 to {MAX_PGD_STEPS:,} steps, e.g. pgd7, pgd20, pgd1000")
     raise UsageError(f"unknown attack {name!r}; use clean, fgsm, pgdN for N steps (pgd7, pgd20, pgd1000), "
                      "or autoattack")
 

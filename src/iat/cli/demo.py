@@ -7,6 +7,7 @@ from iat.methods import method_names
 from iat.models import model_names
 from iat.reproduce.experiment import DEMO, load_experiment
 from iat.reproduce.launch import LAUNCHERS
+from iat.units import format_eps
 
 
 def add_parser(sub) -> None:
@@ -20,17 +21,21 @@ def add_parser(sub) -> None:
         "Calling it again on the same --out resumes and skips finished runs. Its settings are in "
         "src/iat/experiments/demo.toml; it runs through the same runner as `iat reproduce`.",
     )
-    p.add_argument("--out", default="demo-out",
-                   help="output directory (with --launcher ray on a cluster: a path every node sees)")
-    p.add_argument("--seeds", type=opt.POS_INT, default=2, help="seeds per method (mean ± std over seeds)")
-    p.add_argument("--methods", default=",".join(method_names()), help="comma-separated subset of the methods")
-    p.add_argument("--arch", choices=model_names(), default=d.arch, help="architecture")
-    p.add_argument("--epochs", type=opt.POS_INT, default=d.epochs, help="epochs per run")
+    p.add_argument("--out", default="demo-out", help="output directory (with --launcher ray on a cluster: a path "
+                   "every node sees) (default: demo-out)")
+    p.add_argument("--seeds", type=opt.POS_INT, default=2, help="seeds per method (mean ± std over seeds) (default: 2)")
+    p.add_argument("--methods", default=",".join(method_names()),
+                   help="comma-separated subset of the methods (default: all six)")
+    p.add_argument("--arch", choices=model_names(), default=d.arch, help=f"architecture (default: {d.arch})")
+    p.add_argument("--epochs", type=opt.POS_INT, default=d.epochs, help=f"epochs per run (default: {d.epochs})")
     p.add_argument("--train-size", type=opt.POS_INT, default=d.train_size, help="training images used (default: all)")
     p.add_argument("--test-size", type=opt.POS_INT, default=d.test_size, help="test images (default: all 10,000)")
-    p.add_argument("--eps", type=opt.EPS, default=d.eps, help="attack radius for training and evaluation")
-    p.add_argument("--step-size", type=opt.STEP, default=d.step_size, help="PGD step size")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--eps", type=opt.EPS, default=d.eps,
+                   help=f"attack radius for training and evaluation (default: {format_eps(d.eps)})")
+    p.add_argument("--step-size", type=opt.STEP, default=d.step_size,
+                   help=f"PGD step size (default: {format_eps(d.step_size)})")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA when available, else CPU (default: auto)")
     add_launch_options(p)
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST's idx files (default: Debian's package)")
     p.set_defaults(run=run)

@@ -39,11 +39,15 @@ def parse_attack_list(text: str) -> list[str]:
     from iat.errors import UsageError
     from iat.evaluate import check_attacks
 
-    names = [a.strip().lower() for a in text.split(",") if a.strip()]
+    names = []
+    for item in text.split(","):
+        if item.strip():
+            kind, steps = parse_attack_name(item)
+            name = f"pgd{steps}" if kind == "pgd" else kind  # pgd007 is pgd7: one key in eval.json
+            if name not in names:
+                names.append(name)
     if not names:
         raise UsageError(f"--attacks {text!r} is empty; give e.g. clean,fgsm,pgd7,pgd20")
-    for name in names:
-        parse_attack_name(name)
     check_attacks(names)
     return names
 

@@ -36,12 +36,21 @@ def _flag_kwargs(f: dataclasses.Field) -> dict:
         kwargs["type"] = opt.POS_INT if meta["lo"] == 1 else opt.NONNEG_INT
     elif kind == "float" and meta["unit"] == "eps":
         kwargs["type"] = opt.STEP if meta["above"] else opt.EPS
-        kwargs["help"] = f"{meta['help']} ({format_eps(f.default)})"
+        kwargs["help"] = f"{meta['help']} (default: {format_eps(f.default)})"
     elif kind == "float":
         kwargs["type"] = opt.POS_FLOAT if meta["above"] else opt.NONNEG_FLOAT
     elif kind == "ints":
         kwargs["type"] = opt.MILESTONES
     return kwargs
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except where there is none (required flags, None) or the help gives its own."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default is None or "(default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def flag_fields() -> list[dataclasses.Field]:
@@ -57,7 +66,7 @@ def add_parser(sub) -> None:
         epilog="Example: iat train --method iat-mixup --dataset fashion-mnist --arch cnn-small --epochs 10 "
         "--eps 0.1 --step-size 0.025 --out runs/iat-mixup. Writes config.json, metrics.jsonl, checkpoint.pt and "
         "model.safetensors into --out; --resume continues an interrupted run exactly.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     fields = flag_fields()
     required = [f for f in fields if f.metadata["required_flag"]]
