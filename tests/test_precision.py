@@ -70,6 +70,12 @@ def test_amp_trains_on_the_cpu_and_records_what_ran(tmp_path):
     assert (out / runio.WEIGHTS).exists()
 
 
+def test_attack_precision_amp_without_amp_says_it_does_nothing(caplog):
+    with caplog.at_level(logging.WARNING, logger="iat.train"):
+        assert resolve_precision(cfg_of(attack_precision="amp"), CPU) == Precision()
+    assert "has no effect without --amp" in caplog.text
+
+
 def test_fp16_needs_cuda_and_falls_back_to_bf16_on_the_cpu(caplog):
     with caplog.at_level(logging.WARNING, logger="iat.train"):
         p = resolve_precision(cfg_of(amp=True, amp_dtype="fp16"), CPU)

@@ -97,7 +97,7 @@ def whitebox_section(results: dict, out: Path) -> list[str]:
     lines = ["## White-box error (%)" if results["kind"] == "whitebox" else "## Clean and white-box error (%)", "",
              f"Error in % on {'the first ' if results['settings']['test_size'] else 'all '}{n} test images; "
              f"{attack_text(attacks, wb)}. An example counts as an error if it is misclassified clean or under "
-             f"attack. Ours: mean ± std over {len(results['seeds'])} seed(s)"
+             f"attack. Ours: mean ± sample std over {len(results['seeds'])} seed(s)"
              + (" (one seed: no std)" if len(results["seeds"]) == 1 else "")
              + ("; *paper*: the paper's number." if paper else "."), ""]
     head = ["Training \\ Adversary"]
@@ -166,7 +166,7 @@ def transfer_section(results: dict, out: Path) -> list[str]:
     lines = ["## Transfer attacks: error (%)", "",
              f"PGD-{t['steps']} adversarial examples made on the row's model (*Attack*) and evaluated on the "
              "column's (*Target*); the diagonal is the white-box attack, which should be the strongest in its "
-             f"column. Step size: {step_text(t)}. Ours: mean ± std over {len(results['seeds'])} seed(s), each seed's "
+             f"column. Step size: {step_text(t)}. Ours: mean ± sample std over {len(results['seeds'])} seed(s), each seed's "
              f"models attacking each other.{counting_text(t)}", "", "**Ours**", "", format_table(head, ours), ""]
     if paper:
         prow = {r["method"]: r for r in paper["rows"]}
@@ -209,7 +209,7 @@ def sweep_section(results: dict, out: Path) -> list[str]:
     else:
         what = f"white-box PGD at eps {format_eps(sweep['eps'])} with an increasing number of steps"
     lines = [f"## Error (%) against {what}", "",
-             f"Step size: {step_text(sweep)}. Ours: mean ± std over {len(results['seeds'])} seed(s)."
+             f"Step size: {step_text(sweep)}. Ours: mean ± sample std over {len(results['seeds'])} seed(s)."
              f"{counting_text(sweep)}", "",
              "**Ours**", "", format_table(head, rows), ""]
     if paper:
@@ -228,7 +228,7 @@ def norms_section(results: dict, out: Path) -> list[str]:
     methods = norms["methods"]
     lines = ["## Weight norms per layer (Figure 1)", "",
              "Frobenius and spectral norm (largest singular value, exact) of each weight matrix, in forward order; "
-             f"mean ± std over {len(results['seeds'])} seed(s). Per-run values: norms.json.", "",
+             f"mean ± sample std over {len(results['seeds'])} seed(s). Per-run values: norms.json.", "",
              "![Frobenius and spectral norms per layer](norms.png)", ""]
     layers = next(iter(methods.values()))
     head = ["layer", "shape"] + [f"{method_label(m, short=True)}: {k}"
@@ -261,7 +261,7 @@ def probe_section(results: dict, out: Path) -> list[str]:
              f"The frozen penultimate representation of {cfg['n']} training images; random binary labels; a "
              f"2-layer MLP ({cfg['hidden']} hidden units, Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}) "
              f"trained for {cfg['epochs']} epochs; the accuracy on those examples. Higher: a less compressed "
-             f"representation. Ours: mean ± std over {len(results['seeds'])} seed(s). Per-run values: probe.json.",
+             f"representation. Ours: mean ± sample std over {len(results['seeds'])} seed(s). Per-run values: probe.json.",
              ""]
     head = ["Training", "examples", "feature dim", "accuracy (%)", "*paper*"]
     rows = [[label(m, paper), str(v["n_examples"]), str(v["dim"]), format_cell(v["accuracy"]),

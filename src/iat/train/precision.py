@@ -51,6 +51,8 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
     """The Precision a run of `cfg` uses on `device` (fp16 falls back to bf16 on the CPU, see validate)."""
     tf32 = cfg.tf32 == "on" and device.type == "cuda"
     if not cfg.amp:
+        if cfg.attack_precision == "amp":
+            log.warning("--attack-precision amp has no effect without --amp: the attack runs in fp32 as the rest")
         return Precision(tf32=tf32)
     dtype = _DTYPES[cfg.amp_dtype]
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
