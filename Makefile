@@ -2,7 +2,7 @@
 # a virtual environment in .venv with torch and the project, and Fashion-MNIST), once; later calls
 # skip straight to the command.
 #
-#   make demo                        # iat demo (about 16 minutes on a 2-core CPU)
+#   make demo                        # iat demo (about 17 minutes on a 2-core CPU)
 #   make test                        # python -m pytest -q
 #   make test ARGS='-x tests/test_attacks.py'     make demo ARGS='--seeds 1'
 #   make PYTHON=python3.11 test      # the Python that creates .venv (>= 3.10)

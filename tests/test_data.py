@@ -13,7 +13,7 @@ import torchvision
 import torchvision.datasets.cifar
 import torchvision.datasets.svhn
 
-from iat.data import DEBIAN_FASHION_MNIST, augment, dataset_info, dataset_names, load_data
+from iat.data import DEBIAN_FASHION_MNIST, augment, dataset_info, dataset_names, found_locally, load_data
 from iat.errors import UsageError
 
 
@@ -49,6 +49,15 @@ def test_mnist_idx_files_from_data_dir(tmp_path, compress):
     x, y = load_data("mnist", "test", data_dir=tmp_path)
     assert torch.equal((x * 255).round().to(torch.uint8)[:, 0], torch.from_numpy(imgs.astype(np.uint8)))
     assert y.tolist() == labels.tolist()
+
+
+def test_found_locally_needs_both_splits_where_load_data_looks(tmp_path):
+    assert not found_locally("mnist", tmp_path)
+    for prefix in ("t10k", "train"):
+        assert not found_locally("mnist", tmp_path)  # the test split alone is not enough
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", np.zeros((5, 28, 28)), False)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.zeros(5), True)
+    assert found_locally("mnist", tmp_path) and found_locally("fashion-mnist-32", tmp_path)
 
 
 def test_truncated_idx_file_is_a_usage_error(tmp_path):
@@ -101,7 +110,7 @@ def test_unknown_names():
     assert dataset_names() == ["digits", "mnist", "fashion-mnist", "fashion-mnist-32", "cifar10", "svhn"]
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's Fashion-MNIST")
+@pytest.mark.skipif(not found_locally("fashion-mnist"), reason="Fashion-MNIST not found (`make data`)")
 def test_fashion_mnist_32_is_fashion_mnist_with_a_black_border():
     small, y = load_data("fashion-mnist", "test", limit=50)
     big, y32 = load_data("fashion-mnist-32", "test", limit=50)

@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from iat.attacks import autoattack_available
-from iat.data import DEBIAN_FASHION_MNIST
+from iat.data import found_locally
 
-pytestmark = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist absent")
+pytestmark = pytest.mark.skipif(not found_locally("fashion-mnist"),
+                                reason="Fashion-MNIST not found (`make data`, or Debian's dataset-fashion-mnist)")
 
 METHODS = ["erm", "mixup", "manifold-mixup", "pgd", "iat-mixup", "iat-manifold-mixup"]
 

@@ -169,3 +169,20 @@ def test_without_ray_the_launcher_is_a_one_line_error(tmp_path, monkeypatch, cap
     assert not (tmp_path / "d").exists()
     assert main(["demo", "--out", str(tmp_path / "d"), "--ray-address", "auto", "-q"]) == 2
     assert "--ray-address needs --launcher ray" in capsys.readouterr().err
+
+
+def test_an_address_that_does_not_answer_is_found_in_seconds_not_after_rays_retries():
+    import socket
+
+    from iat.reproduce.ray_launcher import _unreachable
+
+    with socket.socket() as free:  # a port nobody listens on: bind, read it, close
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    assert "does not answer" in _unreachable(f"127.0.0.1:{port}")
+    assert "does not answer" in _unreachable(f"ray://127.0.0.1:{port}")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert _unreachable(f"127.0.0.1:{listening.getsockname()[1]}") is None
+    assert _unreachable("auto") is None  # no port: Ray finds the cluster itself

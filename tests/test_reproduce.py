@@ -9,13 +9,13 @@ import pytest
 
 from iat.attacks import autoattack_available
 from iat.cli import main
-from iat.data import DEBIAN_FASHION_MNIST
+from iat.data import found_locally
 from iat.errors import UsageError
 from iat.methods import method_names
 from iat.reproduce import SCALES, experiment_names, load_experiment, load_paper_numbers, reproduce
 from iat.reproduce.experiment import EXPERIMENTS_DIR
 
-NEEDS_FASHION_MNIST = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(),
+NEEDS_FASHION_MNIST = pytest.mark.skipif(not found_locally("fashion-mnist"),
                                          reason="smoke scale uses Fashion-MNIST (`make data`, or Debian's package)")
 
 TABLES = [f"table{i}" for i in range(1, 8)]

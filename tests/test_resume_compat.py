@@ -46,7 +46,7 @@ def test_a_speed_option_changed_on_resume_is_warned_and_recorded(tmp_path, caplo
         train(dataclasses.replace(cfg, channels_last=False), out, resume=True, progress=False)
     config = runio.read_json(out / runio.CONFIG)
     assert config["channels_last"] is True  # the run's start, as it was
-    assert config["resumes"] == [{"epoch": 1, "step": 0, "changed": {"channels_last": False}}]
+    assert config["resumes"] == [{"epoch": 2, "step": 0, "changed": {"channels_last": False}}]  # after epoch 1
     assert "channels_last=False (the run so far: channels_last=True)" in caplog.text
 
     for again in (False, False, True):  # the same as the last part: nothing to say; back to channels_last: said

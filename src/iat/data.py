@@ -147,11 +147,30 @@ def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[s
     return _read_idx(images, 3), _read_idx(labels, 1), (str(images), str(labels))
 
 
-def _load_mnist_like(name: str, split: str, data_dir: Path | None, download: bool):
-    folders = [data_dir] if data_dir is not None else []
+def _mnist_folders(name: str, data_dir: Path | None) -> list[Path]:
+    """Where MNIST or Fashion-MNIST's idx files are looked for, in order."""
+    folders = [Path(data_dir)] if data_dir is not None else []
     if name == "fashion-mnist" and data_dir is None:
         folders.append(DEBIAN_FASHION_MNIST)
-    folders.append(DEFAULT_DATA_DIR)
+    return folders + [DEFAULT_DATA_DIR]
+
+
+def found_locally(name: str, data_dir: str | Path | None = None) -> bool:
+    """Whether `load_data(name, ...)` finds MNIST or Fashion-MNIST (both splits) without a download:
+    in `data_dir`, Debian's package (Fashion-MNIST) or ~/.cache/iat/data, where `make data` puts them."""
+    base = name.removesuffix("-32")
+    return all(any(_idx_pair_files(folder, split) for folder in _mnist_folders(base, data_dir))
+               for split in ("train", "test"))
+
+
+def _idx_pair_files(folder: Path, split: str) -> bool:
+    prefix = "train" if split == "train" else "t10k"
+    return all(_find_idx(folder, f"{prefix}-{kind}") is not None for kind in ("images-idx3-ubyte",
+                                                                             "labels-idx1-ubyte"))
+
+
+def _load_mnist_like(name: str, split: str, data_dir: Path | None, download: bool):
+    folders = _mnist_folders(name, data_dir)
     for folder in folders:
         pair = _idx_pair(Path(folder), split)
         if pair is not None:

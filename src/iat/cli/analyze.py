@@ -41,8 +41,8 @@ def add_parser(sub) -> None:
         description="Freeze each run's network, take its penultimate representation of the first N training "
         "images, and fit fixed random binary labels with a 2-layer MLP (Linear-ReLU-Linear, Adam) for E epochs; "
         "report the fitting accuracy. The labels and the MLP's initialisation depend on --seed only, so every run "
-        "is probed alike. Higher accuracy: a less compressed representation (the paper: 92.08%% ERM, 97.00%% PGD, "
-        "64.17%% Manifold Mixup, 71.00%% IAT with Manifold Mixup). Writes probe.json into --out.",
+        "is probed alike. Higher accuracy: a less compressed representation (the paper: 92.08% ERM, 97.00% PGD, "
+        "64.17% Manifold Mixup, 71.00% IAT with Manifold Mixup). Writes probe.json into --out.",
         epilog="Example: iat analyze probe runs/erm runs/pgd --n 10000 --epochs 200",
     )
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `iat train`")

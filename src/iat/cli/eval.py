@@ -21,14 +21,16 @@ def add_parser(sub) -> None:
     )
     p.add_argument("run_dir", help="a run directory written by `iat train`")
     p.add_argument("--attacks", default="clean,fgsm,pgd7,pgd20",
-                   help="comma-separated: clean, fgsm, pgdN (N steps, e.g. pgd1000), autoattack")
+                   help="comma-separated: clean, fgsm, pgdN (N steps, e.g. pgd1000), autoattack "
+                   "(default: clean,fgsm,pgd7,pgd20)")
     p.add_argument("--eps", type=opt.EPS, default=None, help="attack radius (default: the run's training eps)")
     p.add_argument("--step-size", type=opt.STEP, default=None,
                    help="PGD step (default: the run's training step; with --eps, eps/4)")
     p.add_argument("--limit", type=opt.POS_INT, default=None, help="evaluate the first N test examples only")
     p.add_argument("--restarts", type=opt.POS_INT, default=1,
-                   help="PGD random restarts; each attacks only the examples the previous ones did not fool")
-    p.add_argument("--batch-size", type=opt.POS_INT, default=500, help="examples per attack batch")
+                   help="PGD random restarts; each attacks only the examples the previous ones did not fool "
+                   "(default: 1)")
+    p.add_argument("--batch-size", type=opt.POS_INT, default=500, help="examples per attack batch (default: 500)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: the run's)")
     p.set_defaults(run=run)

@@ -83,6 +83,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
+def _unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why HOST:PORT (or ray://HOST:PORT) takes no TCP connection within `timeout_s`; None if it does, or if
+    `address` names no port (`auto`: Ray finds the cluster itself)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        return f"{host}:{port} does not answer: {e.strerror or type(e).__name__}"
+    return None
+
+
 class RayLauncher:
     """Runs `fn` over the tasks as Ray tasks on the cluster at `address` (None: a local Ray started here)."""
 
@@ -105,6 +118,10 @@ class RayLauncher:
             ray.init(num_cpus=self.jobs, include_dashboard=False, logging_level=quiet)
             log.info("started a local Ray with %d slot(s)", self.jobs)
         else:
+            unreachable = _unreachable(self.address)
+            if unreachable:  # ray.init would retry for minutes
+                raise UsageError(f"--ray-address {self.address}: cannot connect to a Ray cluster ({unreachable}); "
+                                 "check the address, or start one with `ray start --head`")
             try:
                 ray.init(address=self.address, logging_level=quiet)
             except (ConnectionError, RuntimeError, ValueError) as e:

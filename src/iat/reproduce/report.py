@@ -166,8 +166,9 @@ def transfer_section(results: dict, out: Path) -> list[str]:
     lines = ["## Transfer attacks: error (%)", "",
              f"PGD-{t['steps']} adversarial examples made on the row's model (*Attack*) and evaluated on the "
              "column's (*Target*); the diagonal is the white-box attack, which should be the strongest in its "
-             f"column. Step size: {step_text(t)}. Ours: mean ± sample std over {len(results['seeds'])} seed(s), each seed's "
-             f"models attacking each other.{counting_text(t)}", "", "**Ours**", "", format_table(head, ours), ""]
+             f"column. Step size: {step_text(t)}. Ours: mean ± sample std over {len(results['seeds'])} seed(s), "
+             f"each seed's models attacking each other.{counting_text(t)}", "", "**Ours**", "",
+             format_table(head, ours), ""]
     if paper:
         prow = {r["method"]: r for r in paper["rows"]}
         pe = [str(e) for e in paper["eps_255"]]
@@ -261,7 +262,8 @@ def probe_section(results: dict, out: Path) -> list[str]:
              f"The frozen penultimate representation of {cfg['n']} training images; random binary labels; a "
              f"2-layer MLP ({cfg['hidden']} hidden units, Adam lr {cfg['lr']:g}, batch {cfg['batch_size']}) "
              f"trained for {cfg['epochs']} epochs; the accuracy on those examples. Higher: a less compressed "
-             f"representation. Ours: mean ± sample std over {len(results['seeds'])} seed(s). Per-run values: probe.json.",
+             f"representation. Ours: mean ± sample std over {len(results['seeds'])} seed(s). Per-run values: "
+             "probe.json.",
              ""]
     head = ["Training", "examples", "feature dim", "accuracy (%)", "*paper*"]
     rows = [[label(m, paper), str(v["n_examples"]), str(v["dim"]), format_cell(v["accuracy"]),

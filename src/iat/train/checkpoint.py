@@ -75,10 +75,10 @@ def record_speed_changes(out: Path, config: dict, prior: Prior) -> None:
     changed = {k: config[k] for k in SPEED_KEYS if last[k] != config[k]}
     if not changed:
         return
-    where = {"epoch": prior.checkpoint["epoch"], "step": prior.checkpoint["step"]}
+    where = {"epoch": prior.checkpoint["epoch"] + 1, "step": prior.checkpoint["step"]}  # 1-based, as metrics.jsonl
     log.warning("%s: resumed at epoch %d, step %d with %s (the run so far: %s): the same arithmetic in "
                 "another rounding, so not bit-identical to an uninterrupted run; recorded in config.json's "
-                "`resumes`", out, where["epoch"] + 1, where["step"],
+                "`resumes`", out, where["epoch"], where["step"],
                 ", ".join(f"{k}={v}" for k, v in changed.items()), ", ".join(f"{k}={last[k]}" for k in changed))
     updated = {**prior.config, "resumes": [*prior.config.get("resumes", []), {**where, "changed": changed}]}
     try:
