@@ -32,9 +32,10 @@ def parse_eps(text: str | float, name: str = "--eps", allow_zero: bool = True) -
     value = parse_fraction(text, name)
     if value < 0 or value > 1 or (value == 0 and not allow_zero):
         limit = "(0, 1]" if not allow_zero else "[0, 1]"
+        hint = ("it must be positive" if value <= 0 and not allow_zero else "an attack radius is not negative"
+                if value < 0 else "images are in [0,1], so write 8/255 rather than 8")
         raise UsageError(
-            f"{name} {text!r} = {value:g} is outside {limit}: images are in [0,1], so write 8/255 "
-            "rather than 8"
+            f"{name} {text!r} = {value:g} is outside {limit}: {hint}"
         )
     return value
 
