@@ -118,3 +118,16 @@ def test_default_surrogate_is_trained(trained_runs, monkeypatch):
     assert "trained for this audit" in next(c for c in result["checks"] if c["name"] == "transfer")["values"][
         "surrogate"]
     assert result["dataset"] == "digits" and result["n_examples"] == 60
+
+
+def test_the_autoattack_check_reports_autoattack_alone_and_what_it_adds_to_pgd():
+    from iat.robustness.checks import check_autoattack
+
+    pgd = torch.tensor([True] * 60 + [False] * 40)  # PGD: 40% error
+    aa = torch.tensor([True] * 50 + [False] * 10 + [True] * 40)  # AutoAttack alone: 10%, all new
+    check = check_autoattack(pgd, aa, 20)
+    assert check.values["pgd20_error"] == 40.0 and check.values["autoattack_error"] == 10.0
+    assert check.values["either_error"] == 50.0 and check.values["gap"] == 10.0 and check.status == "warn"
+    assert "AutoAttack 10.00%, either of them 50.00%" in check.detail
+    same = check_autoattack(pgd, pgd.clone(), 20)
+    assert same.status == "pass" and same.values["gap"] == 0.0

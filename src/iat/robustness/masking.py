@@ -132,7 +132,7 @@ def audit_model(
         if autoattack:
             aa = correct_under(model, x, y, "autoattack", budget=budget, correct_clean=clean, batch_size=batch_size,
                                seed=seed, progress=progress)
-            checks.append(check_autoattack(white, white & aa, steps))
+            checks.append(check_autoattack(white, aa, steps))
     statuses = {c.status for c in checks}
     verdict = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
     return {"verdict": verdict, "n_examples": len(x), "clean_error": error_pct(clean), "eps": eps,
