@@ -80,7 +80,7 @@ def norm_claims(methods: dict[str, list[dict]]) -> list[dict]:
         d_iat, d_pgd = distance(method), distance("pgd")
         claims.append({"claim": f"{method} brings these norms closer to their values under normal training than "
                                 "adversarial training does.", "holds": d_iat < d_pgd,
-                       "detail": f"mean relative distance to ERM's norms: {method} {d_iat:.3f}, PGD {d_pgd:.3f}"})
+                       "detail": f"mean relative distance to ERM's norms: {method} {d_iat:.3%}, PGD {d_pgd:.3%}"})
     return claims
 
 
