@@ -42,6 +42,15 @@ def test_step_and_projection_stay_in_the_ball_and_the_box():
     assert torch.equal(project(x + 1, x, 0.1), (x + 0.1).clamp(0, 1))
 
 
+def test_the_random_start_fills_the_whole_ball():
+    """Uniform on [-eps, eps] per pixel (away from the box): it reaches the ball's edge and is centred."""
+    torch.manual_seed(0)
+    x = torch.full((64, 1, 16, 16), 0.5)
+    offset = (uniform_start(x, 0.1) - x).flatten()
+    assert offset.abs().max() > 0.099 and abs(offset.mean()) < 0.002
+    assert abs(offset.abs().mean() - 0.05) < 0.002  # E|U(-eps, eps)| = eps/2: not a narrower or a two-point law
+
+
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("training", [True, False])
 def test_frozen_restores_mode_flags_and_buffers(model, mode, training):

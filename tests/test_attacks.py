@@ -45,7 +45,14 @@ def test_model_mode_parameters_and_buffers_restored(name, training, model, batch
     x, y = batch
     model.train(training)
     params = {k: v.clone() for k, v in model.state_dict().items()}
-    ATTACKS[name](model, 0.1)(x, y)
+    frozen_first = next(model.parameters())
+    frozen_first.requires_grad_(False)  # a caller's frozen layer stays frozen, the others stay trainable
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        ATTACKS[name](model, 0.1)(x, y)
+        assert [p.requires_grad for p in model.parameters()] == flags
+    finally:
+        frozen_first.requires_grad_(True)
     assert model.training is training
     assert all(m.training is training for m in model.modules())
     for k, v in model.state_dict().items():

@@ -84,4 +84,5 @@ def test_pgd_training_gives_clearly_lower_pgd_error_than_erm(trained_runs):
     err = {m: evaluate(load_run_model(r), x, y, ["clean", "pgd20"], budget=AttackBudget(DIGITS_EPS, DIGITS_STEP))
            for m, r in trained_runs.items()}
     assert err["pgd"]["pgd20"]["error"] < err["erm"]["pgd20"]["error"] - 15, err
-    assert err["pgd"]["pgd20"]["error"] > err["pgd"]["clean"]["error"], err
+    # clean errors count as PGD errors, so >= holds by construction: PGD must find clearly more
+    assert err["pgd"]["pgd20"]["error"] > err["pgd"]["clean"]["error"] + 10, err

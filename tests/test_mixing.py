@@ -97,3 +97,17 @@ def test_unknown_mixing_layer_refused():
 def test_bad_mixing_options_refused(kwargs):
     with pytest.raises(ValueError):
         Mixup(**kwargs)
+
+
+@pytest.mark.parametrize("mix", [Mixup(1.0), ManifoldMixup(2.0)])
+def test_mixed_loss_runs_the_network_on_the_mix_it_draws(mix):
+    """Loss(f, Mix, x, y) of Algorithm 1: the draw reaches the network (mixed inputs or hidden states), not
+    only the labels: the loss equals the mixed cross-entropy of the mixed forward pass under the same draw."""
+    model = create_model("cnn-small", 1, 10, width=4).eval()
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    torch.manual_seed(3)
+    loss = mixed_loss(model, mix, x, y)
+    torch.manual_seed(3)
+    draw = mix.draw(len(x), x.device)
+    assert torch.allclose(loss, mixed_cross_entropy(model(x, mix=draw), y, draw))
+    assert not torch.allclose(loss, mixed_cross_entropy(model(x), y, draw))  # labels mixed, inputs not

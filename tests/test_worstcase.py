@@ -87,6 +87,26 @@ def test_restarts_only_add_errors(trained_runs, digits_test):
     assert not (three & ~one).any() and error_pct(three) >= error_pct(one)
     r = evaluate(model, x, y, ["pgd5"], budget=AttackBudget(DIGITS_EPS, DIGITS_STEP, restarts=3), seed=1)
     assert r["pgd5"]["error"] == error_pct(three)
+    # the two more restarts really run, on the examples the first left standing (equal masks would pass above)
+    counting = CountingModel(model)
+    survivors(counting, x, y, AttackBudget(DIGITS_EPS, DIGITS_STEP, 5), seed=1, early_stop=False)
+    rows_one, counting.rows = counting.rows, 0
+    survivors(counting, x, y, AttackBudget(DIGITS_EPS, DIGITS_STEP, 5, restarts=3), seed=1, early_stop=False)
+    # restart 2 attacks what restart 1 left (`one`), restart 3 at least what all three left: 5 steps + a check each
+    assert counting.rows >= rows_one + 6 * (int(one.sum()) + int(three.sum())) > rows_one
+
+
+def test_evaluations_fgsm_is_the_fgsm_attack_at_the_full_eps(trained_runs, digits_test):
+    """The FGSM column is one signed step of exactly eps from the clean image, counted with the clean errors."""
+    x, y = digits_test
+    model = load_run_model(trained_runs["pgd"])
+    x_adv = FGSM(model, DIGITS_EPS)(x, y)
+    moved = (x_adv - x).abs()
+    interior = (x > DIGITS_EPS) & (x < 1 - DIGITS_EPS)  # no [0,1] clipping there: every pixel moves by eps
+    assert torch.allclose(moved[interior], torch.full_like(moved[interior], DIGITS_EPS), atol=1e-6)
+    expected = error_pct((predict(model, x) == y) & (predict(model, x_adv) == y))
+    got = evaluate(model, x, y, ["fgsm"], budget=AttackBudget(DIGITS_EPS, DIGITS_STEP))["fgsm"]["error"]
+    assert got == expected
 
 
 def test_no_parameter_gradients_and_state_restored(trained_runs, digits_test):
