@@ -104,7 +104,7 @@ CASES = [
     ("train-device-cuda", train(device="cuda"), "no CUDA GPU is available"),
     # --- iat eval
     ("eval-missing-run", ["eval", "nowhere"], "run directory nowhere does not exist"),
-    ("eval-run-is-file", ["eval", "a-file"], "a-file"),
+    ("eval-run-is-file", ["eval", "a-file"], "a-file is a file, not a run directory"),
     ("eval-empty-run", ["eval", "empty"], "config.json is missing"),
     ("eval-truncated-config", ["eval", "truncated-config"], "is not valid JSON"),
     ("eval-config-not-a-run", ["eval", "config-list"], "is not an iat run configuration"),
@@ -115,9 +115,9 @@ CASES = [
     ("eval-empty-weights", ["eval", "empty-weights"], "not a valid safetensors file"),
     ("eval-weights-other-arch", ["eval", "other-arch"], "does not match the architecture 'mlp6'"),
     ("eval-weights-other-width", ["eval", "other-width"], "does not match the architecture 'cnn-small'"),
-    ("eval-unknown-attack", ["eval", "good", "--attacks", "clean,cw"], "'cw'"),
+    ("eval-unknown-attack", ["eval", "good", "--attacks", "clean,cw"], "unknown attack 'cw'"),
     ("eval-empty-attack-list", ["eval", "good", "--attacks", ","], "is empty"),
-    ("eval-pgd0", ["eval", "good", "--attacks", "pgd0"], "pgd0"),
+    ("eval-pgd0", ["eval", "good", "--attacks", "pgd0"], "attack 'pgd0': PGD takes 1 to"),
     ("eval-eps-too-big", ["eval", "good", "--eps", "16"], "write 8/255 rather than 8"),
     ("eval-step-text", ["eval", "good", "--step-size", "big"], "'big' is not a number"),
     ("eval-limit-0", ["eval", "good", "--limit", "0"], "0 must be at least 1"),
@@ -126,13 +126,13 @@ CASES = [
     ("eval-data-dir-missing", ["eval", "good", "--data-dir", "/nonexistent/iat-data"], "is not a directory"),
     # --- iat demo
     ("demo-unknown-method", ["demo", "--out", NEW, "--methods", "erm,adv"], "unknown method 'adv'"),
-    ("demo-empty-methods", ["demo", "--out", NEW, "--methods", ","], "--methods"),
+    ("demo-empty-methods", ["demo", "--out", NEW, "--methods", ","], "--methods ',' names no method"),
     ("demo-seeds-0", ["demo", "--out", NEW, "--seeds", "0"], "0 must be at least 1"),
     ("demo-eps-too-big", ["demo", "--out", NEW, "--eps", "25"], "write 8/255 rather than 8"),
     ("demo-epochs-text", ["demo", "--out", NEW, "--epochs", "ten"], "'ten' is not an integer"),
     ("demo-unknown-arch", ["demo", "--out", NEW, "--arch", "vit"], "invalid choice: 'vit'"),
-    ("demo-out-under-file", ["demo", "--out", "a-file/demo"], "a-file"),
-    ("demo-out-is-file", ["demo", "--out", "a-file"], "a-file"),
+    ("demo-out-under-file", ["demo", "--out", "a-file/demo"], "a-file is a file, not a directory"),
+    ("demo-out-is-file", ["demo", "--out", "a-file"], "--out a-file exists and is not a directory"),
     ("demo-data-dir-missing", ["demo", "--out", NEW, "--data-dir", "/nonexistent/iat-data"], "is not a directory"),
     ("demo-data-set-absent", ["demo", "--out", NEW, "--data-dir", "empty"], "fashion-mnist not found"),
     ("demo-device-cuda", ["demo", "--out", NEW, "--device", "cuda"], "no CUDA GPU is available"),
@@ -140,14 +140,19 @@ CASES = [
     ("unknown-command", ["fit"], "invalid choice: 'fit'"),
 ]
 
+# what the commands below say of a run directory that is not there, and of an --out that is a file or under one
+NO_RUN = "run directory nowhere does not exist"
+UNDER_FILE = "a-file is a file, not a directory"
+IS_FILE = "a-file exists and is not a directory"
+
 CASES_ANALYZE = [
     ("analyze-unknown", ["analyze", "entropy", "good"], "invalid choice: 'entropy'"),
-    ("analyze-norms-missing-run", ["analyze", "norms", "nowhere", "--out", NEW], "nowhere"),
+    ("analyze-norms-missing-run", ["analyze", "norms", "nowhere", "--out", NEW], NO_RUN),
     ("analyze-norms-corrupt-weights", ["analyze", "norms", "corrupt-weights", "--out", NEW],
      "not a valid safetensors file"),
     ("analyze-norms-unfinished", ["analyze", "norms", "unfinished", "--out", NEW], "has not finished training"),
-    ("analyze-norms-out-is-file", ["analyze", "norms", "good", "--out", "a-file"], "a-file"),
-    ("analyze-norms-out-under-file", ["analyze", "norms", "good", "--out", "a-file/sub"], "a-file"),
+    ("analyze-norms-out-is-file", ["analyze", "norms", "good", "--out", "a-file"], IS_FILE),
+    ("analyze-norms-out-under-file", ["analyze", "norms", "good", "--out", "a-file/sub"], UNDER_FILE),
     ("analyze-probe-n-0", ["analyze", "probe", "good", "--n", "0", "--out", NEW], "0 must be at least 1"),
     ("analyze-probe-lr-text", ["analyze", "probe", "good", "--lr", "x", "--out", NEW], "'x' is not a number"),
     ("analyze-probe-device-cuda", ["analyze", "probe", "good", "--device", "cuda", "--out", NEW],
@@ -157,26 +162,28 @@ CASES_REPRODUCE = [
     ("reproduce-unknown-name", ["reproduce", "table99", "--out", NEW], "table99"),
     ("reproduce-unknown-scale", ["reproduce", "table1", "--scale", "huge", "--out", NEW], "invalid choice: 'huge'"),
     ("reproduce-seeds-0", ["reproduce", "table1", "--seeds", "0", "--out", NEW], "0 must be at least 1"),
-    ("reproduce-out-is-file", ["reproduce", "table1", "--scale", "smoke", "--out", "a-file"], "a-file"),
-    ("reproduce-out-under-file", ["reproduce", "table1", "--scale", "smoke", "--out", "a-file/sub"], "a-file"),
+    ("reproduce-out-is-file", ["reproduce", "table1", "--scale", "smoke", "--out", "a-file"], IS_FILE),
+    ("reproduce-out-under-file", ["reproduce", "table1", "--scale", "smoke", "--out", "a-file/sub"],
+     UNDER_FILE),
 ]
 CASES_SWEEP = [
     ("sweep-eps-list-bad", ["sweep", "eps", "good", "--eps", "1/255,x", "--out", NEW], "'x'"),
     ("sweep-eps-list-empty", ["sweep", "eps", "good", "--eps", ",", "--out", NEW], "empty"),
     ("sweep-steps-list-bad", ["sweep", "steps", "good", "--steps", "5,ten", "--out", NEW], "'ten'"),
-    ("sweep-out-under-file", ["sweep", "eps", "good", "--eps", "0.1", "--out", "a-file/sub"], "a-file"),
-    ("sweep-missing-run", ["sweep", "eps", "nowhere", "--eps", "1/255", "--out", NEW], "nowhere"),
+    ("sweep-out-under-file", ["sweep", "eps", "good", "--eps", "0.1", "--out", "a-file/sub"], UNDER_FILE),
+    ("sweep-missing-run", ["sweep", "eps", "nowhere", "--eps", "1/255", "--out", NEW], NO_RUN),
     ("sweep-corrupt-weights", ["sweep", "eps", "corrupt-weights", "--eps", "1/255", "--out", NEW],
      "not a valid safetensors file"),
 ]
 CASES_TRANSFER = [
-    ("transfer-eps-too-big", ["transfer", "good", "good", "--eps", "0.1,9", "--out", NEW], "9"),
-    ("transfer-out-under-file", ["transfer", "good", "good-copy", "--eps", "0.1", "--out", "a-file/sub"], "a-file"),
-    ("transfer-missing-run", ["transfer", "good", "nowhere", "--eps", "0.1", "--out", NEW], "nowhere"),
+    ("transfer-eps-too-big", ["transfer", "good", "good", "--eps", "0.1,9", "--out", NEW], "'9' = 9 is outside [0, 1]"),
+    ("transfer-out-under-file", ["transfer", "good", "good-copy", "--eps", "0.1", "--out", "a-file/sub"],
+     UNDER_FILE),
+    ("transfer-missing-run", ["transfer", "good", "nowhere", "--eps", "0.1", "--out", NEW], NO_RUN),
 ]
 CASES_AUDIT = [
-    ("audit-missing-run", ["audit", "nowhere"], "nowhere"),
-    ("audit-out-under-file", ["audit", "good", "--out", "a-file/sub"], "a-file"),
+    ("audit-missing-run", ["audit", "nowhere"], NO_RUN),
+    ("audit-out-under-file", ["audit", "good", "--out", "a-file/sub"], UNDER_FILE),
     ("audit-truncated-weights", ["audit", "truncated-weights"], "not a valid safetensors file"),
 ]
 

@@ -62,9 +62,11 @@ def run(args) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in method_names()]
-    if unknown or not methods:
-        raise UsageError(f"--methods: unknown method {unknown[0] if unknown else args.methods!r}; "
-                         f"choose from {', '.join(method_names())}")
+    if not methods:
+        raise UsageError(f"--methods {args.methods!r} names no method; give e.g. erm,pgd,iat-mixup (choose from "
+                         f"{', '.join(method_names())})")
+    if unknown:
+        raise UsageError(f"--methods: unknown method {unknown[0]!r}; choose from {', '.join(method_names())}")
     exp = demo_experiment(methods, arch=args.arch, epochs=args.epochs, train_size=args.train_size,
                           test_size=args.test_size, eps=args.eps, step_size=args.step_size)
     results = run_demo(exp, args.out, seeds=args.seeds, device=args.device, data_dir=args.data_dir,
