@@ -132,6 +132,28 @@ def test_stronger_attacks_never_do_better_on_trained_models(trained_runs):
         assert small <= e["pgd20"] + noise <= large + 2 * noise, (method, small, e["pgd20"], large)
 
 
+def test_the_attack_classes_order_as_the_engine_does(trained_runs):
+    """The classes training uses, each run on its own (final points, no worst case over steps, which makes
+    clean <= FGSM and PGD-7 <= PGD-20 hold by construction in the evaluation engine): clean <= FGSM <= PGD-7
+    <= PGD-20 error up to random-start noise, on every trained model."""
+    from iat.attacks.worstcase import predict
+    from iat.data import load_data
+
+    x, y = load_data("digits", "test")
+    noise = 1.5  # points of 500 examples: a different random start per attack
+    for method, run in trained_runs.items():
+        model = load_run_model(run)
+
+        def error(x_adv, model=model):
+            return 100.0 * float((predict(model, x_adv) != y).float().mean())
+
+        torch.manual_seed(0)
+        e = [error(x), error(FGSM(model, DIGITS_EPS)(x, y)),
+             error(PGD(model, DIGITS_EPS, DIGITS_STEP, 7)(x, y)), error(PGD(model, DIGITS_EPS, DIGITS_STEP, 20)(x, y))]
+        assert all(a <= b + noise for a, b in zip(e, e[1:])), (method, e)
+        assert e[3] > e[0] + 5, (method, e)
+
+
 def test_evaluate_restores_mode_and_is_seeded(trained_runs):
     from iat.data import load_data
 
