@@ -57,3 +57,21 @@ def test_one_seed_prints_each_number_alone(tmp_path):
     table = (out / "table.md").read_text()
     assert "±" not in table.split("\n\n", 2)[-1] and "(one seed)" in table
     assert json.loads((out / "results.json").read_text())["methods"]["erm"]["clean"]["std"] == 0.0
+
+
+def test_methods_are_shown_in_the_papers_order_once(tmp_path, monkeypatch):
+    from iat.cli import demo as demo_cli
+
+    seen = {}
+    monkeypatch.setattr("iat.demo.demo_experiment", lambda methods, **kw: seen.setdefault("methods", methods))
+    monkeypatch.setattr("iat.demo.run_demo", lambda *a, **k: (_ for _ in ()).throw(SystemExit(0)))
+    args = demo_cli_args(["--out", str(tmp_path / "d"), "--methods", "pgd,erm,pgd"])
+    with pytest.raises(SystemExit):
+        demo_cli.run(args)
+    assert seen["methods"] == ["erm", "pgd"]
+
+
+def demo_cli_args(argv: list[str]):
+    from iat.cli import build_parser
+
+    return build_parser().parse_args(["demo", *argv])
