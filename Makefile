@@ -14,7 +14,6 @@ VENV ?= .venv
 # Optional dependency groups of pyproject.toml installed into .venv; add new ones here.
 EXTRAS ?= test,autoattack
 TORCH_PIP_ARGS ?=
-DATA ?= fashion-mnist
 ARGS ?=
 DATA ?= fashion-mnist
 
