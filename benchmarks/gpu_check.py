@@ -72,6 +72,7 @@ def environment() -> dict:
                          capture_output=True, text=True).stdout.strip()
     return {"gpu": props.name, "sm_count": props.multi_processor_count, "capability": f"{props.major}.{props.minor}",
             "nvidia_smi": smi, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
             "bf16": torch.cuda.is_bf16_supported(), "python": platform.python_version()}
 
 
