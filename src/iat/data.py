@@ -138,12 +138,19 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, str]] | None:
+def _idx_files(folder: Path, split: str) -> tuple[Path, Path] | None:
+    """The split's (images, labels) idx files in `folder`, or None if either is missing."""
     prefix = "train" if split == "train" else "t10k"
     images = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
     labels = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
-    if images is None or labels is None:
+    return None if images is None or labels is None else (images, labels)
+
+
+def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, str]] | None:
+    files = _idx_files(folder, split)
+    if files is None:
         return None
+    images, labels = files
     return _read_idx(images, 3), _read_idx(labels, 1), (str(images), str(labels))
 
 
@@ -159,14 +166,8 @@ def found_locally(name: str, data_dir: str | Path | None = None) -> bool:
     """Whether `load_data(name, ...)` finds MNIST or Fashion-MNIST (both splits) without a download:
     in `data_dir`, Debian's package (Fashion-MNIST) or ~/.cache/iat/data, where `make data` puts them."""
     base = name.removesuffix("-32")
-    return all(any(_idx_pair_files(folder, split) for folder in _mnist_folders(base, data_dir))
+    return all(any(_idx_files(folder, split) for folder in _mnist_folders(base, data_dir))
                for split in ("train", "test"))
-
-
-def _idx_pair_files(folder: Path, split: str) -> bool:
-    prefix = "train" if split == "train" else "t10k"
-    return all(_find_idx(folder, f"{prefix}-{kind}") is not None for kind in ("images-idx3-ubyte",
-                                                                             "labels-idx1-ubyte"))
 
 
 def _load_mnist_like(name: str, split: str, data_dir: Path | None, download: bool):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from iat.attacks import AttackBudget, frozen, make_attack, parse_attack_name, require_autoattack
+from iat.attacks import AttackBudget, default_step, frozen, make_attack, parse_attack_name, require_autoattack
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.config import resolve_device
 from iat.data import load_data
@@ -147,7 +147,7 @@ def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_
     cfg = load_run_config(run_dir)
     model = load_run_model(run_dir, dev)
     if step_size is None:
-        step_size = cfg.step_size if eps is None else eps / 4
+        step_size = cfg.step_size if eps is None else default_step(eps)
     budget = AttackBudget(cfg.eps if eps is None else eps, step_size, restarts=restarts)
     x, y = load_data(cfg.dataset, "test", data_dir or cfg.data_dir, limit=limit)
     results = evaluate(model, x, y, attacks, budget=budget, batch_size=batch_size, seed=cfg.seed, progress=progress,

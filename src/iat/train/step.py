@@ -105,11 +105,11 @@ class Step:
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *, out: Path,
-                 precision: Precision | None = None, channels_last: bool = False):
+                 precision: Precision | None = None, channels_last: bool = False, cudnn_benchmark: bool = False):
         self.model, self.optimizer, self.loss_fn, self.out = model, optimizer, loss_fn, out
         self.precision = precision or Precision()
         self.channels_last = channels_last
-        self.cudnn_benchmark = False  # cuDNN times its algorithms per shape (set by for_run, CUDA only)
+        self.cudnn_benchmark = cudnn_benchmark  # what for_run set torch.backends.cudnn.benchmark to (for record)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
         self.autocast_cache = True  # off under CUDA graphs: no cast weights cached across a capture
         self.grad_weight = 1.0  # under DDP: this rank's share of the global batch x the world size (see __call__)
@@ -125,13 +125,14 @@ class Step:
         the plain one)."""
         precision = resolve_precision(cfg, device)
         set_tf32(precision.tf32)
-        cudnn_benchmark = torch.backends.cudnn.benchmark = cfg.cudnn_benchmark == "on" and device.type == "cuda"
+        cudnn_benchmark = cfg.cudnn_benchmark == "on" and device.type == "cuda"
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         if device.type == "cpu":
             keep_freed_memory()  # no page faults on every step's activations (iat.cpu_memory)
         channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile)
         model = wrap(state.model) if wrap is not None else state.model
-        step = cls(model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last)
-        step.cudnn_benchmark = cudnn_benchmark
+        step = cls(model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last,
+                   cudnn_benchmark=cudnn_benchmark)
         if cfg.cuda_graphs:
             step.use_cuda_graphs(cfg.batch_size, device, distributed=model is not state.model)
         return step
