@@ -60,7 +60,10 @@ def guarded(results: dict, name: str, fn: Callable[[], object]) -> None:
         results[name] = fn()
     except Exception as e:  # a GPU check reports what broke and goes on
         results[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
-    print(f"[{time.perf_counter() - started:6.1f}s] {name}: {time.perf_counter() - t0:.1f}s", flush=True)
+    row = results[name]
+    timed = isinstance(row, dict) and "ms_per_step" in row
+    figures = {k: row[k] for k in ("ms_per_step", "cifar_epoch_s")} if timed else ""
+    print(f"[{time.perf_counter() - started:6.1f}s] {name}: {time.perf_counter() - t0:.1f}s {figures}", flush=True)
 
 
 # ------------------------------------------------------------------------------------ environment
@@ -302,7 +305,7 @@ def tables(results: dict) -> str:
               "|---|---|---|---|---|---|"]
     sp = results.get("speed", {})
     for key, row in sp.items():
-        variant, batch = key.split("@")
+        variant, _, batch = key.partition("@")
         base = sp.get(f"plain-backward@{batch}", {}).get("images_per_s")
         if "images_per_s" in row:
             ratio = f"{row['images_per_s'] / base:.2f}x" if base else "-"
@@ -339,24 +342,33 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     skip = set(args.skip.split(","))
     results: dict = {}
+
+    def save() -> str:  # after every section: a run stopped by its time limit still returns what it measured
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        (out / "gpu_check.json").write_text(json.dumps(results, indent=1))
+        md = tables(results)
+        (out / "gpu_check.md").write_text(md)
+        return md
+
     guarded(results, "environment", environment)
+    save()
     if "speed" not in skip:
         guarded(results, "speed", lambda: speed(args.variants.split(",")))
+        save()
     if "sync" not in skip:
         guarded(results, "sync_check", sync_check)
     if "tests" not in skip and left() > 120:
         guarded(results, "cuda_tests", cuda_tests)
+        save()
     if "runs" not in skip:
         guarded(results, "real_runs", lambda: real_runs(args.data_dir, args.train_size, args.epochs,
                                                              tuple(args.run_modes.split(","))))
+        save()
     if "speed" not in skip and "compile" not in skip:  # last: compiling takes a minute or more
         guarded(results, "speed_compiled", lambda: speed(COMPILED_VARIANTS, reserve=60))
-        results["speed"].update(results.pop("speed_compiled") if "error" not in results["speed_compiled"] else {})
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    (out / "gpu_check.json").write_text(json.dumps(results, indent=1))
-    md = tables(results)
-    (out / "gpu_check.md").write_text(md)
-    print(md)
+        compiled = results.pop("speed_compiled")
+        results.setdefault("speed", {}).update(compiled if "error" not in compiled else {"compiled": compiled})
+    print(save())
     return 0
 
 
