@@ -73,13 +73,25 @@ def test_cuda_graphs_train_adversarial_methods(tmp_path, method):
     assert all(torch.isfinite(w).all() for w in load_weights(run / "model.safetensors").values())
 
 
-def test_the_fastest_gpu_settings_train_and_config_json_says_so(tmp_path):
-    cfg = tiny_config("iat-mixup", epochs=2, device="cuda", cuda_graphs=True, tf32="on", amp=True,
-                      attack_precision="amp", cudnn_benchmark="on")
+def test_compile_inside_cuda_graphs_matches_eager_on_a_deterministic_method(tmp_path):
+    """The compiled forward's kernels, captured and replayed, compute what eager does (up to fusion rounding)."""
+    kw = dict(arch="mlp6", epochs=2, device="cuda", batch_size=64)
+    eager = train(tiny_config("erm", **kw), tmp_path / "eager", progress=False)
+    fast = train(tiny_config("erm", compile=True, cuda_graphs=True, **kw), tmp_path / "fast", progress=False)
+    assert json.loads((fast / "config.json").read_text())["cuda_graphs_used"]
+    a, b = load_weights(eager / "model.safetensors"), load_weights(fast / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("method,compile", [("iat-mixup", False), ("iat-mixup", True), ("iat-manifold-mixup", True)])
+def test_the_fastest_gpu_settings_train_and_config_json_says_so(tmp_path, method, compile):
+    cfg = tiny_config(method, epochs=2, device="cuda", cuda_graphs=True, tf32="on", amp=True,
+                      attack_precision="amp", cudnn_benchmark="on", compile=compile)
     run = train(cfg, tmp_path / "fast", progress=False)
     assert all(torch.isfinite(w).all() for w in load_weights(run / "model.safetensors").values())
     config = json.loads((run / "config.json").read_text())
-    assert config["cuda_graphs_used"] and config["cudnn_benchmark_used"]
+    assert config["cuda_graphs_used"] and config["cudnn_benchmark_used"] and config["compile"] == compile
     assert config["precision"] == {"autocast": "bf16", "attack": "amp", "tf32": True, "grad_scaler": False}
 
 

@@ -115,6 +115,31 @@ def test_manifold_layers_are_drawn_before_the_step_and_each_choice_has_its_graph
     assert not mix.preset  # the preset is consumed or cleared after each step
 
 
+def test_each_choice_runs_eagerly_once_before_its_graph_is_captured():
+    """With --compile, a choice's forward compiles on its first use: that use must not be a capture."""
+    torch.manual_seed(0)
+    mix = ManifoldMixup(alpha=2.0)
+    rec, opt = Recorder(mix, draws=2), optimizer()
+    choose, seen = layer_choices(mix, 2), []
+
+    def logged_choose():
+        key, context = choose()
+        seen.append(key)
+        return key, context
+
+    step = GraphedUpdate(rec, batch_size=4, optimizer=opt, warmup=1, choose=logged_choose, graph_factory=FakeGraph)
+    ran_eagerly = set()
+    for v in range(40):
+        eager_steps, graphs = step.eager_steps, set(step.graphs)
+        step(*batch(v))
+        if step.eager_steps > eager_steps:
+            ran_eagerly.add(seen[-1])
+        assert all(key[0] in ran_eagerly for key in set(step.graphs) - graphs)
+    assert len(rec.calls) == 40
+    assert step.eager_steps == len(set(seen))  # the warm-up step, then once per other choice
+    assert step.graphs and step.replays == 40 - step.eager_steps  # a capture is then replayed
+
+
 def test_layer_choices_is_a_no_op_for_input_mixup():
     key, context = layer_choices(Mixup(alpha=1.0), 2)()
     assert key == ()

@@ -145,9 +145,6 @@ class TrainConfig:
         for check in (_names_are_strings, _registered_names, _integers, _floats, _milestones, _choices, _paths,
                       _switches):
             check(self, fields)
-        if self.compile and self.cuda_graphs:
-            raise UsageError("--compile and --cuda-graphs both take over the training step; choose one "
-                             "(--cuda-graphs captures the eager step whole, with no compilation)")
         return self
 
     def to_dict(self) -> dict:

@@ -16,6 +16,8 @@ What a graph fixes at capture time, and how each is handled:
 
 The first `warmup` updates run eagerly (on a side stream, as torch.cuda.graphs requires): they are
 real training steps, and they create the optimizer's momentum buffers before anything is captured.
+So does the first update of each Manifold Mixup choice: with `--compile`, its forward is compiled
+then, never inside a capture.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class GraphedUpdate:
     choose:     draws this step's Python-side choices: returns (key, context); `update` run inside
                 `context` must take exactly those choices. Graphs are cached per (key, lr).
     optimizer:  its learning rates are part of the cache key.
-    warmup:     eager updates before the first capture (at least 1: creates the optimizer's state).
+    warmup:     eager updates before the first capture (at least 1: creates the optimizer's state);
+                after it, each choice's first update still runs eagerly.
     graph_factory: for tests on machines without CUDA (default torch.cuda.CUDAGraph).
     """
 
@@ -66,6 +69,7 @@ class GraphedUpdate:
         self.static_x: torch.Tensor | None = None
         self.static_y: torch.Tensor | None = None
         self.eager_steps = 0
+        self.warmed: set[Hashable] = set()  # choices that have run eagerly once (see __call__)
         self.replays = 0
         self.pool = None
 
@@ -76,8 +80,11 @@ class GraphedUpdate:
         if len(x) != self.batch_size or x.device.type != "cuda" and self.graph_factory is torch.cuda.CUDAGraph:
             with context:  # the last batch of an epoch (or no GPU): eager, no new graph
                 return self.update(x, y)
-        if self.eager_steps < self.warmup:
+        if self.eager_steps < self.warmup or key not in self.warmed:
+            # the first updates, and the first of each new choice, run eagerly: whatever is lazy
+            # (torch.compile's compilation, cuDNN's autotuning) then happens outside any capture
             self.eager_steps += 1
+            self.warmed.add(key)
             with context:
                 return self._eager_on_side_stream(x, y)
         key = (key, self._lrs())
