@@ -13,7 +13,7 @@ Sections (each one guarded: a failure is recorded and the next section runs):
    and a plain loop with input-only attack gradients;
 4. sync check: training steps under torch.cuda.set_sync_debug_mode("error") (no host sync inside);
 5. two short real runs each of pgd and iat-mixup (PreActResNet18 on Fashion-MNIST padded to 32x32) in
-   two modes (`--run-modes`: eager, graphs, graphs-fast), with their clean and PGD-20 error.
+   two modes (`--run-modes`: eager, graphs, graphs-fast, graphs-compile-fast), with their clean and PGD-20 error.
 Writes OUT/gpu_check.json (every figure) and OUT/gpu_check.md (the tables), and prints the tables.
 """
 
@@ -307,6 +307,7 @@ def tables(results: dict) -> str:
 
 
 def main() -> int:
+    global budget_s
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.environ.get("OUT", "gpu-check-out"))
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST's idx files (default: iat's search path)")
@@ -319,7 +320,6 @@ def main() -> int:
     p.add_argument("--batches", default="64,512", help="batch sizes of the speed section")
     p.add_argument("--budget", type=float, default=budget_s, help="seconds after which no new work starts")
     args = p.parse_args()
-    global budget_s
     budget_s = args.budget
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU visible; nothing to check", file=sys.stderr)
