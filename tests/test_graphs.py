@@ -85,6 +85,29 @@ def test_partial_batch_runs_eagerly_without_a_new_graph():
     assert len(step.graphs) == 1 and step.replays == 2
 
 
+def test_partial_batch_of_a_compiled_update_does_not_recompile():
+    """--compile with --cuda-graphs: the last batch of each epoch must not compile a second shape."""
+    torch._dynamo.reset()
+    compiled_shapes = []
+
+    def backend(graph_module, inputs):
+        compiled_shapes.append([tuple(t.shape) for t in inputs if isinstance(t, torch.Tensor)])
+        return graph_module.forward
+
+    net = torch.nn.Linear(1, 1)
+    net.compile(backend=backend)  # in place, as iat.train.model_prep does
+    sizes = []
+
+    def update(x, y):
+        sizes.append(len(x))
+        return net(x)
+
+    step = GraphedUpdate(update, batch_size=4, optimizer=optimizer(), warmup=1, graph_factory=FakeGraph)
+    step(*batch(0))  # warm-up: eager, compiled for batch 4
+    step(*batch(1, n=3))
+    assert sizes == [4, 3] and len(compiled_shapes) == 1 and (4, 1) in compiled_shapes[0]
+
+
 def test_new_learning_rate_recaptures_and_drops_the_old_graphs():
     rec, opt = Recorder(), optimizer(0.1)
     step = GraphedUpdate(rec, batch_size=4, optimizer=opt, warmup=1, graph_factory=FakeGraph)

@@ -7,7 +7,7 @@ step) and replays them with one call.
 
 What a graph fixes at capture time, and how each is handled:
 - shapes: the update is captured for the run's batch size; another size (the last, partial batch of
-  an epoch) runs eagerly, so nothing is recompiled or padded;
+  an epoch) runs eagerly, and with `--compile` as the uncompiled code, so nothing is recompiled or padded;
 - Python-side choices: Manifold Mixup's layer is drawn on the CPU before the step (`choose`), and
   each choice gets its own graph (3 layers x 2 mixed losses: at most 9 per learning rate);
 - scalars: the learning rate is baked into the optimizer's kernels, so a new rate means new graphs;
@@ -77,8 +77,11 @@ class GraphedUpdate:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> object:
         key, context = self.choose()
-        if len(x) != self.batch_size or x.device.type != "cuda" and self.graph_factory is torch.cuda.CUDAGraph:
-            with context:  # the last batch of an epoch (or no GPU): eager, no new graph
+        if len(x) != self.batch_size:
+            with context, _uncompiled():  # the last batch of an epoch: eager, no new graph, no recompilation
+                return self.update(x, y)
+        if x.device.type != "cuda" and self.graph_factory is torch.cuda.CUDAGraph:
+            with context:  # no GPU: eager
                 return self.update(x, y)
         if self.eager_steps < self.warmup or key not in self.warmed:
             # the first updates, and the first of each new choice, run eagerly: whatever is lazy
@@ -147,6 +150,12 @@ class _StreamScope:
         self.scope.__exit__(*exc)
         torch.cuda.current_stream().wait_stream(self.stream)
         return False
+
+
+def _uncompiled() -> AbstractContextManager:
+    """torch.compile'd code runs as the plain code it came from (torch >= 2.6; before, it may recompile)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else nullcontext()
 
 
 def _new_pool():
