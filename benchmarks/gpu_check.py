@@ -163,6 +163,7 @@ def time_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batch: int, w
 # for about 35 s) torch.compile inside graphs, with the attack in bf16 (8.3 s per CIFAR-10 epoch on an
 # H100, issue 13's goal) and in TF32.
 SPEED_VARIANTS = ["plain-backward", "iat-graphs-tf32-amp", "iat-graphs-tf32-amp-attack-cudnn"]
+DEFAULT_BATCHES = "64,512"
 COMPILED_VARIANTS = ["iat-graphs-compile-tf32-amp-attack-cudnn", "iat-graphs-compile-tf32-amp-cudnn"]
 
 
@@ -317,7 +318,8 @@ def main() -> int:
     p.add_argument("--run-modes", default="graphs,graphs-compile-fast",
                    help=f"modes of the short real runs: {', '.join(RUN_MODES)}")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: speed,sync,tests,runs,compile")
-    p.add_argument("--batches", default="64,512", help="batch sizes of the speed section")
+    p.add_argument("--batches", default=DEFAULT_BATCHES,
+                   help="batch sizes of the speed section (the compiled variants: 64 unless given)")
     p.add_argument("--budget", type=float, default=budget_s, help="seconds after which no new work starts")
     args = p.parse_args()
     budget_s = args.budget
@@ -343,6 +345,12 @@ def main() -> int:
         batches = tuple(int(b) for b in args.batches.split(","))
         guarded(results, "speed", lambda: speed(args.variants.split(","), reserve, batches))
         save()
+        if "compile" not in skip:  # about 35 s of compilation per variant: batch 64 only unless --batches says
+            compiled_batches = batches if args.batches != DEFAULT_BATCHES else (64,)
+            guarded(results, "speed_compiled", lambda: speed(COMPILED_VARIANTS, max(reserve - 60, 0), compiled_batches))
+            compiled = results.pop("speed_compiled")
+            results["speed"].update(compiled if "error" not in compiled else {"compiled": compiled})
+            save()
     if "sync" not in skip:
         guarded(results, "sync_check", sync_check)
     if "tests" not in skip and left() > 120:
@@ -351,11 +359,6 @@ def main() -> int:
     if "runs" not in skip:
         guarded(results, "real_runs", lambda: real_runs(args.data_dir, args.train_size, args.epochs,
                                                              tuple(args.run_modes.split(","))))
-        save()
-    if "speed" not in skip and "compile" not in skip:  # last: compiling takes a minute or more
-        guarded(results, "speed_compiled", lambda: speed(COMPILED_VARIANTS, 60, batches))
-        compiled = results.pop("speed_compiled")
-        results.setdefault("speed", {}).update(compiled if "error" not in compiled else {"compiled": compiled})
     print(save())
     return 0
 
