@@ -79,6 +79,9 @@ def test_honest_models_pass(trained_runs, data, audited, surrogate):
     assert set(statuses(result)) >= {"deterministic", "logits", "input-gradients", "single-vs-iterative", "steps",
                                      "large-eps", "transfer", "margin-loss"}
     assert all(c["detail"] and c["status"] in STATUSES for c in result["checks"])
+    values = {c["name"]: c["values"] for c in result["checks"]}
+    # like for like: the transfer example counts at its final point, so the white-box one does too
+    assert values["transfer"]["whitebox_error"] == values["steps"]["plain_error"]["20"]
 
 
 @pytest.mark.parametrize("wrapper,must_fail", [

@@ -189,7 +189,7 @@ def check_transfer(white: torch.Tensor, black: torch.Tensor, steps: int, surroga
     values = {"whitebox_error": error_pct(white), "transfer_error": error_pct(black), "gap": gap, "se": se,
               "surrogate": surrogate}
     numbers = (f"white-box PGD-{steps} {values['whitebox_error']:.2f}%, transfer from the surrogate "
-               f"{values['transfer_error']:.2f}%")
+               f"{values['transfer_error']:.2f}% (both at PGD's final point)")
     if status == "pass":
         return Check("transfer", status, numbers + ": attacking the model itself is stronger than attacking a "
                      "different model blindly, as it is when its gradients are informative.", values)

@@ -125,7 +125,8 @@ def audit_model(
         if surrogate is not None:
             black = transfer_correct(surrogate.to(device), [model], x, y, correct=[clean], budget=budget,
                                      batch_size=batch_size, seed=seed, progress=progress)[0]
-            checks.append(check_transfer(white, black, steps, surrogate_name))
+            # like for like: the transfer example counts at its final point, so the white-box one does too
+            checks.append(check_transfer(plain[steps], black, steps, surrogate_name))
         loss_fn = dlr_loss if model(x[:1]).shape[1] >= 3 else margin_loss
         dlr = pgd(budget, loss_fn=loss_fn, desc="pgd (dlr)")[-1]
         checks.append(check_margin_loss(white, dlr, steps))
