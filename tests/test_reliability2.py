@@ -308,6 +308,43 @@ def test_eval_on_a_read_only_run_is_refused_before_attacking(tmp_path, tiny_run,
     assert out == "" and err.count("\n") == 1 and "not writable" in err
 
 
+def test_eval_of_a_read_only_run_writes_elsewhere_with_out(tmp_path, tiny_run, capsys, monkeypatch):
+    import json
+
+    run, out = tmp_path / "run", tmp_path / "evals" / "run"
+    shutil.copytree(tiny_run, run)
+    before = sorted(p.name for p in run.iterdir())
+    run.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: let the permission check see what a user would
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == run and mode & os.W_OK
+                            else real_access(p, mode, **kw))
+    try:
+        assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "20", "--out", str(out)]) == 0
+        assert main(["-q", "eval", str(run), "--attacks", "fgsm", "--limit", "20", "--out", str(out)]) == 0
+    finally:
+        run.chmod(0o755)
+    assert sorted(p.name for p in run.iterdir()) == before  # the run directory is as it was
+    saved = json.loads((out / runio.EVAL).read_text())
+    assert saved["run"] == str(run) and set(saved["results"]) == {"fgsm"}
+    assert {e["attack"] for e in saved["history"]} == {"clean", "fgsm"}  # the first call's result kept
+    capsys.readouterr()
+
+
+def test_eval_out_refuses_a_directory_of_another_runs_results(tmp_path, tiny_run, capsys):
+    other, mine, evals = tmp_path / "other", tmp_path / "mine", tmp_path / "evals"
+    shutil.copytree(tiny_run, other)
+    shutil.copytree(tiny_run, mine)
+    assert main(["-q", "eval", str(other), "--attacks", "clean", "--limit", "10", "--out", str(evals)]) == 0
+    capsys.readouterr()
+    for target in (other, evals):  # another run's directory; an eval.json written for another run
+        before = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
+        assert main(["-q", "eval", str(mine), "--attacks", "clean", "--limit", "10", "--out", str(target)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and "choose a directory of its own" in err, err
+        assert {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()} == before
+
+
 # ------------------------------------------------------------------------------------------ signals
 
 

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from iat import runio
+from iat.errors import UsageError
 
 SETTINGS = ("eps", "step_size", "restarts", "n_examples")
 
@@ -58,14 +59,33 @@ def merged(report: dict, earlier: list[dict]) -> dict:
     return {**report, "history": [e for e in earlier if _key(e) not in redone] + new}
 
 
+def check_eval_out(run_dir: Path, out: Path) -> None:
+    """Refuse an `iat eval --out` directory whose eval.json belongs to another run (its history would mix
+    two models' results): another run's directory, or an eval.json written for another run."""
+    if out.resolve() == run_dir.resolve():
+        return
+    if (out / runio.CONFIG).exists():
+        raise UsageError(f"--out {out} is another run's directory; its {runio.EVAL} is that run's: choose a "
+                         "directory of its own for this run's evaluation")
+    try:
+        earlier = json.loads((out / runio.EVAL).read_text())
+    except (OSError, ValueError, RecursionError):
+        return  # none yet, or damaged (replaced)
+    run = earlier.get("run") if isinstance(earlier, dict) else None
+    if not isinstance(run, str) or Path(run).resolve() != run_dir.resolve():
+        raise UsageError(f"--out {out} holds the {runio.EVAL} of {run or 'another run'}, not of {run_dir}: "
+                         "choose a directory of its own for this run's evaluation")
+
+
 def save_eval(run_dir: Path, report: dict) -> dict:
-    """Write eval.json (merged with the earlier one); return what was written. A failed write
-    (read-only directory, full disk) raises EvalNotSaved holding the results."""
+    """Write `run_dir`/eval.json (merged with the earlier one; `run_dir` is `--out` where given); return
+    what was written. A failed write (read-only directory, full disk) raises EvalNotSaved holding the results."""
     path = run_dir / runio.EVAL
     content = merged(report, earlier_history(path))
     try:
         runio.write_json(path, content)
     except OSError as e:
-        raise EvalNotSaved(f"could not write {path} ({e.strerror or e}); the results above are not saved: "
-                           "free space or make the run directory writable, then evaluate again", report) from None
+        raise EvalNotSaved(f"could not write {path} ({e.strerror or e}); the results above are not saved: free "
+                           "space or make the directory writable (or write elsewhere with --out DIR), then evaluate "
+                           "again", report) from None
     return content

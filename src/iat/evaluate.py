@@ -15,12 +15,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from iat import runio
 from iat.attacks import AttackBudget, default_step, frozen, make_attack, parse_attack_name, require_autoattack
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.config import resolve_device
 from iat.data import load_data
 from iat.distributed import SINGLE, World, process_group
-from iat.evalstore import save_eval
+from iat.evalstore import check_eval_out, save_eval
 from iat.runs import load_run_config, load_run_model
 from iat.train.precision import fp32_evaluation
 
@@ -126,8 +127,12 @@ def evaluate_run(
     data_dir: str | None = None,
     batch_size: int = 500,
     progress: bool = False,
+    out: str | Path | None = None,
 ) -> dict:
     """Evaluate a run on its data set's test split; write and return eval.json's content.
+
+    eval.json goes into the run directory, or into `out` (created if absent; for a run directory you
+    cannot write to), where it also records the evaluated run under `run`.
 
     eps defaults to the run's training eps and step_size to its training step; with another eps and no
     step_size, the step is eps/4 (the paper's 2/255 at 8/255, as in the sweeps): the training step of
@@ -138,13 +143,15 @@ def evaluate_run(
     with process_group(dev) as world:  # under torchrun: one evaluation, its batches shared by the ranks
         return _evaluate_run(Path(run_dir), attacks, eps=eps, step_size=step_size, restarts=restarts, limit=limit,
                              dev=dev, data_dir=data_dir, batch_size=batch_size,
-                             progress=progress and world.is_main, world=world)
+                             progress=progress and world.is_main, world=world, out=None if out is None else Path(out))
 
 
 def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_size: float | None, restarts: int,
                   limit: int | None, dev: torch.device, data_dir: str | None, batch_size: int, progress: bool,
-                  world: World) -> dict:
+                  world: World, out: Path | None) -> dict:
     cfg = load_run_config(run_dir)
+    if out is not None:
+        check_eval_out(run_dir, out)
     model = load_run_model(run_dir, dev)
     if step_size is None:
         step_size = cfg.step_size if eps is None else default_step(eps)
@@ -155,6 +162,8 @@ def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_
     report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": budget.eps,
               "step_size": budget.step_size, "restarts": restarts, "results": results,
               "precision": {"autocast": "fp32", "tf32": False}}  # what ran: see evaluate()
+    if out is not None and out.resolve() != run_dir.resolve():
+        report["run"] = str(run_dir)
     # merged with earlier results (iat.evalstore); EvalNotSaved if it cannot be written
-    world.on_main(lambda: save_eval(run_dir, report))
+    world.on_main(lambda: save_eval(run_dir if out is None else runio.make_dir(out), report))
     return report

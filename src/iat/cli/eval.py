@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
         description="White-box evaluation on the test split, in eval mode. An example counts as an error if it is "
         "misclassified clean or at any point the attack visits (any PGD step, any restart). `autoattack` is "
         "standard L-inf AutoAttack (APGD-CE, APGD-T, FAB-T, Square) by its authors' package, the optional extra: "
-        "pip install 'iat[autoattack]'. Writes eval.json into the run directory: its `results` are this call's, "
+        "pip install 'iat[autoattack]'. Writes eval.json into the run directory (or --out DIR): its `results` are "
+        "this call's, "
         "and its `history` keeps one entry per attack and settings (eps, step size, restarts, number of examples) "
         "ever measured, so a later call replaces only what it measures again with the same settings (a quick "
         "--limit 30 check never wipes a full evaluation).",
@@ -33,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=opt.POS_INT, default=500, help="examples per attack batch (default: 500)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: the run's)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write eval.json into DIR instead of the run directory (for a run you cannot write to); "
+                   "DIR is created if absent, its eval.json records the run under `run` and keeps its history")
     p.set_defaults(run=run)
 
 
@@ -65,7 +69,7 @@ def run(args) -> int:
     try:
         report = evaluate_run(args.run_dir, attacks, eps=args.eps, step_size=args.step_size, restarts=args.restarts,
                               limit=args.limit, device=args.device, data_dir=args.data_dir,
-                              batch_size=args.batch_size, progress=not args.quiet)
+                              batch_size=args.batch_size, progress=not args.quiet, out=args.out)
     except EvalNotSaved as e:  # the work is done: show it, then say it is not saved (exit 1: a fault)
         if speaks():
             print_report(args.run_dir, e.report)

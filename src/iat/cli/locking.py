@@ -22,7 +22,7 @@ def output_dir(args: argparse.Namespace) -> tuple[Path, str] | None:
     """(directory the command writes, how the user named it), or None for a command that writes nothing."""
     command = args.command
     if command == "eval":
-        return Path(args.run_dir), "run directory"
+        return (Path(args.run_dir), "run directory") if args.out is None else (Path(args.out), "--out")
     if command == "reproduce" and getattr(args, "out", None) is None:
         from iat.reproduce.experiment import load_experiment
 
@@ -44,7 +44,7 @@ def locked(args: argparse.Namespace) -> AbstractContextManager:
         return contextlib.nullcontext()  # not a run directory: the command says so in its own words
     if what == "run directory" and not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"run directory {path} is not writable, so {runio.EVAL} could not be saved; "
-                         "make it writable (or evaluate a copy) before attacking")
+                         "make it writable, or write eval.json elsewhere with --out DIR")
     runio.check_out_dir(path, what)
     return runio.lock_dir(path, what)
 
