@@ -3,10 +3,9 @@
 The off-diagonal cells are black-box: PGD crafts adversarial examples on the source model alone
 (every example any target still classifies correctly; all steps, no early stop, so they go deep
 into the source's wrong side), and the target classifies them. The diagonal is the white-box
-error, measured as `iat eval` does (any step counts); beside it, `final_point_error` counts the
-source's own examples at PGD's final point, like the black-box cells, for a like-for-like comparison.
-Every cell counts the clean error too: an example the target misclassifies clean is an error. A
-defense that masks gradients shows black-box cells stronger than its white-box diagonal.
+error, measured as `iat eval` does. Every cell is the worst case with the clean error: an example
+the target misclassifies clean is an error. A defense that masks gradients shows black-box cells
+stronger than its white-box diagonal.
 """
 
 from __future__ import annotations
@@ -69,25 +68,19 @@ def transfer_matrix(run_dirs: list[str | Path], eps_list: list[float], steps: in
             others = [t for t in range(len(runs.names)) if t != s]
             white = survivors(source, runs.x, runs.y, budget, correct=clean[s], batch_size=batch_size,
                               seed=cfg.seed, progress=progress, desc="white-box")[-1]
-            # the source is a target of its own examples too: its white-box error at PGD's final point,
-            # counted like the black-box cells (the diagonal's `error` counts any step, as `iat eval` does)
-            own, *black = transfer_correct(source, [source] + [runs.models[t] for t in others], runs.x, runs.y,
-                                           correct=[clean[s]] + [clean[t] for t in others], budget=budget,
-                                           batch_size=batch_size, seed=cfg.seed, progress=progress)
+            black = transfer_correct(source, [runs.models[t] for t in others], runs.x, runs.y,
+                                     correct=[clean[t] for t in others], budget=budget, batch_size=batch_size,
+                                     seed=cfg.seed, progress=progress)
             cells = {s: white, **dict(zip(others, black))}
             for t in range(len(runs.names)):
                 points.append({"eps": eps, "source": runs.names[s], "target": runs.names[t],
                                "error": error_pct(cells[t])})
-                if t == s:
-                    points[-1]["final_point_error"] = error_pct(own)
             log.info("eps %s, source %s: %s", short_eps(eps), runs.names[s],
                      ", ".join(f"{p['target']} {p['error']:.2f}%" for p in points[-len(runs.names):]))
     return {"steps": steps, "step_size": step_size, "step_size_rule": STEP_RULE if step_size is None else "fixed",
             "dataset": runs.dataset, "split": "test", "n_examples": len(runs.x),
             "counting": "an example is an error if the target misclassifies it clean or on the source's "
-            "adversarial example (PGD's final point); source == target is the white-box error of `iat eval` (any "
-            "step counts), and its final_point_error the white-box error counted like the other cells",
-            "points": points}
+            "adversarial example; source == target is the white-box error", "points": points}
 
 
 def transfer_table(result: dict) -> str:
