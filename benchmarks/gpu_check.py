@@ -163,16 +163,14 @@ def time_steps(step: Callable[[torch.Tensor, torch.Tensor], None], batch: int, w
 # for about 35 s) torch.compile inside graphs, with the attack in bf16 (8.3 s per CIFAR-10 epoch on an
 # H100, issue 13's goal) and in TF32.
 SPEED_VARIANTS = ["plain-backward", "iat-graphs-tf32-amp", "iat-graphs-tf32-amp-attack-cudnn"]
-DEFAULT_BATCHES = "64,512"
 COMPILED_VARIANTS = ["iat-graphs-compile-tf32-amp-attack-cudnn", "iat-graphs-compile-tf32-amp-cudnn"]
 
 
 def speed(variants: list[str] = SPEED_VARIANTS, reserve: float = 200, batches: tuple[int, ...] = (64, 512)) -> dict:
     """Each variant at each batch size, while more than `reserve` seconds of the budget are left."""
     out: dict = {}
-    for batch, warmup, timed in ((64, 5, 30), (512, 3, 8)):
-        if batch not in batches:
-            continue
+    for batch in batches:
+        warmup, timed = (5, 30) if batch <= 128 else (3, 8)  # about as many images timed at every size
         for variant in variants:
             if left() < reserve:
                 out[f"{variant}@{batch}"] = {"skipped": "time budget"}
@@ -287,7 +285,11 @@ def tables(results: dict) -> str:
     lines += ["| step (PreActResNet18, 3x32x32) | batch | ms/step | images/s | CIFAR-10 epoch (s) | x plain-backward |",
               "|---|---|---|---|---|---|"]
     sp = results.get("speed", {})
+    if "error" in sp:  # the whole section failed: its error, and no rows
+        lines.append(f"| speed | | {str(sp['error'])[:80]} | | | |")
     for key, row in sp.items():
+        if not isinstance(row, dict):
+            continue
         variant, _, batch = key.partition("@")
         base = sp.get(f"plain-backward@{batch}", {}).get("images_per_s")
         if "images_per_s" in row:
@@ -318,8 +320,8 @@ def main() -> int:
     p.add_argument("--run-modes", default="graphs,graphs-compile-fast",
                    help=f"modes of the short real runs: {', '.join(RUN_MODES)}")
     p.add_argument("--skip", default="", help="comma-separated sections to skip: speed,sync,tests,runs,compile")
-    p.add_argument("--batches", default=DEFAULT_BATCHES,
-                   help="batch sizes of the speed section (the compiled variants: 64 unless given)")
+    p.add_argument("--batches", default=None,
+                   help="batch sizes of the speed section (default 64,512; the compiled variants: 64 unless given)")
     p.add_argument("--budget", type=float, default=budget_s, help="seconds after which no new work starts")
     args = p.parse_args()
     budget_s = args.budget
@@ -342,17 +344,18 @@ def main() -> int:
     save()
     if "speed" not in skip:
         reserve = 0 if {"tests", "runs"} <= skip else 200  # time kept for the sections after it
-        batches = tuple(int(b) for b in args.batches.split(","))
+        batches = tuple(int(b) for b in (args.batches or "64,512").split(","))
         guarded(results, "speed", lambda: speed(args.variants.split(","), reserve, batches))
         save()
         if "compile" not in skip:  # about 35 s of compilation per variant: batch 64 only unless --batches says
-            compiled_batches = batches if args.batches != DEFAULT_BATCHES else (64,)
+            compiled_batches = batches if args.batches else (64,)
             guarded(results, "speed_compiled", lambda: speed(COMPILED_VARIANTS, max(reserve - 60, 0), compiled_batches))
             compiled = results.pop("speed_compiled")
             results["speed"].update(compiled if "error" not in compiled else {"compiled": compiled})
             save()
     if "sync" not in skip:
         guarded(results, "sync_check", sync_check)
+        save()
     if "tests" not in skip and left() > 120:
         guarded(results, "cuda_tests", cuda_tests)
         save()

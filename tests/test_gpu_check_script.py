@@ -65,3 +65,12 @@ def test_every_run_mode_and_variant_name_means_an_option_set(gpu_check):
     assert (cfg.cuda_graphs, cfg.compile, cfg.tf32, cfg.amp, cfg.attack_precision, cfg.cudnn_benchmark) == (
         True, True, "on", True, "amp", "on")
     cfg.validate()  # iat train accepts what the script times
+
+
+def test_any_batch_size_is_timed_and_a_failed_section_still_makes_tables(gpu_check, tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["gpu_check.py", "--out", str(tmp_path), "--skip", "tests,runs,sync,compile",
+                                     "--batches", "128", "--variants", "iat-graphs-tf32-amp"])
+    assert gpu_check.main() == 0
+    assert set(json.loads((tmp_path / "gpu_check.json").read_text())["speed"]) == {"iat-graphs-tf32-amp@128"}
+    md = gpu_check.tables({"speed": {"error": "RuntimeError: boom", "traceback": "..."}, "real_runs": {}})
+    assert "boom" in md

@@ -3,6 +3,7 @@ eval.json merging, signals. Each test is tiny (digits, a few steps)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -309,8 +310,6 @@ def test_eval_on_a_read_only_run_is_refused_before_attacking(tmp_path, tiny_run,
 
 
 def test_eval_of_a_read_only_run_writes_elsewhere_with_out(tmp_path, tiny_run, capsys, monkeypatch):
-    import json
-
     run, out = tmp_path / "run", tmp_path / "evals" / "run"
     shutil.copytree(tiny_run, run)
     before = sorted(p.name for p in run.iterdir())
@@ -326,9 +325,26 @@ def test_eval_of_a_read_only_run_writes_elsewhere_with_out(tmp_path, tiny_run, c
         run.chmod(0o755)
     assert sorted(p.name for p in run.iterdir()) == before  # the run directory is as it was
     saved = json.loads((out / runio.EVAL).read_text())
-    assert saved["run"] == str(run) and set(saved["results"]) == {"fgsm"}
+    assert saved["run"] == str(run.resolve()) and set(saved["results"]) == {"fgsm"}
     assert {e["attack"] for e in saved["history"]} == {"clean", "fgsm"}  # the first call's result kept
     capsys.readouterr()
+
+
+def test_eval_out_names_the_run_by_its_absolute_path(tmp_path, tiny_run, capsys, monkeypatch):
+    """Relative paths typed from different directories: the same run is accepted, another one refused."""
+    for d in ("a/r", "b/a/r"):
+        shutil.copytree(tiny_run, tmp_path / d)
+    evals = tmp_path / "evals"
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "eval", "a/r", "--attacks", "clean", "--limit", "10", "--out", str(evals)]) == 0
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["-q", "eval", "r", "--attacks", "fgsm", "--limit", "10", "--out", str(evals)]) == 0  # the same run
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["-q", "eval", "a/r", "--attacks", "fgsm", "--limit", "10", "--out", str(evals)]) == 2  # another one
+    assert "not of" in capsys.readouterr().err
+    saved = json.loads((evals / runio.EVAL).read_text())
+    assert saved["run"] == str(tmp_path / "a" / "r") and {e["attack"] for e in saved["history"]} == {"clean", "fgsm"}
 
 
 def test_eval_out_refuses_a_directory_of_another_runs_results(tmp_path, tiny_run, capsys):
@@ -337,12 +353,17 @@ def test_eval_out_refuses_a_directory_of_another_runs_results(tmp_path, tiny_run
     shutil.copytree(tiny_run, mine)
     assert main(["-q", "eval", str(other), "--attacks", "clean", "--limit", "10", "--out", str(evals)]) == 0
     capsys.readouterr()
-    for target in (other, evals):  # another run's directory; an eval.json written for another run
+    unnamed = tmp_path / "unnamed"  # an eval.json copied out of a run directory: whose is it?
+    unnamed.mkdir()
+    (unnamed / runio.EVAL).write_text(json.dumps({"results": {"clean": {"error": 1.0}}}))
+    for target in (other, evals, unnamed):  # another run's directory; another run's eval.json; no run named
         before = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
         assert main(["-q", "eval", str(mine), "--attacks", "clean", "--limit", "10", "--out", str(target)]) == 2
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1 and "choose a directory of its own" in err, err
         assert {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()} == before
+    (unnamed / runio.EVAL).write_text("[]")  # damaged: replaced, as inside a run directory
+    assert main(["-q", "eval", str(mine), "--attacks", "clean", "--limit", "10", "--out", str(unnamed)]) == 0
 
 
 # ------------------------------------------------------------------------------------------ signals

@@ -71,10 +71,15 @@ def check_eval_out(run_dir: Path, out: Path) -> None:
         earlier = json.loads((out / runio.EVAL).read_text())
     except (OSError, ValueError, RecursionError):
         return  # none yet, or damaged (replaced)
-    run = earlier.get("run") if isinstance(earlier, dict) else None
-    if not isinstance(run, str) or Path(run).resolve() != run_dir.resolve():
-        raise UsageError(f"--out {out} holds the {runio.EVAL} of {run or 'another run'}, not of {run_dir}: "
+    if not isinstance(earlier, dict):
+        return  # damaged (replaced), as earlier_history treats it
+    run = earlier.get("run")
+    if not isinstance(run, str):
+        raise UsageError(f"--out {out} holds an {runio.EVAL} that names no run (one written inside a run directory): "
                          "choose a directory of its own for this run's evaluation")
+    if Path(run) != run_dir.resolve():
+        raise UsageError(f"--out {out} holds the {runio.EVAL} of {run}, not of {run_dir.resolve()}: choose a "
+                         "directory of its own for this run's evaluation")
 
 
 def save_eval(run_dir: Path, report: dict) -> dict:

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: the run's)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write eval.json into DIR instead of the run directory (for a run you cannot write to); "
-                   "DIR is created if absent, its eval.json records the run under `run` and keeps its history")
+                   "DIR is created if absent, its eval.json records the run's absolute path under `run` and keeps "
+                   "its history; DIR is locked, the run directory is not (it may be read-only)")
     p.set_defaults(run=run)
 
 

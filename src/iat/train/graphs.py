@@ -7,7 +7,8 @@ step) and replays them with one call.
 
 What a graph fixes at capture time, and how each is handled:
 - shapes: the update is captured for the run's batch size; another size (the last, partial batch of
-  an epoch) runs eagerly, and with `--compile` as the uncompiled code, so nothing is recompiled or padded;
+  an epoch) runs eagerly, and with `--compile` as the uncompiled code, so the training step is never
+  recompiled or padded (the overfitting guard, outside the graphs, may still compile its own batch shape);
 - Python-side choices: Manifold Mixup's layer is drawn on the CPU before the step (`choose`), and
   each choice gets its own graph (3 layers x 2 mixed losses: at most 9 per learning rate);
 - scalars: the learning rate is baked into the optimizer's kernels, so a new rate means new graphs;
