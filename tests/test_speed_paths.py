@@ -116,6 +116,26 @@ def test_compile_trains_a_tiny_model_on_the_cpu(tmp_path):
     torch._dynamo.reset()
 
 
+def test_a_compile_failure_is_one_line_and_the_run_continues_without_it(tmp_path, monkeypatch, capsys):
+    """No C++ compiler (CPU) or no Triton (GPU): `iat train --compile` says so in one line, exit 1."""
+    from iat.cli import main
+
+    def no_compiler(graph_module, example_inputs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n\nmore lines")
+
+    real_compile = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: real_compile(self, backend=no_compiler))
+    torch._dynamo.reset()
+    run = tmp_path / "run"
+    argv = ["-q", "train", "--method", "erm", "--dataset", "digits", "--arch", "mlp6", "--width", "8", "--epochs", "1",
+            "--train-size", "64", "--out", str(run)]
+    assert main([*argv, "--compile"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--compile failed" in err and "No working C++ compiler" in err, err
+    torch._dynamo.reset()
+    assert main([*argv, "--resume"]) == 0 and (run / runio.WEIGHTS).exists()  # as the message says
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_step_makes_no_host_sync():

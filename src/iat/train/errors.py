@@ -22,6 +22,23 @@ class CheckpointWriteError(TrainingError):
     checkpoint is intact."""
 
 
+class CompileFailed(TrainingError):
+    """`--compile` could not compile the model (no C++ compiler on the CPU, no Triton on the GPU, ...)."""
+
+
+def compile_failure(error: BaseException) -> CompileFailed | None:
+    """A CompileFailed naming `error`'s first line if torch.compile raised it, else None."""
+    if not type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        return None
+    root = error  # torch wraps the cause ("backend='inductor' raised:"): name the innermost one
+    while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None and str(inner).strip():
+        root = inner
+    first = (str(root).strip().splitlines() or [""])[0]
+    return CompileFailed(f"--compile failed ({type(root).__name__}: {first}); continue without it (--resume, no "
+                         "--compile: the same arithmetic, only slower), or install what it names (a C++ compiler on "
+                         "the CPU, Triton on a GPU)")
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped training; a checkpoint was written unless `saved` is False."""
 

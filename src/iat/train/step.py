@@ -20,7 +20,7 @@ from iat.cpu_memory import keep_freed_memory
 from iat.data import DataInfo, augment, dataset_info, load_data
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
-from iat.train.errors import diverged
+from iat.train.errors import compile_failure, diverged
 from iat.train.graphs import GraphedUpdate, layer_choices, no_choice
 from iat.train.model_prep import prepare_model
 from iat.train.precision import Precision, TrainingAttack, resolve_precision, set_tf32
@@ -185,7 +185,13 @@ class Step:
         its mean loss by part / batch x N; the average is then the gradient of the global batch's mean.
         """
         self.grad_weight = grad_weight
-        loss = self.update(x, y)
+        try:
+            loss = self.update(x, y)
+        except Exception as e:
+            failure = compile_failure(e)  # an environment without a compiler: one line, not a traceback
+            if failure is None:
+                raise
+            raise failure from None
         if self._sum is None:
             self._sum = torch.tensor(state.running["loss_sum"], dtype=torch.float64, device=loss.device)
             self._bad_step = torch.zeros((), dtype=torch.int64, device=loss.device)
