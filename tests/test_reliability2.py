@@ -3,6 +3,7 @@ eval.json merging, signals. Each test is tiny (digits, a few steps)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -293,8 +295,9 @@ def test_eval_prints_the_table_when_eval_json_cannot_be_written(tmp_path, tiny_r
     assert not (run / runio.EVAL).exists()
 
 
-def test_eval_on_a_read_only_run_is_refused_before_attacking(tmp_path, tiny_run, capsys, monkeypatch):
-    run = tmp_path / "run"
+@contextlib.contextmanager
+def read_only_copy(tiny_run: Path, run: Path, monkeypatch) -> Iterator[Path]:
+    """A copy of `tiny_run` at `run` that this process may not write to, made writable again after."""
     shutil.copytree(tiny_run, run)
     run.chmod(0o555)
     if os.geteuid() == 0:  # root writes anywhere: let the permission check see what a user would
@@ -302,27 +305,24 @@ def test_eval_on_a_read_only_run_is_refused_before_attacking(tmp_path, tiny_run,
         monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == run and mode & os.W_OK
                             else real_access(p, mode, **kw))
     try:
-        assert main(["-q", "eval", str(run), "--attacks", "clean"]) == 2
+        yield run
     finally:
         run.chmod(0o755)
+
+
+def test_eval_on_a_read_only_run_is_refused_before_attacking(tmp_path, tiny_run, capsys, monkeypatch):
+    with read_only_copy(tiny_run, tmp_path / "run", monkeypatch) as run:
+        assert main(["-q", "eval", str(run), "--attacks", "clean"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "not writable" in err
 
 
 def test_eval_of_a_read_only_run_writes_elsewhere_with_out(tmp_path, tiny_run, capsys, monkeypatch):
-    run, out = tmp_path / "run", tmp_path / "evals" / "run"
-    shutil.copytree(tiny_run, run)
-    before = sorted(p.name for p in run.iterdir())
-    run.chmod(0o555)
-    if os.geteuid() == 0:  # root writes anywhere: let the permission check see what a user would
-        real_access = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == run and mode & os.W_OK
-                            else real_access(p, mode, **kw))
-    try:
+    out = tmp_path / "evals" / "run"
+    before = sorted(p.name for p in tiny_run.iterdir())
+    with read_only_copy(tiny_run, tmp_path / "run", monkeypatch) as run:
         assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "20", "--out", str(out)]) == 0
         assert main(["-q", "eval", str(run), "--attacks", "fgsm", "--limit", "20", "--out", str(out)]) == 0
-    finally:
-        run.chmod(0o755)
     assert sorted(p.name for p in run.iterdir()) == before  # the run directory is as it was
     saved = json.loads((out / runio.EVAL).read_text())
     assert saved["run"] == str(run.resolve()) and set(saved["results"]) == {"fgsm"}
