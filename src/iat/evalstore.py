@@ -61,9 +61,8 @@ def merged(report: dict, earlier: list[dict]) -> dict:
 
 def check_eval_out(run_dir: Path, out: Path) -> None:
     """Refuse an `iat eval --out` directory whose eval.json belongs to another run (its history would mix
-    two models' results): another run's directory, or an eval.json written for another run."""
-    if out.resolve() == run_dir.resolve():
-        return
+    two models' results): another run's directory, or an eval.json written for another run. `out` is not
+    `run_dir` itself."""
     if (out / runio.CONFIG).exists():
         raise UsageError(f"--out {out} is another run's directory; its {runio.EVAL} is that run's: choose a "
                          "directory of its own for this run's evaluation")

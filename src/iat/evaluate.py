@@ -150,6 +150,8 @@ def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_
                   limit: int | None, dev: torch.device, data_dir: str | None, batch_size: int, progress: bool,
                   world: World, out: Path | None) -> dict:
     cfg = load_run_config(run_dir)
+    if out is not None and out.resolve() == run_dir.resolve():
+        out = None  # the run directory itself: the default
     if out is not None:  # rank 0 decides for every rank (they may not share --out's file system)
         world.on_main(lambda: check_eval_out(run_dir, out))
     model = load_run_model(run_dir, dev)
@@ -162,7 +164,7 @@ def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_
     report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": budget.eps,
               "step_size": budget.step_size, "restarts": restarts, "results": results,
               "precision": {"autocast": "fp32", "tf32": False}}  # what ran: see evaluate()
-    if out is not None and out.resolve() != run_dir.resolve():
+    if out is not None:
         report["run"] = str(run_dir.resolve())  # absolute: the check above compares it from any directory
     # merged with earlier results (iat.evalstore); EvalNotSaved if it cannot be written
     world.on_main(lambda: save_eval(run_dir if out is None else runio.make_dir(out), report))
