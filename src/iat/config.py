@@ -100,7 +100,7 @@ class TrainConfig:
     lam_per: str = option("batch", "one mixing lambda per batch or example", kind="str", choices=lambda: LAMBDA_MODES)
     seed: int = option(0, "random seed", kind="int", lo=0, hi=SEED_MAX)
     device: str = option("auto", "auto: CUDA when available, else CPU", kind="str", choices=lambda: DEVICES)
-    data_dir: str | None = option(None, "where the data set lives (see README: Data)", kind="path")
+    data_dir: str | None = option(None, "where the data set lives (see docs/setup.md: Data)", kind="path")
     download: bool = option(False, "download the data set with torchvision into --data-dir (default "
                             "~/.cache/iat/data) if absent", kind="bool")
     train_size: int | None = option(None, "use only the first N training examples", kind="int", unit="examples",

@@ -46,12 +46,12 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
 
 def gpu_speed_hint(device: torch.device, config: dict) -> str | None:
     """One line for a run on a GPU without CUDA graphs: the defaults are true fp32 and eager, by design, and
-    several times slower than the options measured on an H100 (README: Speed and precision)."""
+    several times slower than the options measured on an H100 (docs/speed.md: Speed and precision)."""
     if device.type != "cuda" or config.get("cuda_graphs_used") or config.get("world_size", 1) > 1:
         return None
     return ("speed: training eagerly (no --cuda-graphs). Measured on an H100, a PreActResNet18 IAT step takes 94 ms "
             "with the defaults, 21 ms with --cuda-graphs --tf32 on --amp, 10.7 ms adding --compile "
-            "--attack-precision amp (a bf16 attack); see README, Speed and precision")
+            "--attack-precision amp (a bf16 attack); see Speed and precision in docs/speed.md")
 
 
 def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, resume: bool, progress: bool) -> Path:
