@@ -20,6 +20,16 @@ the batches of an epoch), `resume` (what --out already holds).
 
 from __future__ import annotations
 
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+from iat import runio
+from iat.config import TrainConfig
+from iat.distributed import world_from_env
+from iat.runs import check_model_size
 from iat.train.errors import CheckpointWriteError, TrainingDiverged, TrainingError, TrainingInterrupted
 from iat.train.loop import train
 from iat.train.resume import is_complete
@@ -27,4 +37,35 @@ from iat.train.state import RunState, epoch_order, lr_at, rng_state, seed_everyt
 
 __all__ = ["CheckpointWriteError", "RunState", "TrainingDiverged", "TrainingError", "TrainingInterrupted",
            "epoch_order", "is_complete", "lr_at", "rng_state",
-           "seed_everything", "set_rng_state", "train"]
+           "seed_everything", "set_rng_state", "train", "train_run"]
+
+
+def train_run(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """The same run as `iat train` with `cfg`'s options and `--out out`; return the run directory.
+
+    What the command adds to `train`: the width check before anything is allocated and the lock on `out`
+    (a second writer is refused). Unlike the command, which exits after one run, a script goes on, so
+    torch's global TF32 and cuDNN flags, which the run sets, are put back as they were. Bad input
+    raises iat.errors.UsageError; a diverged run or a full disk, TrainingError.
+    """
+    cfg.validate()
+    check_model_size(cfg)
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        if world_from_env().rank != 0:  # under torchrun, rank 0 holds the lock for every rank
+            return train(cfg, out, resume=resume, progress=progress)
+        with runio.lock_dir(runio.check_out_dir(out), "--out"):
+            return train(cfg, out, resume=resume, progress=progress)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = flags
+
+
+class _CallablePackage(types.ModuleType):
+    """`iat.train(cfg, out)` is the user's way to train (docs/interfaces.md), and `iat.train` is also this
+    package: Python binds a subpackage's name on its parent, so the package itself takes the call."""
+
+    def __call__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+        return train_run(cfg, out, resume=resume, progress=progress)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
