@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import math
 import os
 import zlib
@@ -44,6 +45,7 @@ class DataInfo:
     std: tuple[float, ...]
     crop_pad: int  # random-crop padding used for augmentation (0: no crop)
     flip: bool  # random horizontal flips
+    fingerprint: str | None = None  # sha256 of the loaded training images and labels (TrainData), else None
 
 
 DATASETS: dict[str, DataInfo] = {
@@ -265,6 +267,15 @@ def load_data(
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return x.float().div_(255), y
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 of images in [0,1] (as the bytes they were read from) and labels: which data a run trained on,
+    whatever directory it came from, so a resumed run can tell that --data-dir now points at other data."""
+    h = hashlib.sha256()
+    h.update(x.detach().cpu().mul(255).round_().to(torch.uint8).contiguous().numpy().tobytes())
+    h.update(y.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def check_arrays(info: DataInfo, split: str, images: np.ndarray, labels: np.ndarray,

@@ -142,13 +142,40 @@ def clean_temp_files(folder: str | Path) -> list[Path]:
     return removed
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # bytes: Linux's limits for one file name and for a whole path
+
+
+def check_path(path: str | Path, what: str = "--out") -> Path:
+    """Refuse a path no file system accepts: empty (it would mean the current directory), holding a NUL
+    byte, a file name over NAME_MAX bytes or a path over PATH_MAX. The OS would say so only with an
+    OSError (ENAMETOOLONG) from whichever call came first, a traceback."""
+    text = os.fspath(path)
+    if isinstance(text, str) and not text.strip():
+        raise UsageError(f"{what} is empty; give a directory path (`.` for the current directory)")
+    raw = os.fsencode(text)
+    if b"\0" in raw:
+        raise UsageError(f"{what} {text!r} holds a NUL byte, which no file name may contain; choose another path")
+    longest = max(raw.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        raise UsageError(f"{what} {_short_path(text)}: a name in it is {len(longest)} bytes long, more than the "
+                         f"{NAME_MAX} a file name may have; choose a shorter path")
+    if len(os.fsencode(os.path.abspath(text))) >= PATH_MAX:
+        raise UsageError(f"{what} {_short_path(text)}: the path is longer than the {PATH_MAX} bytes a path may "
+                         "have; choose a shorter path")
+    return Path(path)
+
+
+def _short_path(text: str) -> str:
+    return text if len(text) <= 80 else text[:40] + "..." + text[-37:]
+
+
 def check_out_dir(path: str | Path, option: str = "--out") -> Path:
     """Refuse an output path that cannot become a directory, before anything is created.
 
     The path may exist (as a directory) or not; its nearest existing ancestor must be a writable
     directory. Raises UsageError naming the path and the fix.
     """
-    path = Path(path)
+    path = check_path(path, option)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option} {path} exists and is not a directory; choose a directory path")
     probe = path

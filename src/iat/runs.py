@@ -59,6 +59,10 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> M
     except (RuntimeError, MemoryError) as e:  # a config.json width no machine holds
         raise UsageError(f"{run_dir / runio.CONFIG}: its model cannot be built ({_short(str(e), 120)}); "
                          "the file is damaged: restore it") from None
+    mismatch = weights_mismatch(cfg, state)
+    if mismatch:  # load_state_dict would cast an int32 tensor silently and score it
+        raise UsageError(f"{run_dir / runio.WEIGHTS} does not match the architecture {cfg.arch!r} of its "
+                         f"config.json ({mismatch}); the file is damaged: restore it or train the run again")
     try:
         model.load_state_dict(state)
     except (RuntimeError, ValueError, TypeError) as e:
@@ -66,6 +70,25 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> M
         raise UsageError(f"{run_dir / runio.WEIGHTS} does not match the architecture {cfg.arch!r} of its "
                          f"config.json ({_short(detail, 220)})") from None
     return model.to(device).eval()
+
+
+def weights_mismatch(cfg: TrainConfig, state: dict[str, torch.Tensor]) -> str | None:
+    """Why `state` is not the weights of `cfg`'s model (a tensor missing, extra, or of another shape or
+    dtype), or None if every tensor fits. Checked on shapes alone: nothing is allocated."""
+    with torch.device("meta"):
+        expected = build_model(cfg).state_dict()
+    missing = [k for k in expected if k not in state]
+    if missing:
+        return f"tensor {missing[0]} is missing"
+    extra = [k for k in state if k not in expected]
+    if extra:
+        return f"tensor {extra[0]} is not part of the model"
+    for name, want in expected.items():
+        got = state[name]
+        if got.dtype != want.dtype or got.shape != want.shape:
+            return (f"tensor {name} is {str(got.dtype).removeprefix('torch.')} {tuple(got.shape)}, not "
+                    f"{str(want.dtype).removeprefix('torch.')} {tuple(want.shape)}")
+    return None
 
 
 MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, before gradients and momentum: no machine trains it

@@ -16,6 +16,12 @@ def pyplot():
     return plt
 
 
+def readable(text: str) -> str:
+    """`text` with the undecodable bytes of a file name (kept by Python as lone surrogates) shown as U+FFFD:
+    matplotlib's font code raises on a surrogate, so a run under a non-UTF-8 path could not be plotted."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def save_png(fig, path: str | Path, dpi: int = 120) -> None:
     """Write `fig` to `path` atomically and close it."""
     from iat import runio

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iat.analysis.figures import pyplot, save_png
+from iat.analysis.figures import pyplot, readable, save_png
 from iat.attacks import frozen
 from iat.data import dataset_info
 from iat.report import format_table
@@ -134,7 +134,7 @@ def plot_norms(result: dict, path: str | Path, labels: dict[str, str] | None = N
         for run, rows in result["runs"].items():
             xs = list(range(1, len(rows) + 1))
             ys = [row[key] for row in rows]
-            ax.plot(xs, ys, marker="o", label=labels.get(run, Path(run).name))
+            ax.plot(xs, ys, marker="o", label=readable(labels.get(run, Path(run).name)))
             if rows and f"{key}_std" in rows[0]:
                 sd = [row[f"{key}_std"] for row in rows]
                 ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.2)
@@ -147,6 +147,6 @@ def plot_norms(result: dict, path: str | Path, labels: dict[str, str] | None = N
             ax.set_xticks(range(1, n_layers + 1))
     axes[0].legend(fontsize=8)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(readable(title))
     fig.tight_layout()
     save_png(fig, path)

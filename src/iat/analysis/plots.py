@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iat.analysis.figures import pyplot, save_png
+from iat.analysis.figures import pyplot, readable, save_png
 from iat.report import attack_column, method_label
 from iat.units import format_eps
 
@@ -44,7 +44,7 @@ def plot_whitebox(wb: dict, paper: dict | None, path: Path, title: str) -> None:
         ax.set_ylim(0, 100)
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(readable(title), fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -59,7 +59,7 @@ def plot_probe(probe: dict, prow: dict, path: Path, title: str) -> None:
     ax.set_ylabel("random labels fitted (accuracy %)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(readable(title), fontsize=8)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -84,7 +84,7 @@ def plot_sweep(sweep: dict, paper: dict | None, methods: list[str], axis: str, p
     ax.set_ylim(0, 101)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(readable(title), fontsize=8)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -119,7 +119,7 @@ def plot_transfer(t: dict, paper: dict | None, methods: list[str], path: Path, t
         for ax in r:
             if not ax.images:
                 ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(readable(title), fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -203,7 +203,7 @@ def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: di
     lo = min(line.get_ydata()[0] for line in ax.lines if len(line.get_ydata()))
     ax.set_ylim(max(0, lo - 8), 102)  # room for the spread of the robust methods, which sit close together
     ax.grid(alpha=0.3)
-    ax.set_title(title + "\nbottom left is best; error bars: std over seeds", fontsize=9)
+    ax.set_title(readable(title) + "\nbottom left is best; error bars: std over seeds", fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
     return True

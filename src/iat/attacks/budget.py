@@ -15,6 +15,11 @@ def default_step(eps: float) -> float:
     return eps / 4
 
 
+# Each restart is a whole PGD run on the examples still standing: a billion of them on a robust model never
+# ends. Published evaluations use 1 to 10 restarts; a thousand is far past any that gains an error point.
+MAX_RESTARTS = 1000
+
+
 @dataclass(frozen=True)
 class AttackBudget:
     """An L-inf attack on images in [0,1]: `AttackBudget(eps=8/255, step_size=2/255, steps=20)`.
@@ -34,6 +39,8 @@ class AttackBudget:
         for name, value in (("steps", self.steps), ("restarts", self.restarts)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.restarts > MAX_RESTARTS:
+            raise UsageError(f"restarts {self.restarts} is above {MAX_RESTARTS:,}, the most an evaluation allows")
 
     @classmethod
     def fgsm(cls, eps: float) -> AttackBudget:

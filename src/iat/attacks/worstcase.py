@@ -22,14 +22,33 @@ from tqdm import tqdm
 from iat.attacks.budget import AttackBudget
 from iat.attacks.core import LossFn, ce_loss, frozen, signed_step, uniform_start
 from iat.distributed import SINGLE, World
+from iat.errors import UsageError
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Predicted labels, batch by batch."""
+    """Predicted labels, batch by batch; NonFiniteOutputs if any logit is NaN or infinite."""
     if len(x) == 0:
         return torch.empty(0, dtype=torch.long, device=x.device)
-    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    labels, bad = [], torch.zeros((), dtype=torch.long, device=x.device)
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i : i + batch_size])
+        bad += (~torch.isfinite(logits)).any(1).sum()  # on the device: one sync at the end, not one per batch
+        labels.append(logits.argmax(1))
+    if int(bad):
+        raise NonFiniteOutputs(int(bad), len(x))
+    return torch.cat(labels)
+
+
+class NonFiniteOutputs(UsageError):
+    """The model's logits are NaN or infinite on some inputs, although its weights are finite (weights scaled
+    past float32's range overflow inside the network). argmax of NaN is class 0, so such a model would be
+    scored as a plausible error rate (88% on ten classes) instead of being refused."""
+
+    def __init__(self, bad: int, n: int):
+        super().__init__(f"the model's outputs are NaN or infinite on {bad} of {n} images, although its weights are "
+                         "finite: the weights are damaged (scaled past float32's range); no error rate computed "
+                         "from them means anything: restore them or train the run again")
 
 
 def pgd_trace(
@@ -123,6 +142,8 @@ def survivors(
         torch.manual_seed(seed)
         for _ in range(budget.restarts if random_start else 1):
             todo = out[-1].nonzero().flatten() if early_stop else correct.nonzero().flatten()
+            if not len(todo):
+                break  # nothing left to attack: further restarts would only loop
             for i in tqdm(range(0, len(todo), batch_size), desc=desc, disable=None if progress else True,
                           leave=False):
                 idx = todo[i : i + batch_size]

@@ -7,6 +7,7 @@ Bad input exits with code 2 and one line on stderr; anything unexpected exits wi
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:  # a run of demo/reproduce/audit diverged or hit a full disk: a fault, exit 1
         sys.stderr.write(f"iat {args.command}: error: {e}\n")
         return 1
+    except OSError as e:  # a full disk, a file system gone read-only: a fault of the machine (1), in one line
+        sys.stderr.write(f"iat {args.command}: error: {os_error_line(e)}\n")
+        return 1
     except KeyboardInterrupt as e:  # Ctrl-C (130) or SIGTERM (143); runs stopped by it wrote their checkpoints
         signum = getattr(e, "signum", signal.SIGINT)
         sys.stderr.write(f"iat {args.command}: interrupted ({signal.Signals(signum).name}); continue with the "
@@ -91,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signum
     finally:
         _on_sigterm(previous)
+
+
+def os_error_line(e: OSError) -> str:
+    """'could not write PATH: No space left on device' from an OSError that escaped the command."""
+    what = e.strerror or str(e) or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        what += "; free space, then run the same command again (what was written before is intact)"
+    return what if e.filename is None else f"{os.fsdecode(e.filename)}: {what}"
 
 
 class Terminated(KeyboardInterrupt):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from iat.attacks.budget import MAX_RESTARTS
 from iat.cli import options as opt
 from iat.units import format_eps
 
@@ -28,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--step-size", type=opt.STEP, default=None,
                    help="PGD step (default: the run's training step; with --eps, eps/4)")
     p.add_argument("--limit", type=opt.POS_INT, default=None, help="evaluate the first N test examples only")
-    p.add_argument("--restarts", type=opt.POS_INT, default=1,
+    p.add_argument("--restarts", type=opt.int_range(1, MAX_RESTARTS), default=1,
                    help="PGD random restarts; each attacks only the examples the previous ones did not fool "
                    "(default: 1)")
     p.add_argument("--batch-size", type=opt.POS_INT, default=500, help="examples per attack batch (default: 500)")

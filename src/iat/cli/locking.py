@@ -34,10 +34,24 @@ def output_dir(args: argparse.Namespace) -> tuple[Path, str] | None:
     return (Path(first), "--out (the run directory)") if first is not None else None
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse, as typed, a path no file system takes: `--out ''` (Path('') is the current directory, where it
+    would write), a NUL byte, a name too long (ENAMETOOLONG from whichever file call came first)."""
+    for attr, what in (("out", "--out"), ("run_dir", "run directory"), ("run_dirs", "run directory"),
+                       ("surrogate", "--surrogate"), ("data_dir", "--data-dir")):
+        values = getattr(args, attr, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str):
+                runio.check_path(value, what)
+
+
 def locked(args: argparse.Namespace) -> AbstractContextManager:
     """The lock on the directory `args` writes (nothing for a command that writes none)."""
+    if world_from_env().rank != 0:  # under torchrun, rank 0 holds it for every rank
+        return contextlib.nullcontext()
+    check_paths(args)
     target = output_dir(args)
-    if target is None or world_from_env().rank != 0:  # under torchrun, rank 0 holds it for every rank
+    if target is None:
         return contextlib.nullcontext()
     path, what = target
     if what != "--out" and not path.is_dir():

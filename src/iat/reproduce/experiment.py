@@ -11,6 +11,7 @@ floats in [0,1]. `iat demo` is one more such file, experiments/demo.toml.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 SCALES = ("paper", "smoke")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # an experiment's name: one plain directory-name part
 DEMO = "demo"  # experiments/demo.toml, run by `iat demo`
 # What an experiment measures on its trained runs, and so how its report is laid out.
 KINDS = ("whitebox", "transfer", "sweep-eps", "sweep-steps", "norms", "probe")
@@ -138,11 +140,20 @@ def experiment_names() -> list[str]:
 
 def experiment_path(name: str) -> Path:
     """The config file of a named experiment, or `name` itself when it is a .toml file."""
+    if "\0" in name:
+        raise UsageError(f"experiment {name!r} holds a NUL byte; give a name or the path of a .toml file")
     if name.endswith(".toml"):
         path = Path(name)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as e:  # a name longer than the file system takes
+            raise UsageError(f"experiment file {name[:80]}... cannot be read ({e.strerror or e})") from None
+        if not found:
             raise UsageError(f"experiment file {name} does not exist")
         return path
+    if not NAME.fullmatch(name):
+        raise UsageError(f"unknown experiment {name[:80]!r}; choose one of: {', '.join(experiment_names())} "
+                         "(or give the path of a .toml file)")
     path = EXPERIMENTS_DIR / f"{name}.toml"
     if not path.is_file():
         raise UsageError(f"unknown experiment {name!r}; choose one of: {', '.join(experiment_names())} "
@@ -204,6 +215,11 @@ def load_experiment(name: str, scale: str = "paper") -> Experiment:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{path} is not valid TOML ({e})") from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8: a title in Latin-1, a binary file
+        raise UsageError(f"{path} is not valid TOML (not UTF-8 text: byte {e.object[e.start]:#04x} at offset "
+                         f"{e.start})") from None
+    except OSError as e:
+        raise UsageError(f"{path} cannot be read ({e.strerror or e})") from None
     for key, value in raw.items():
         if key not in TOP_KEYS:
             raise UsageError(f"{path.name}: unknown top-level key {key!r}; valid keys: {', '.join(TOP_KEYS)}")
@@ -212,6 +228,9 @@ def load_experiment(name: str, scale: str = "paper") -> Experiment:
     for key in ("name", "title", "kind", "methods", "paper"):
         if key not in raw:
             raise UsageError(f"{path.name}: the key {key!r} is missing")
+    if not NAME.fullmatch(raw["name"]):  # it names OUT's default, reproduce-NAME: a path there writes elsewhere
+        raise UsageError(f"{path.name}: name {raw['name'][:80]!r} must be letters, digits, '.', '_' or '-' "
+                         "(at most 100, starting with a letter or digit), as it becomes a directory name")
     if raw["kind"] not in KINDS:
         raise UsageError(f"{path.name}: kind {raw['kind']!r}; choose one of {', '.join(KINDS)}")
     methods = raw["methods"]

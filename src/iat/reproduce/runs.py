@@ -123,6 +123,13 @@ class RunTask:
 
 def run_task(task: RunTask) -> dict:
     """Train (or resume) the run unless it is done, then measure it; {"whitebox"/"norms"/"probe": value}."""
+    # The experiment's lock covers OUT, not the run directories inside it: without a lock of its own, a plain
+    # `iat train --out OUT/RUN --resume` (or `iat eval OUT/RUN`) would write the run while this task does.
+    with runio.lock_dir(task.run_dir, "run directory"):
+        return _run_task(task)
+
+
+def _run_task(task: RunTask) -> dict:
     run, cfg = task.run_dir, task.cfg
     if not task.done:
         train(cfg, run, resume=True, progress=task.progress)

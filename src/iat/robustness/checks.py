@@ -83,6 +83,15 @@ def check_deterministic(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> C
 def check_logits(model: nn.Module, x: torch.Tensor) -> Check:
     with torch.no_grad():
         out = model(x)
+    bad = int((~torch.isfinite(out)).any(1).sum())
+    if bad:  # min/max of NaN are NaN, and NaN >= 0 is False: without this, [nan, nan] "passes"
+        finite = out[torch.isfinite(out)]
+        values = {"non_finite_rows": bad, "n": len(x),
+                  "min": finite.min().item() if finite.numel() else None,
+                  "max": finite.max().item() if finite.numel() else None}
+        return Check("logits", "fail", f"the outputs are NaN or infinite on {bad} of {len(x)} images: the weights "
+                     "are damaged (scaled past float32's range), and no attack number from this model means "
+                     "anything.", values)
     looks_like_probs = bool(out.min() >= 0 and out.max() <= 1 and ((out.sum(1) - 1).abs() < 1e-4).all())
     values = {"min": out.min().item(), "max": out.max().item()}
     if looks_like_probs:

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from iat import runio
-from iat.analysis.figures import pyplot
+from iat.analysis.figures import pyplot, readable
 from iat.attacks import STEP_RULE, AttackBudget
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.errors import UsageError
@@ -138,7 +138,7 @@ def sweep_plot(result: dict) -> bytes:
     try:
         for r in runs:
             xs = [v for v in values if (r, v) in cell]
-            ax.plot(xs, [cell[r, v] for v in xs], marker="o", label=labels[r])
+            ax.plot(xs, [cell[r, v] for v in xs], marker="o", label=readable(labels[r]))
         if axis == "eps":
             ax.set_xlabel("eps (L-inf, images in [0,1])")
             ax.set_title(f"Error against eps, PGD-{result['steps']}")

@@ -18,6 +18,7 @@ from iat import runio
 from iat.config import SPEED_KEYS, TrainConfig
 from iat.data import DataInfo
 from iat.distributed import SINGLE, World
+from iat.errors import UsageError
 from iat.train.errors import CheckpointWriteError, diverged
 from iat.train.resume import Prior
 from iat.train.state import RunState, device_name
@@ -32,17 +33,21 @@ def run_config(cfg: TrainConfig, *, device: torch.device, info: DataInfo, n: int
             "world_size": world_size, "torch_threads": torch.get_num_threads(), "device_resolved": str(device),
             "device_name": device_name(device),
             "in_channels": info.in_channels, "num_classes": info.num_classes, "image_size": info.image_size,
-            "n_train": n}
+            "n_train": n, **({"data_sha256": info.fingerprint} if info.fingerprint else {})}
 
 
 def open_run_dir(out: Path, config: dict, prior: Prior, resume: bool) -> None:
     """Create `out` and write config.json (a new run), or tidy it for a resumed one."""
+    if prior.config is not None and prior.checkpoint is not None:
+        check_same_data(out, prior.config, config)
     created = not out.exists()
     runio.make_dir(out)
     if resume:
         for p in runio.clean_temp_files(out):
             log.info("removed %s, left by an interrupted write", p)
-    if prior.config is None:
+    # A resumed run with no checkpoint trains from scratch: its config.json must describe this start, not an
+    # attempt that wrote nothing else (a --compile that failed before the first checkpoint would stay recorded).
+    if prior.config is None or prior.checkpoint is None:
         try:
             runio.write_json(out / runio.CONFIG, config)
         except OSError as e:
@@ -55,13 +60,24 @@ def open_run_dir(out: Path, config: dict, prior: Prior, resume: bool) -> None:
             if key in prior.config and prior.config[key] != config[key]:
                 log.warning("%s was trained with %s=%s, this process has %s: the resumed run is valid but may "
                             "not be bit-identical to an uninterrupted one", out, key, prior.config[key], config[key])
-        if prior.checkpoint is not None:
-            record_speed_changes(out, config, prior)
+        record_speed_changes(out, config, prior)
     if prior.checkpoint is not None:
         runio.write_jsonl(out / runio.METRICS, prior.checkpoint["metrics"])  # drop rows written after it
         log.info("resuming %s at epoch %d, step %d", out, prior.checkpoint["epoch"] + 1, prior.checkpoint["step"])
     elif resume:
         log.info("nothing to resume in %s: starting the run", out)
+
+
+def check_same_data(out: Path, saved: dict, config: dict) -> None:
+    """A resumed run must train on the images it started with: the same count is not enough (two copies of a
+    data set, a --data-dir forgotten on resume). A run from before data_sha256 was recorded is not checked."""
+    before, now = saved.get("data_sha256"), config.get("data_sha256")
+    if before is None or now is None or before == now:
+        return
+    where = saved.get("data_dir")
+    hint = f"--data-dir {where}" if isinstance(where, str) else "no --data-dir, as it was started"
+    raise UsageError(f"--resume {out}: the training data differ from the data the run started with (sha256 "
+                     f"{str(before)[:12]}..., now {now[:12]}...); resume with the data it was trained on ({hint})")
 
 
 def record_speed_changes(out: Path, config: dict, prior: Prior) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from iat import runio
-from iat.config import RESUME_KEYS, TrainConfig
+from iat.config import RESUME_KEYS, SPEED_KEYS, TrainConfig
 from iat.errors import UsageError
 
 log = logging.getLogger("iat.train")
@@ -62,7 +62,28 @@ def check_resumable(cfg: TrainConfig, out: Path) -> dict | None:
     diff = first_difference(cfg, saved)
     if diff:
         raise UsageError(f"--resume {out}: {diff}")
+    why = resumes_damage(saved.get("resumes", []))
+    if why:
+        raise UsageError(f"{out / runio.CONFIG}: `resumes` {why}; the file is damaged: restore it, or remove "
+                         "the `resumes` entry if you edited it")
     return saved
+
+
+def resumes_damage(resumes) -> str | None:
+    """Why config.json's `resumes` is not the list training appends to (None if it is): a list of
+    {"epoch": int, "step": int, "changed": {speed option: value}}."""
+    if not isinstance(resumes, list):
+        return f"is {_show(resumes)}, not a list"
+    for i, entry in enumerate(resumes):
+        if not isinstance(entry, dict) or not isinstance(entry.get("changed"), dict):
+            return f"entry {i + 1} is {_show(entry)}, not a table with `changed` options"
+        for key in ("epoch", "step"):
+            if isinstance(entry.get(key), bool) or not isinstance(entry.get(key), int):
+                return f"entry {i + 1} has {key} {_show(entry.get(key))}, not a whole number"
+        odd = [k for k in entry["changed"] if k not in SPEED_KEYS]
+        if odd:
+            return f"entry {i + 1} changes {_show(odd[0])}, which is not a speed option ({', '.join(SPEED_KEYS)})"
+    return None
 
 
 def check_checkpoint(cfg: TrainConfig, path: Path, ckpt: dict) -> dict:
@@ -90,16 +111,22 @@ def is_complete(cfg: TrainConfig, out: str | Path) -> bool:
     """
     out = Path(out)
     saved = check_resumable(cfg, out)
-    return saved is not None and (out / runio.WEIGHTS).is_file() and weights_damage(out) is None
+    return saved is not None and (out / runio.WEIGHTS).is_file() and weights_damage(cfg, out) is None
 
 
-def weights_damage(out: Path) -> str | None:
-    """Why `out`'s final weights cannot be used (a one-line message), or None if they load."""
+def weights_damage(cfg: TrainConfig, out: Path) -> str | None:
+    """Why `out`'s final weights cannot be used (a one-line message), or None if they load into `cfg`'s model.
+
+    A file that loads but lacks a tensor, has an extra one or one of another dtype is damage too: it is no
+    finished run, and a final checkpoint can rebuild it."""
+    from iat.runs import weights_mismatch  # iat.runs imports the data and model modules: only when needed
+
     try:
-        runio.load_weights(out / runio.WEIGHTS)
+        state = runio.load_weights(out / runio.WEIGHTS)
     except UsageError as e:
         return str(e).split("; ", 1)[0]
-    return None
+    mismatch = weights_mismatch(cfg, state)
+    return f"{out / runio.WEIGHTS} does not fit the run's model ({mismatch})" if mismatch else None
 
 
 def check_new_out(out: Path) -> None:
@@ -130,7 +157,7 @@ def find_prior(cfg: TrainConfig, out: Path, resume: bool) -> Prior:
         check_new_out(out)
         return Prior()
     saved = check_resumable(cfg, out)
-    damage = weights_damage(out) if saved is not None and (out / runio.WEIGHTS).is_file() else None
+    damage = weights_damage(cfg, out) if saved is not None and (out / runio.WEIGHTS).is_file() else None
     if saved is not None and (out / runio.WEIGHTS).is_file() and damage is None:
         return Prior(saved, complete=True)
     ckpt = None
@@ -175,8 +202,13 @@ def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimize
     epoch, step = ckpt["epoch"], ckpt["step"]
     if not 0 <= step < steps_per_epoch or (epoch == cfg.epochs and step):
         raise bad("step", f"{step} is outside epoch {epoch + 1}'s {steps_per_epoch} steps (0..{steps_per_epoch - 1})")
-    if len(ckpt["metrics"]) > epoch or not all(isinstance(r, dict) for r in ckpt["metrics"]):
-        raise bad("metrics", f"hold more than one row per finished epoch ({epoch}), or rows that are not tables")
+    if len(ckpt["metrics"]) != epoch:  # fewer rows: a final checkpoint would write weights as final too early
+        raise bad("metrics", f"hold {len(ckpt['metrics'])} rows, but the checkpoint is at the end of epoch {epoch}: "
+                  "one row per finished epoch")
+    for i, row in enumerate(ckpt["metrics"]):
+        why = _metrics_row_damage(row, i + 1)
+        if why:
+            raise bad(f"metrics row {i + 1}", why)
     for key, kinds in (("loss_sum", (int, float)), ("count", (int,)), ("seconds", (int, float))):
         value = ckpt["running"][key]
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
@@ -185,6 +217,22 @@ def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimize
     runio.check_finite_state(ckpt["model"], f"{path} (model)")
     _check_optimizer(ckpt["optimizer"], optimizer, bad)
     _check_rng(ckpt["rng"], bad)
+
+
+METRICS_ROW = {"epoch": (int,), "lr": (int, float), "train_loss": (int, float), "seconds": (int, float)}
+
+
+def _metrics_row_damage(row, epoch: int) -> str | None:
+    """Why `row` is not the metrics row training writes for `epoch` (None if it is)."""
+    if not isinstance(row, dict):
+        return f"is {_show(row)}, not a table"
+    for key, kinds in METRICS_ROW.items():
+        value = row.get(key)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+            return f"has {key} {_show(value)}, not a finite number"
+    if row["epoch"] != epoch:
+        return f"is for epoch {row['epoch']}, not {epoch}"
+    return None
 
 
 def _show(value) -> str:

@@ -7,6 +7,7 @@ options (AMP, TF32, cuDNN autotuning, channels_last, torch.compile, CUDA graphs)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 from iat.attacks import training_attack
 from iat.config import TrainConfig
 from iat.cpu_memory import keep_freed_memory
-from iat.data import DataInfo, augment, dataset_info, load_data
+from iat.data import DataInfo, augment, data_fingerprint, dataset_info, load_data
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
 from iat.train.errors import compile_failure, diverged
@@ -66,7 +67,8 @@ class TrainData:
     @classmethod
     def load(cls, cfg: TrainConfig, device: torch.device) -> TrainData:
         x, y = load_data(cfg.dataset, "train", cfg.data_dir, limit=cfg.train_size, download=cfg.download)
-        return cls(x.to(device), y.to(device), dataset_info(cfg.dataset))
+        info = dataclasses.replace(dataset_info(cfg.dataset), fingerprint=data_fingerprint(x, y))
+        return cls(x.to(device), y.to(device), info)
 
     def __len__(self) -> int:
         return len(self.x)
