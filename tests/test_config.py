@@ -7,15 +7,15 @@ import dataclasses
 import pytest
 
 from iat.cli import build_parser
-from iat.config import TrainConfig, flag, resolve_device
+from iat.config import TrainConfig, choices_of, flag, kind_of, resolve_device
 from iat.errors import UsageError
 
 
 def test_every_option_says_what_it_is():
     for f in dataclasses.fields(TrainConfig):
         assert f.metadata["help"], f.name
-        assert f.metadata["kind"] in ("int", "float", "str", "bool", "ints", "path", "dict"), f.name
-        if f.metadata["kind"] in ("int", "float"):
+        assert kind_of(f) in ("int", "float", "str", "bool", "ints", "path", "dict"), f.name
+        if kind_of(f) in ("int", "float"):
             assert f.metadata["lo"] is not None and f.metadata["hi"] is not None, f.name
 
 
@@ -72,3 +72,25 @@ def test_resolve_device():
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(UsageError, match="choose one of auto, cpu, cuda"):
         resolve_device("tpu")
+
+
+def test_a_literal_annotation_lists_the_words_and_an_on_off_option_is_a_flag_pair(capsys):
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert choices_of(fields["co_guard"]) == ("auto", "on", "off") and choices_of(fields["epochs"]) is None
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    base = ["--method", "erm", "--dataset", "digits", "--arch", "mlp6", "--out", "x"]
+    for given, tf32, benchmark in ((["--tf32"], "on", "off"), (["--tf32", "--no-tf32"], "off", "off"),
+                                   (["--cudnn-benchmark", "--amp"], "off", "on")):
+        args = train.parse_args(base + given)
+        assert (args.tf32, args.cudnn_benchmark) == (tf32, benchmark), given
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("given, value, instead", [("on", "on", "--tf32"), ("off", "off", "--no-tf32")])
+def test_the_old_on_off_spelling_still_works_with_one_warning_line(capsys, given, value, instead):
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    args = train.parse_args(["--method", "erm", "--dataset", "digits", "--arch", "mlp6", "--out", "x",
+                             "--tf32", given])
+    assert args.tf32 == value
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "deprecated" in err and f"use {instead}" in err

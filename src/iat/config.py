@@ -1,8 +1,9 @@
 """The training configuration: every option once, with its default, help, unit and valid range beside it.
 
 `TrainConfig` is the only place a training option is written. Each field's metadata (made by `option`)
-says what the option means (`help`), what it is (`kind`: int, float, str, bool, ints, path, dict),
-its unit, and what values are valid (`lo`/`hi`, `choices`); `TrainConfig.validate` and the flags of
+says what the option means (`help`), its unit and its valid range (`lo`/`hi`); its annotation says what it
+is (`kind_of`: int, float, str, bool, ints, path, dict) and, as a `Literal[...]`, which words it takes
+(`choices_of`; a registry's names come from the registry). `TrainConfig.validate` and the flags of
 `iat train` (iat.cli.train) are generated from it, and experiment and demo settings are overrides of it
 (`TrainConfig.from_overrides`, `dataclasses.replace`).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 
@@ -24,24 +25,22 @@ from iat.mixing import LAMBDA_MODES
 from iat.models import model_names
 from iat.units import parse_eps
 
-DEVICES = ("auto", "cpu", "cuda")
-AMP_DTYPES = ("bf16", "fp16")
-ATTACK_PRECISIONS = ("fp32", "amp")
 # The largest seed whose epoch orders (seed * 100_003 + epoch, iat.train.state.epoch_order) still fit torch's
 # 64-bit generator seed for every epoch up to the 100,000 --epochs allows.
 SEED_MAX = (2**64 - 1 - 100_000) // 100_003
 
 
-def option(default: Any = None, help: str = "", *, kind: str, unit: str | None = None, lo: float | None = None,
+def option(default: Any = None, help: str = "", *, unit: str | None = None, lo: float | None = None,
            hi: float | None = None, above: bool = False, choices: Callable[[], Iterable[str]] | None = None,
            check: Callable[[str], Any] | None = None, required_flag: bool = False, factory: Callable | None = None):
     """A TrainConfig field: `default`, its `help` and the metadata `validate` and the CLI are built from.
 
-    `lo`/`hi`: the valid range, `lo` excluded when `above`; `choices`: the valid names (a function, as
-    registries fill up on import); `check(value)`: raises the option's own UsageError; `required_flag`:
-    `iat train` requires the flag although the dataclass has a default.
+    `lo`/`hi`: the valid range, `lo` excluded when `above`; `choices`: a registry's names (a function, as
+    registries fill up on import; a fixed set of words is a `Literal` annotation instead); `check(value)`:
+    raises the option's own UsageError; `required_flag`: `iat train` requires the flag although the
+    dataclass has a default.
     """
-    meta = {"help": help, "kind": kind, "unit": unit, "lo": lo, "hi": hi, "above": above, "choices": choices,
+    meta = {"help": help, "unit": unit, "lo": lo, "hi": hi, "above": above, "choices": choices,
             "check": check, "required_flag": required_flag}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -66,69 +65,67 @@ class TrainConfig:
     `source` and the key, then validates the whole config (see `validate`).
     """
 
-    method: str = option("erm", "training method (a row of the tables)", kind="str", choices=method_names,
+    method: str = option("erm", "training method (a row of the tables)", choices=method_names,
                          check=get_method, required_flag=True)
-    dataset: str = option("cifar10", "data set", kind="str", choices=dataset_names, check=dataset_info,
-                          required_flag=True)
-    arch: str = option("preactresnet18", "architecture", kind="str", choices=model_names, check=_check_arch,
+    dataset: str = option("cifar10", "data set", choices=dataset_names, check=dataset_info, required_flag=True)
+    arch: str = option("preactresnet18", "architecture", choices=model_names, check=_check_arch,
                        required_flag=True)
-    width: int | None = option(None, "width override (smaller models for quick runs)", kind="int", lo=1, hi=100_000)
-    epochs: int = option(200, "training epochs", kind="int", unit="epochs", lo=1, hi=100_000)  # paper: 200
+    width: int | None = option(None, "width override (smaller models for quick runs)", lo=1, hi=100_000)
+    epochs: int = option(200, "training epochs", unit="epochs", lo=1, hi=100_000)  # paper: 200
     batch_size: int = option(64, "examples per update (an epoch's last batch of one example joins the batch before "
-                             "it: BatchNorm cannot train on one)", kind="int", unit="examples", lo=1, hi=1_000_000)
-    lr: float = option(0.1, "initial learning rate", kind="float", lo=0.0, hi=10.0, above=True)  # paper: 0.1
+                             "it: BatchNorm cannot train on one)", unit="examples", lo=1, hi=1_000_000)
+    lr: float = option(0.1, "initial learning rate", lo=0.0, hi=10.0, above=True)  # paper: 0.1
     milestones: list[int] | None = option(  # paper: 100,150 of 200
         None, "epochs at which lr is multiplied by --lr-gamma, e.g. 100,150 (default: epochs/2, 3*epochs/4)",
-        kind="ints", unit="epochs")
-    lr_gamma: float = option(0.1, "lr decay factor at each milestone", kind="float", lo=0.0, hi=1.0, above=True)
-    momentum: float = option(0.9, "SGD momentum", kind="float", lo=0.0, hi=1.0)
-    weight_decay: float = option(1e-4, "L2 weight decay", kind="float", lo=0.0, hi=1.0)  # the Manifold Mixup code's
-    eps: float = option(8 / 255, "training attack radius", kind="float", unit="eps", lo=0.0, hi=1.0)
-    step_size: float = option(2 / 255, "training PGD step", kind="float", unit="eps", lo=0.0, hi=1.0, above=True)
-    attack_steps: int = option(7, "training PGD steps", kind="int", unit="steps", lo=1, hi=100_000)
+        unit="epochs")
+    lr_gamma: float = option(0.1, "lr decay factor at each milestone", lo=0.0, hi=1.0, above=True)
+    momentum: float = option(0.9, "SGD momentum", lo=0.0, hi=1.0)
+    weight_decay: float = option(1e-4, "L2 weight decay", lo=0.0, hi=1.0)  # the Manifold Mixup code's
+    eps: float = option(8 / 255, "training attack radius", unit="eps", lo=0.0, hi=1.0)
+    step_size: float = option(2 / 255, "training PGD step", unit="eps", lo=0.0, hi=1.0, above=True)
+    attack_steps: int = option(7, "training PGD steps", unit="steps", lo=1, hi=100_000)
     attack_bn: str = option("eval", "BatchNorm mode while crafting training attacks (train: batch statistics, "
-                            "running statistics left untouched)", kind="str", choices=lambda: BN_MODES)
+                            "running statistics left untouched)", choices=lambda: BN_MODES)
     attack: str = option("pgd", "training's inner attack: pgd (--attack-steps steps of --step-size, the paper's); "
                          "fgsm-rs (random start, one step of 1.25 eps) or n-fgsm (noise 2 eps, one step of eps, "
                          "not projected): one forward-backward, --step-size and --attack-steps do not apply",
-                         kind="str", choices=lambda: TRAINING_ATTACKS)
-    co_guard: str = option("auto", "catastrophic-overfitting guard: PGD-10 on 256 fixed training images at each "
-                           "epoch's end, stop if its accuracy collapses (auto: on for fgsm-rs and n-fgsm)",
-                           kind="str", choices=lambda: ("auto", "on", "off"))
-    mixup_alpha: float = option(1.0, "Beta(a,a) for Mixup", kind="float", lo=1e-3, hi=100.0, above=True)
-    manifold_alpha: float = option(2.0, "Beta(a,a) for Manifold Mixup", kind="float", lo=1e-3, hi=100.0, above=True)
-    lam_per: str = option("batch", "one mixing lambda per batch or example", kind="str", choices=lambda: LAMBDA_MODES)
-    seed: int = option(0, "random seed", kind="int", lo=0, hi=SEED_MAX)
-    device: str = option("auto", "auto: CUDA when available, else CPU", kind="str", choices=lambda: DEVICES)
-    data_dir: str | None = option(None, "where the data set lives (see docs/setup.md: Data)", kind="path")
+                         choices=lambda: TRAINING_ATTACKS)
+    co_guard: Literal["auto", "on", "off"] = option(
+        "auto", "catastrophic-overfitting guard: PGD-10 on 256 fixed training images at each epoch's end, stop if "
+        "its accuracy collapses (auto: on for fgsm-rs and n-fgsm)")
+    mixup_alpha: float = option(1.0, "Beta(a,a) for Mixup", lo=1e-3, hi=100.0, above=True)
+    manifold_alpha: float = option(2.0, "Beta(a,a) for Manifold Mixup", lo=1e-3, hi=100.0, above=True)
+    lam_per: str = option("batch", "one mixing lambda per batch or example", choices=lambda: LAMBDA_MODES)
+    seed: int = option(0, "random seed", lo=0, hi=SEED_MAX)
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "auto: CUDA when available, else CPU")
+    data_dir: str | None = option(None, "where the data set lives (see docs/setup.md: Data)")
     download: bool = option(False, "download the data set with torchvision into --data-dir (default "
-                            "~/.cache/iat/data) if absent", kind="bool")
-    train_size: int | None = option(None, "use only the first N training examples", kind="int", unit="examples",
+                            "~/.cache/iat/data) if absent")
+    train_size: int | None = option(None, "use only the first N training examples", unit="examples",
                                     lo=1, hi=10**9)
     checkpoint_every: int = option(0, "also write checkpoint.pt every N training steps (0: only at the end of "
-                                   "each epoch)", kind="int", unit="steps", lo=0, hi=10**12)
-    amp: bool = option(False, "autocast the two weight-update passes (bf16 on CPU and CUDA; see --amp-dtype)",
-                       kind="bool")
-    amp_dtype: str = option("bf16", "autocast dtype with --amp (fp16: CUDA only, with a GradScaler)", kind="str",
-                            choices=lambda: AMP_DTYPES)
-    attack_precision: str = option("fp32", "precision of the training attack with --amp (fp32: outside autocast; "
-                                   "amp: under autocast too, faster but a weaker attack)", kind="str",
-                                   choices=lambda: ATTACK_PRECISIONS)
-    tf32: str = option("off", "TF32 matmuls and convolutions on CUDA while training (off: fp32 means fp32)",
-                       kind="str", choices=lambda: ("on", "off"))
-    cudnn_benchmark: str = option("off", "let cuDNN time its convolution algorithms once per input shape and keep "
-                                  "the fastest (CUDA only; off: cuDNN's heuristics choose)", kind="str",
-                                  choices=lambda: ("on", "off"))
-    compile: bool = option(False, "torch.compile the model for the training step and the training attack",
-                           kind="bool")
+                                   "each epoch)", unit="steps", lo=0, hi=10**12)
+    amp: bool = option(False, "autocast the two weight-update passes (bf16 on CPU and CUDA; see --amp-dtype)")
+    amp_dtype: Literal["bf16", "fp16"] = option("bf16", "autocast dtype with --amp (fp16: CUDA only, with a "
+                                                "GradScaler)")
+    attack_precision: Literal["fp32", "amp"] = option(
+        "fp32", "precision of the training attack with --amp (fp32: outside autocast; amp: under autocast too, "
+        "faster but a weaker attack)")
+    # An on/off option is the flag pair --NAME / --no-NAME of `iat train` (iat.cli.train); config.json keeps
+    # "on"/"off", so runs of every release compare alike on resume.
+    tf32: Literal["on", "off"] = option("off", "TF32 matmuls and convolutions on CUDA while training (off: fp32 "
+                                        "means fp32)")
+    cudnn_benchmark: Literal["on", "off"] = option(
+        "off", "let cuDNN time its convolution algorithms once per input shape and keep the fastest (CUDA only; "
+        "off: cuDNN's heuristics choose)")
+    compile: bool = option(False, "torch.compile the model for the training step and the training attack")
     channels_last: bool = option(True, "channels_last memory format for convolutional models, on every device "
-                                 "(--no-channels-last: the contiguous layout)", kind="bool")
+                                 "(--no-channels-last: the contiguous layout)")
     cuda_graphs: bool = option(False, "capture the whole training update (attack, both losses, backward, SGD "
-                               "step) as CUDA graphs and replay them: far fewer kernel launches (CUDA only)",
-                               kind="bool")
+                               "step) as CUDA graphs and replay them: far fewer kernel launches (CUDA only)")
     sync_bn: bool = option(False, "under torchrun on GPUs: BatchNorm statistics over the global batch "
-                           "(SyncBatchNorm) instead of each rank's part; no effect in one process", kind="bool")
-    extra: dict = option(help="free-form provenance (e.g. the experiment name)", kind="dict", factory=dict)
+                           "(SyncBatchNorm) instead of each rank's part; no effect in one process")
+    extra: dict = option(help="free-form provenance (e.g. the experiment name)", factory=dict)
 
     def resolved_milestones(self) -> list[int]:
         if self.milestones is not None:
@@ -141,7 +138,7 @@ class TrainConfig:
         Generated from the fields' metadata, in passes: names are strings, registered names,
         integers (required ones first), floats, milestones, the other choices, paths, switches.
         """
-        fields = [f for f in dataclasses.fields(self) if f.metadata["kind"] != "dict"]
+        fields = [f for f in dataclasses.fields(self) if kind_of(f) != "dict"]
         for check in (_names_are_strings, _registered_names, _integers, _floats, _milestones, _choices, _paths,
                       _switches):
             check(self, fields)
@@ -185,12 +182,36 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+_HINTS = get_type_hints(TrainConfig)  # the annotations as types, not the strings `from __future__` leaves
+_KINDS = {int: "int", int | None: "int", float: "float", str: "str", bool: "bool", list[int] | None: "ints",
+          str | None: "path", dict: "dict"}
+
+
+def kind_of(f: dataclasses.Field) -> str:
+    """What a TrainConfig field holds, from its annotation: int, float, str, bool, ints, path or dict."""
+    hint = _HINTS[f.name]
+    return "str" if get_origin(hint) is Literal else _KINDS[hint]
+
+
+def choices_of(f: dataclasses.Field) -> tuple[str, ...] | None:
+    """The words a name option takes: its Literal's, or its registry's names; None for other options."""
+    hint = _HINTS[f.name]
+    if get_origin(hint) is Literal:
+        return get_args(hint)
+    return tuple(f.metadata["choices"]()) if f.metadata["choices"] is not None else None
+
+
+def is_on_off(f: dataclasses.Field) -> bool:
+    """An on/off option: `iat train` gives it as the flag pair --NAME / --no-NAME."""
+    return choices_of(f) == ("on", "off")
+
+
 # The passes of TrainConfig.validate, in order; each raises the first bad value's UsageError.
 
 
 def _names_are_strings(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
     for f in fields:
-        if f.metadata["kind"] == "str" and not isinstance(getattr(cfg, f.name), str):
+        if kind_of(f) == "str" and not isinstance(getattr(cfg, f.name), str):
             raise UsageError(f"{flag(f.name)} {getattr(cfg, f.name)!r} is not a name")
 
 
@@ -202,14 +223,14 @@ def _registered_names(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None
 
 def _integers(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
     """Required integers first, then the optional ones that are given."""
-    for f in sorted((f for f in fields if f.metadata["kind"] == "int"), key=lambda f: f.default is None):
+    for f in sorted((f for f in fields if kind_of(f) == "int"), key=lambda f: f.default is None):
         if f.default is not None or getattr(cfg, f.name) is not None:
             _check_int(flag(f.name), getattr(cfg, f.name), f.metadata["lo"], f.metadata["hi"])
 
 
 def _floats(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
     for f in fields:
-        if f.metadata["kind"] == "float":
+        if kind_of(f) == "float":
             _check_float(flag(f.name), getattr(cfg, f.name), f.metadata)
 
 
@@ -227,21 +248,21 @@ def _milestones(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
 def _choices(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
     """The names without a registry's own check: choose one of the listed values."""
     for f in fields:
-        names = f.metadata["choices"]
-        if names is not None and f.metadata["check"] is None and getattr(cfg, f.name) not in names():
-            raise UsageError(f"{flag(f.name)} {getattr(cfg, f.name)!r}: choose one of {', '.join(names())}")
+        names = choices_of(f)
+        if names is not None and f.metadata["check"] is None and getattr(cfg, f.name) not in names:
+            raise UsageError(f"{flag(f.name)} {getattr(cfg, f.name)!r}: choose one of {', '.join(names)}")
 
 
 def _paths(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
     for f in fields:
         value = getattr(cfg, f.name)
-        if f.metadata["kind"] == "path" and value is not None and not isinstance(value, str):
+        if kind_of(f) == "path" and value is not None and not isinstance(value, str):
             raise UsageError(f"{flag(f.name)} {value!r} is not a path")
 
 
 def _switches(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
     for f in sorted(fields, key=lambda f: f.name):  # by name: amp before download, as before the metadata
-        if f.metadata["kind"] == "bool" and not isinstance(getattr(cfg, f.name), bool):
+        if kind_of(f) == "bool" and not isinstance(getattr(cfg, f.name), bool):
             raise UsageError(f"{f.name} {getattr(cfg, f.name)!r} is not true or false")
 
 
@@ -267,7 +288,7 @@ _KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a name", "bool"
 
 def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
     """`value` as field `f` holds it, or a UsageError naming `source` and the key."""
-    kind = f.metadata["kind"]
+    kind = kind_of(f)
     if value is None and f.default is None:
         return None
     if kind == "float" and f.metadata["unit"] == "eps" and isinstance(value, str):

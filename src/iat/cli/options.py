@@ -19,38 +19,29 @@ def _wrap(fn):
     return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise UsageError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise UsageError(f"{v} must be at least 1")
-    return v
+def int_at_least(lo: int):
+    """A whole number >= lo."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise UsageError(f"{text!r} is not an integer") from None
+        if v < lo:
+            raise UsageError(f"{v} must be at least {lo}")
+        return v
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise UsageError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise UsageError(f"{v} must be at least 0")
-    return v
+def float_above_zero(strictly: bool):
+    """A number (or fraction such as 8/255) > 0, or >= 0 unless `strictly`."""
+    def parse(text: str) -> float:
+        v = parse_fraction(text)
+        if v < 0 or (strictly and v == 0):
+            raise UsageError(f"{text!r} must be {'greater than' if strictly else 'at least'} 0")
+        return v
 
-
-def positive_float(text: str) -> float:
-    v = parse_fraction(text)
-    if v <= 0:
-        raise UsageError(f"{text!r} must be greater than 0")
-    return v
-
-
-def nonnegative_float(text: str) -> float:
-    v = parse_fraction(text)
-    if v < 0:
-        raise UsageError(f"{text!r} must be at least 0")
-    return v
+    return parse
 
 
 EPS = _wrap(lambda t: parse_eps(t, "eps"))
@@ -58,17 +49,17 @@ STEP = _wrap(lambda t: parse_eps(t, "step size", allow_zero=False))
 EPS_LIST = _wrap(lambda t: parse_eps_list(t, "eps list"))
 STEPS_LIST = _wrap(lambda t: parse_int_list(t, "steps list", 1, 100_000))
 MILESTONES = _wrap(lambda t: parse_int_list(t, "milestones", 1))
-POS_INT = _wrap(positive_int)
-NONNEG_INT = _wrap(nonnegative_int)
-POS_FLOAT = _wrap(positive_float)
-NONNEG_FLOAT = _wrap(nonnegative_float)
+POS_INT = _wrap(int_at_least(1))
+NONNEG_INT = _wrap(int_at_least(0))
+POS_FLOAT = _wrap(float_above_zero(strictly=True))
+NONNEG_FLOAT = _wrap(float_above_zero(strictly=False))
 
 
 def int_range(lo: int, hi: int):
     """An argument type: a whole number in [lo, hi] (a bound keeps a value from overflowing a seed or
     asking for more memory than any machine has)."""
     def in_range(text: str) -> int:
-        v = nonnegative_int(text)
+        v = int_at_least(0)(text)  # "-1 must be at least 0" before the range's own bound, as always
         if v < lo:
             raise UsageError(f"{v} must be at least {lo}")
         if v > hi:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from iat.cli import options as opt
-from iat.config import TrainConfig, flag
+from iat.config import TrainConfig, choices_of, flag, is_on_off, kind_of
 from iat.distributed import speaks
 from iat.runs import check_model_size
 from iat.train import TrainingError, TrainingInterrupted, is_complete, train
@@ -22,14 +22,35 @@ from iat.units import format_eps
 NOT_FLAGS = ("extra",)
 
 
+class OnOffFlag(argparse.Action):
+    """--NAME turns an on/off option on, --no-NAME off. The older `--NAME on|off` still works for one
+    release, with a one-line warning (scripts written for it keep running)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs):
+        name = option_strings[0]
+        super().__init__([name, "--no-" + name[2:]], dest, nargs="?", choices=("on", "off"), **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        negated = option_string.startswith("--no-")
+        if value is not None:
+            if negated:
+                parser.error(f"{option_string} takes no value")
+            use = self.option_strings[0] if value == "on" else self.option_strings[1]
+            sys.stderr.write(f"iat train: warning: {option_string} {value} is deprecated and goes in the next "
+                             f"release; use {use}\n")
+        setattr(namespace, self.dest, "off" if negated else value or "on")
+
+
 def _flag_kwargs(f: dataclasses.Field) -> dict:
-    """add_argument's keyword arguments for a TrainConfig field, from its metadata."""
-    meta, kind = f.metadata, f.metadata["kind"]
+    """add_argument's keyword arguments for a TrainConfig field, from its annotation and metadata."""
+    meta, kind, choices = f.metadata, kind_of(f), choices_of(f)
     kwargs = {"default": f.default, "help": meta["help"]}
     if kind == "bool":  # a flag that is on by default is turned off with --no-NAME
         return {**kwargs, "action": argparse.BooleanOptionalAction if f.default else "store_true"}
-    if meta["choices"] is not None:
-        kwargs["choices"] = list(meta["choices"]())
+    if is_on_off(f):
+        return {**kwargs, "action": OnOffFlag}
+    if choices is not None:
+        kwargs["choices"] = list(choices)
         if meta["required_flag"]:
             kwargs = {"required": True, "choices": kwargs["choices"], "help": meta["help"]}
     elif kind == "int":
@@ -51,6 +72,14 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.required or action.default is None or "(default" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action)
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        return "" if isinstance(action, OnOffFlag) else super()._format_args(action, default_metavar)
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, OnOffFlag):  # the deprecated on|off value is not advertised
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
 
 
 def flag_fields() -> list[dataclasses.Field]:

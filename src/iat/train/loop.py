@@ -50,7 +50,7 @@ def gpu_speed_hint(device: torch.device, config: dict) -> str | None:
     if device.type != "cuda" or config.get("cuda_graphs_used") or config.get("world_size", 1) > 1:
         return None
     return ("speed: training eagerly (no --cuda-graphs). Measured on an H100, a PreActResNet18 IAT step takes 94 ms "
-            "with the defaults, 21 ms with --cuda-graphs --tf32 on --amp, 10.7 ms adding --compile "
+            "with the defaults, 21 ms with --cuda-graphs --tf32 --amp, 10.7 ms adding --compile "
             "--attack-precision amp (a bf16 attack); see Speed and precision in docs/speed.md")
 
 

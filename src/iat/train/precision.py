@@ -5,7 +5,7 @@
   gets fp16 + GradScaler with a one-line warning.
 - `--attack-precision`: the inner training attack runs outside autocast (`fp32`, the default: the
   paper's PGD-7) or under it (`amp`: faster, but its input gradients are bf16/fp16, a weaker attack).
-- `--tf32 on|off`: TF32 matmuls and convolutions on CUDA while training; off by default, so fp32 is fp32.
+- `--tf32` / `--no-tf32`: TF32 matmuls and convolutions on CUDA while training; off by default, so fp32 is fp32.
 Evaluation attacks never run under autocast and run with TF32 off (`fp32_evaluation`), and without
 `--cudnn-benchmark`'s autotuning: the evaluation engine drops attacked examples as they fall, so its
 batches take many shapes, and each new shape would be timed again.
