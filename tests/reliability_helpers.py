@@ -3,10 +3,12 @@ test_signals, ...): an `iat` subprocess, waiting, /proc walks, the flags of a Tr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from conftest import tiny_config
@@ -69,3 +71,18 @@ def train_tiny_run(tmp_path_factory) -> Path:
     """A finished erm run of one epoch on 32 digits (a module fixture's body: tests copy it, never write it)."""
     return train(tiny_config("erm", epochs=1, train_size=32, batch_size=16), tmp_path_factory.mktemp("e") / "run",
                  progress=False)
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(path: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding `runio.lock_dir(path)` (as a running `iat train --out PATH` does) for the block."""
+    code = "import sys, time\nfrom iat import runio\nwith runio.lock_dir(sys.argv[1]):\n" \
+           "    print('locked', flush=True); time.sleep(60)\n"
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
