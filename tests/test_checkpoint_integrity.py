@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
@@ -129,3 +130,110 @@ def test_a_non_utf8_checkpoint_path_is_read(tmp_path, tiny_run):
     weird = Path(os.fsdecode(bytes(tmp_path) + b"/r\xff"))
     shutil.copytree(tiny_run, weird)
     assert runio.load_checkpoint(weird / runio.CHECKPOINT)["epoch"] == 1
+
+
+# ----------------------------------------------------------- metrics rows, config.json's `resumes`
+
+
+def row(epoch: int) -> dict:
+    return {"epoch": epoch, "lr": 0.1, "train_loss": 1.5, "seconds": 0.5}
+
+
+@pytest.mark.parametrize("epoch, step, rows, named", [
+    (1, 3, [], "metrics"),  # mid-epoch 2 with epoch 1's row lost: the finished run would lack it
+    (2, 0, [{**row(1), "train_loss": "low"}, row(2)], "metrics row 1"),
+    (2, 0, [row(2), row(1)], "metrics row 1"),  # out of order
+    (2, 0, [row(1), {**row(2), "lr": float("inf")}], "metrics row 2"),
+])
+def test_metrics_rows_that_are_not_one_per_finished_epoch_are_refused(tmp_path, interrupted, capsys, epoch, step,
+                                                                      rows, named):
+    cfg, src, ckpt = interrupted
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    runio.save_checkpoint(out / runio.CHECKPOINT, {**ckpt, "epoch": epoch, "step": step, "metrics": rows})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{named} " in err and str(out / runio.CHECKPOINT) in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("resumes", [
+    "compile=false",
+    [{"epoch": 1, "step": 0, "changed": {"lr": 1.0}}],  # not a speed option: it would change the maths
+    [{"epoch": "1", "step": 0, "changed": {}}],
+    [["epoch", 1]],
+])
+def test_a_hand_edited_resumes_entry_is_one_line(tmp_path, interrupted, capsys, resumes):
+    cfg, src, _ = interrupted
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    runio.write_json(out / runio.CONFIG, {**runio.read_json(out / runio.CONFIG), "resumes": resumes})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`resumes`" in err and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_resume_with_nothing_to_resume_records_the_options_it_runs_with(tmp_path):
+    cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16, channels_last=False)
+    out = train(cfg, tmp_path / "run", progress=False)
+    for name in (runio.CHECKPOINT, runio.METRICS, runio.WEIGHTS):  # as if killed before its first checkpoint
+        (out / name).unlink()
+    assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 0  # channels_last: the default
+    config = runio.read_json(out / runio.CONFIG)
+    assert config["channels_last"] is True and "resumes" not in config
+
+
+# ------------------------------------------------------ final weights that do not fit the model
+
+
+@pytest.mark.parametrize("damage", ["float64", "renamed", "extra"])
+def test_final_weights_that_do_not_fit_the_model_are_rebuilt_not_complete(tmp_path, damage):
+    from iat.train import is_complete
+
+    cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16)
+    out = train(cfg, tmp_path / "run", progress=False)
+    good = (out / runio.WEIGHTS).read_bytes()
+    state = runio.load_weights(out / runio.WEIGHTS)
+    name = next(k for k in state if k.endswith("bias"))
+    if damage == "float64":
+        state[name] = state[name].double()
+    elif damage == "renamed":
+        state[name + "_"] = state.pop(name)
+    else:
+        state["stray"] = torch.zeros(3)
+    runio.save_weights(out / runio.WEIGHTS, state)
+    assert not is_complete(cfg, out)  # reproduce retrains (rebuilds) it instead of calling it "already trained"
+    assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 0
+    assert (out / runio.WEIGHTS).read_bytes() == good
+
+
+# ---------------------------------------------------------------------------- the data resumed on
+
+
+def write_idx_train(folder: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    folder.mkdir()
+    for stem, array in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
+        header = b"\0\0\x08" + bytes([array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        (folder / stem).write_bytes(header + array.astype(np.uint8).tobytes())
+    return folder
+
+
+def test_resuming_on_other_data_of_the_same_size_is_refused(tmp_path, capsys):
+    rng = np.random.RandomState(0)
+    images, labels = rng.randint(0, 256, (32, 28, 28)), rng.randint(0, 10, 32)
+    first = write_idx_train(tmp_path / "a", images, labels)
+    other = write_idx_train(tmp_path / "b", images, (labels + 1) % 10)  # another copy: same size, other labels
+    args = ["--method", "erm", "--dataset", "mnist", "--arch", "cnn-small", "--width", "4", "--epochs", "1",
+            "--train-size", "32", "--batch-size", "16", "--device", "cpu"]
+    out = tmp_path / "run"
+    assert main(["-q", "train", *args, "--data-dir", str(first), "--out", str(out)]) == 0
+    (out / runio.WEIGHTS).unlink()  # the final checkpoint stays: resuming trains nothing, writes the weights
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["-q", "train", *args, "--data-dir", str(other), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training data differ" in err and f"--data-dir {first}" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["-q", "train", *args, "--data-dir", str(first), "--out", str(out), "--resume"]) == 0
