@@ -4,6 +4,7 @@
 #
 #   make demo                        # iat demo (about 17 minutes on a 2-core CPU)
 #   make test                        # python -m pytest -q
+#   make test-fast                   # python -m pytest -q -m "not slow": the quick subset, under 2 minutes
 #   make test ARGS='-x tests/test_attacks.py'     make demo ARGS='--seeds 1'
 #   make PYTHON=python3.11 test      # the Python that creates .venv (>= 3.10)
 #   make TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu' test   # CPU-only torch (smaller)
@@ -20,10 +21,10 @@ DATA ?= fashion-mnist
 BIN := $(VENV)/bin
 SETUP := PYTHON='$(PYTHON)' VENV='$(VENV)' EXTRAS='$(EXTRAS)' TORCH_PIP_ARGS='$(TORCH_PIP_ARGS)' scripts/setup.sh
 
-.PHONY: demo test lint setup data clean-venv help
+.PHONY: demo test test-fast lint setup data clean-venv help
 
 help:
-	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,11p' Makefile | sed 's/^# \{0,1\}//'
 
 setup:
 	@$(SETUP)
@@ -33,6 +34,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# Everything but the tests marked slow (multi-process runs, whole pipelines): for the edit-test loop.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -39,6 +39,7 @@ def test_missing_extra_is_a_one_line_error(trained_runs, tmp_path, capsys, monke
 
 
 @needs_extra
+@pytest.mark.slow
 def test_autoattack_at_least_as_strong_as_pgd20(trained_runs):
     """Worst case over APGD-CE, APGD-T, FAB-T and Square: PGD-20's error or more, up to noise."""
     x, y = load_data("digits", "test", limit=40)

@@ -18,6 +18,7 @@ def iat(*args, check=True):
     return proc
 
 
+@pytest.mark.slow
 def test_train_then_eval_writes_the_files_of_interfaces_md(tmp_path):
     run = tmp_path / "run"
     iat("train", "--method", "iat-mixup", "--dataset", "digits", "--arch", "cnn-small", "--width", "4",

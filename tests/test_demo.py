@@ -11,8 +11,9 @@ import pytest
 from iat.attacks import autoattack_available
 from iat.data import found_locally
 
-pytestmark = pytest.mark.skipif(not found_locally("fashion-mnist"),
-                                reason="Fashion-MNIST not found (`make data`, or Debian's dataset-fashion-mnist)")
+pytestmark = [pytest.mark.slow,  # whole demos, if small ones
+              pytest.mark.skipif(not found_locally("fashion-mnist"),
+                                 reason="Fashion-MNIST not found (`make data`, or Debian's dataset-fashion-mnist)")]
 
 METHODS = ["erm", "mixup", "manifold-mixup", "pgd", "iat-mixup", "iat-manifold-mixup"]
 
