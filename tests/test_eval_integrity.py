@@ -165,3 +165,65 @@ def test_load_model_raises_the_projects_error_for_non_finite_weights(tmp_path, t
     (deep / runio.CONFIG).write_text("[" * 100_000)
     with pytest.raises(UsageError, match="nested too deeply"):
         iat.load_model(deep)
+
+
+# ------------------------------------------------------- finite weights, outputs that are not
+
+
+def overflowing_run(tiny_run, root: Path) -> Path:
+    """A copy whose last layer's weights are finite but so large (3e38) that its logits overflow to inf."""
+    run = root / "overflow"
+    shutil.copytree(tiny_run, run)
+    state = runio.load_weights(run / runio.WEIGHTS)
+    head = [k for k, v in state.items() if k.endswith("weight") and v.dim() == 2][-1]
+    state[head] = torch.full_like(state[head], 3e38)
+    runio.save_weights(run / runio.WEIGHTS, state)
+    return run
+
+
+def test_logits_that_overflow_are_refused_not_scored(tmp_path, tiny_run, capsys):
+    run = overflowing_run(tiny_run, tmp_path)
+    argv = ["sweep", "steps", str(run), "--steps", "1,2", "--limit", "20", "--out", str(tmp_path / "o")]
+    assert main(["-q", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "NaN or infinite on" in err and "of 20 images" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_audits_logits_check_fails_on_nan_outputs():
+    from iat.robustness.checks import check_logits
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((len(x), 10), float("nan"))
+
+    check = check_logits(Broken(), torch.rand(4, 1, 8, 8))
+    assert check.status == "fail" and "NaN or infinite on 4 of 4" in check.detail
+
+
+def test_eval_refuses_a_weights_tensor_of_another_dtype_instead_of_casting_it(tmp_path, tiny_run, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    state = runio.load_weights(run / runio.WEIGHTS)
+    name = next(k for k in state if k.endswith("weight"))
+    state[name] = state[name].half()
+    runio.save_weights(run / runio.WEIGHTS, state)
+    assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "10"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and f"tensor {name} is float16" in err, err
+    assert not (run / runio.EVAL).exists()
+
+
+# ------------------------------------------------------------------------------- bounded work
+
+
+def test_restarts_are_bounded(tiny_run, capsys):
+    from iat.attacks import AttackBudget
+    from iat.attacks.budget import MAX_RESTARTS
+    from iat.errors import UsageError
+
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "eval", str(tiny_run), "--restarts", str(MAX_RESTARTS + 1)])
+    assert e.value.code == 2 and "--restarts" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="restarts"):
+        AttackBudget(0.1, 0.025, steps=1, restarts=10**6)  # the library's way in is bounded too
