@@ -66,6 +66,15 @@ def trained_runs(tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
+@pytest.fixture
+def channels_last_allowed(monkeypatch):
+    """channels_last on this CPU whatever its kernels (iat.cpu_kernels allows it only with AVX-512 ones), for
+    tests of that layout's own path on models whose shapes every kernel level handles."""
+    import iat.train.model_prep
+
+    monkeypatch.setattr(iat.train.model_prep, "channels_last_helps", lambda device: True)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module's tests: tiny models gain nothing from more, and on a busy

@@ -11,10 +11,12 @@ import pytest
 import torch
 from conftest import step_config
 
-from iat import runio
+from iat import cpu_kernels, runio
 from iat.attacks import AttackBudget
 from iat.config import TrainConfig
+from iat.cpu_kernels import native_bf16
 from iat.evaluate import evaluate, evaluate_run
+from iat.train import precision as precision_module
 from iat.train import train
 from iat.train.precision import Precision, fp32_evaluation, resolve_precision, set_tf32
 from iat.train.state import RunState
@@ -65,7 +67,8 @@ def test_amp_trains_on_the_cpu_and_records_what_ran(tmp_path):
     out = train(cfg_of(amp=True), tmp_path / "run", progress=False)
     config = json.loads((out / runio.CONFIG).read_text())
     assert config["amp"] is True and config["amp_dtype"] == "bf16" and config["attack_precision"] == "fp32"
-    assert config["precision"] == {"autocast": "bf16", "attack": "fp32", "tf32": False, "grad_scaler": False}
+    assert config["precision"] == {"autocast": "bf16", "attack": "fp32", "tf32": False, "grad_scaler": False,
+                                   "bf16_emulated": not native_bf16()}
     assert config["tf32"] == "off" and config["device_name"] == "cpu"
     assert (out / runio.WEIGHTS).exists()
 
@@ -76,10 +79,34 @@ def test_attack_precision_amp_without_amp_says_it_does_nothing(caplog):
     assert "has no effect without --amp" in caplog.text
 
 
-def test_fp16_needs_cuda_and_falls_back_to_bf16_on_the_cpu(caplog):
+def test_fp16_needs_cuda_and_falls_back_to_bf16_on_the_cpu(monkeypatch, caplog):
+    monkeypatch.setattr(precision_module, "native_bf16", lambda: True)
     with caplog.at_level(logging.WARNING, logger="iat.train"):
         p = resolve_precision(cfg_of(amp=True, amp_dtype="fp16"), CPU)
     assert p == Precision(dtype=torch.bfloat16) and "fp16 needs CUDA" in caplog.text
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_on_a_cpu_without_bf16_instructions_says_it_is_emulated(monkeypatch, caplog, native):
+    monkeypatch.setattr(precision_module, "native_bf16", lambda: native)
+    with caplog.at_level(logging.WARNING, logger="iat.train"):
+        p = resolve_precision(cfg_of(amp=True), CPU)
+    assert p.emulated is (not native) and p.record()["bf16_emulated"] is (not native)
+    assert ("bf16 is emulated" in caplog.text) is (not native)
+    assert "bf16_emulated" not in resolve_precision(cfg_of(), CPU).record()  # fp32 runs say nothing of bf16
+
+
+def test_native_bf16_reads_the_cpu_flags_and_the_onednn_cap(monkeypatch):
+    monkeypatch.setattr(cpu_kernels.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(cpu_kernels.torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(cpu_kernels, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert not cpu_kernels.native_bf16()  # AVX-512 without bf16 instructions (Skylake, Ice Lake)
+    monkeypatch.setattr(cpu_kernels, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert cpu_kernels.native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN capped below bf16: emulated again
+    assert not cpu_kernels.native_bf16() and cpu_kernels.kernel_level() == "AVX2"
 
 
 def test_a_gpu_without_bf16_gets_fp16_with_a_grad_scaler(monkeypatch, caplog):

@@ -22,6 +22,7 @@ import torch
 
 from iat.attacks import frozen
 from iat.config import TrainConfig
+from iat.cpu_kernels import BF16_SLOWDOWN, native_bf16
 
 log = logging.getLogger("iat.train")
 
@@ -35,6 +36,7 @@ class Precision:
     dtype: torch.dtype | None = None
     attack_autocast: bool = False  # the training attack under autocast too
     tf32: bool = False
+    emulated: bool = False  # bf16 on a CPU without bf16 instructions: emulated, far slower than fp32
 
     @property
     def grad_scaler(self) -> bool:
@@ -43,8 +45,11 @@ class Precision:
     def record(self) -> dict:
         """What ran, for config.json."""
         name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
-        return {"autocast": name, "attack": "amp" if self.attack_autocast else "fp32", "tf32": self.tf32,
-                "grad_scaler": self.grad_scaler}
+        record = {"autocast": name, "attack": "amp" if self.attack_autocast else "fp32", "tf32": self.tf32,
+                  "grad_scaler": self.grad_scaler}
+        if self.dtype is not None:
+            record["bf16_emulated"] = self.emulated
+        return record
 
 
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
@@ -61,7 +66,11 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
     if device.type != "cuda" and dtype == torch.float16:
         log.warning("--amp-dtype fp16 needs CUDA; using bf16 autocast on %s", device.type)
         dtype = torch.bfloat16
-    return Precision(dtype=dtype, attack_autocast=cfg.attack_precision == "amp", tf32=tf32)
+    emulated = device.type == "cpu" and dtype == torch.bfloat16 and not native_bf16()
+    if emulated:
+        log.warning("--amp: this CPU has no bf16 instructions (avx512_bf16, amx_bf16), so bf16 is emulated: "
+                    "measured %s slower than fp32 on such a CPU; drop --amp here", BF16_SLOWDOWN)
+    return Precision(dtype=dtype, attack_autocast=cfg.attack_precision == "amp", tf32=tf32, emulated=emulated)
 
 
 def set_tf32(on: bool) -> None:

@@ -131,7 +131,7 @@ class Step:
         torch.backends.cudnn.benchmark = cudnn_benchmark
         if device.type == "cpu":
             keep_freed_memory()  # no page faults on every step's activations (iat.cpu_memory)
-        channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile)
+        channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile, device=device)
         model = wrap(state.model) if wrap is not None else state.model
         step = cls(model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last,
                    cudnn_benchmark=cudnn_benchmark)
