@@ -125,6 +125,7 @@ def stamps(out: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in files}
 
 
+@pytest.mark.slow
 @NEEDS_FASHION_MNIST
 def test_table2_smoke_end_to_end_then_a_second_call_trains_nothing(tmp_path):
     out = tmp_path / "t2"
@@ -160,6 +161,7 @@ def test_table2_smoke_end_to_end_then_a_second_call_trains_nothing(tmp_path):
     assert third["ours"] == first["ours"]  # the same weights, so the same numbers
 
 
+@pytest.mark.slow
 @NEEDS_FASHION_MNIST
 def test_fig1_smoke_end_to_end_through_the_command(tmp_path, capsys):
     out = tmp_path / "f1"
@@ -194,6 +196,7 @@ ROBUSTNESS_EVAL = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ROBUSTNESS_EVAL))
 def test_tables_5_to_7_on_tiny_digits_runs(name, tmp_path):
     pytest.importorskip("iat.robustness")

@@ -14,6 +14,7 @@ from reliability_helpers import alive, children_of, iat_process, wait_for
 from iat.cli import main
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_parallel_demo_and_every_worker(tmp_path):
     out = tmp_path / "demo"
     demo = iat_process("demo", "--methods", "erm,mixup", "--seeds", "2", "--arch", "cnn-small", "--epochs", "3",

@@ -46,6 +46,7 @@ autoattack_limit = {autoattack_limit}
     return str(toml)
 
 
+@pytest.mark.slow
 @needs_extra
 def test_reproduce_adds_autoattack_and_writes_tradeoff(tmp_path):
     out = tmp_path / "out"
@@ -68,6 +69,7 @@ def test_reproduce_adds_autoattack_and_writes_tradeoff(tmp_path):
     assert reproduce(tiny_table(tmp_path), out=out, seeds=2, progress=False)["ours"] == results["ours"]
 
 
+@pytest.mark.slow
 def test_without_the_extra_the_column_is_skipped_in_one_line(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(aa_module, "autoattack_available", lambda: False)
     out = tmp_path / "out"
