@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    _printable_stdout()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     keep_freed_memory()  # attacks and training on the CPU reuse freed memory (iat.cpu_memory)
@@ -95,6 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signum
     finally:
         _on_sigterm(previous)
+
+
+def _printable_stdout() -> None:
+    """A run path that is not UTF-8 (its bytes kept by Python as lone surrogates) prints as an escape, as stderr
+    prints it, instead of raising UnicodeEncodeError in the middle of a table under a UTF-8 locale."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and getattr(sys.stdout, "errors", "strict") == "strict":
+        try:
+            reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):  # a stream that cannot change now: leave it as it is
+            pass
 
 
 def os_error_line(e: OSError) -> str:
