@@ -8,24 +8,32 @@ torch thread each. `ray` (reproduce/ray_launcher.py) is another class with the s
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, wait
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import torch
 
 from iat.errors import UsageError
+from iat.train.errors import TrainingError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 LAUNCHERS = ("local", "ray")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MAX_RETRIES = 3  # a worker that dies (as Ray's max_retries); an exception raised by the run itself is not retried
+PARENT_GONE_GRACE_S = 120.0  # a worker whose parent died stops its run (checkpointing) within this, or exits
 
 
 class Launcher(Protocol):
@@ -62,6 +70,11 @@ class _Interrupted:
     signum: int
 
 
+class RunsDied(TrainingError):
+    """A run's worker process kept dying (a native crash, an OOM kill): the message names it, its signal and
+    the last lines of its log. The other runs finished; the command resumes the dead ones."""
+
+
 _stop_signal: int | None = None  # in a worker: the signal that asked it to stop
 
 
@@ -91,12 +104,117 @@ def _guarded(fn: Callable[[T], R], task: T) -> R | _Interrupted:
         return _Interrupted(_stop_signal)
 
 
+def _log_path(task: object) -> Path | None:
+    return getattr(task, "log_path", None)
+
+
+@contextlib.contextmanager
+def _task_log(task: object) -> Iterator[None]:
+    """The task's log file (if it names one): iat's log lines, and the Python stack of a native crash
+    (faulthandler), so a worker that dies leaves its last words where the parent can read them."""
+    path = _log_path(task)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as file:
+        handler = logging.StreamHandler(file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logging.getLogger("iat").addHandler(handler)
+        faulthandler.enable(file=file, all_threads=False)
+        try:
+            yield
+        finally:
+            faulthandler.disable()
+            logging.getLogger("iat").removeHandler(handler)
+
+
+def _watch_parent(parent: int) -> None:
+    """In a worker: when the parent dies (kill -9), stop as a SIGTERM would (the run checkpoints), then exit."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(PARENT_GONE_GRACE_S)
+    os._exit(128 + signal.SIGTERM)  # the run did not stop in time: its last checkpoint stays as it was
+
+
+def _serve(conn: Connection, parent: int) -> None:
+    """A worker's loop: (index, fn, task) in, (index, "ok" | "error", value) out, until None or the pipe closes."""
+    _worker_start()
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if job is None:
+            return
+        i, fn, task = job
+        try:
+            with _task_log(task):
+                reply = (i, "ok", _guarded(fn, task))
+        except Exception as e:  # the run's own error: the parent raises it, as in one process
+            reply = (i, "error", e)
+        try:
+            conn.send(reply)
+        except OSError:  # the parent is gone
+            return
+        except Exception:  # a value that does not pickle: its type and message still reach the parent
+            conn.send((i, "error", RuntimeError(f"{type(reply[2]).__name__}: {reply[2]}")))
+
+
+class _Worker:
+    """One process of the pool and the pipe to it; `task` is the index it runs (None: idle)."""
+
+    def __init__(self, context) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, os.getpid()), daemon=True)
+        self.process.start()
+        child.close()
+        self.task: int | None = None
+        self.sent: float = 0.0
+
+    def give(self, i: int, fn: Callable, task: object) -> None:
+        self.task, self.sent = i, time.perf_counter()
+        self.conn.send((i, fn, task))
+
+    def end(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def _how_it_died(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-exitcode).name
+    return f"exit code {exitcode}"
+
+
+def _tail(path: Path | None, lines: int = 12) -> str:
+    """The last lines of a task's log, without faulthandler's list of extension modules."""
+    if path is None:
+        return "(no log)"
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    text = [line for line in text if line.strip() and not line.startswith("Extension modules:")][-lines:]
+    return "\n".join(f"    {line}" for line in text) or f"(empty: {path})"
+
+
 @dataclass
 class LocalLauncher:
     """Runs tasks here: in this process for one job, else in a pool of `jobs` processes.
 
     Ctrl-C or SIGTERM stops it cleanly: the signal is passed on to every worker (training finishes its
     step and writes a checkpoint), no task starts after it, every worker ends, then `Stopped` is raised.
+    A worker that dies (a native crash, an OOM kill, SIGKILL) is replaced and its task run again, up to
+    MAX_RETRIES times (the run resumes from its checkpoint); the other tasks go on. A task that keeps
+    dying raises RunsDied after the rest have finished, naming it, its signal and its log's last lines.
     """
 
     jobs: int = 1
@@ -107,32 +225,79 @@ class LocalLauncher:
         log.info("%d runs, %d at a time, one thread each", len(tasks), self.jobs)
         # spawn, not fork: a forked child would inherit torch's thread pools and locks mid-use
         context = multiprocessing.get_context("spawn")
+        workers = [_Worker(context) for _ in range(min(self.jobs, len(tasks)))]
         stop: list[int] = []
-        pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_worker_start)
 
         def on_signal(signum, frame) -> None:
             if not stop:
                 log.info("%s: stopping every run after its current step", signal.Signals(signum).name)
             stop.append(signum)
-            for pid in list(pool._processes or {}):  # each worker's training writes its checkpoint
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signum)
+            for w in workers:  # each worker's training writes its checkpoint
+                with contextlib.suppress(ProcessLookupError, TypeError):
+                    os.kill(w.process.pid, signum)
 
         previous = {}
         with contextlib.suppress(ValueError):  # not the main thread: signals stay the caller's business
             previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
         try:
-            futures = [pool.submit(_guarded, fn, t) for t in tasks]
-            wait(futures)
+            outcomes = self._drive(fn, tasks, workers, context, stop)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            pool.shutdown(wait=True, cancel_futures=True)
-        results = [f.result() for f in futures]
-        interrupted = [r.signum for r in results if isinstance(r, _Interrupted)]
+            for w in workers:
+                w.end()
+        return self._results(tasks, outcomes, stop)
+
+    def _drive(self, fn: Callable[[T], R], tasks: Sequence[T], workers: list[_Worker], context,
+               stop: list[int]) -> dict[int, tuple[str, object]]:
+        """Hand out the tasks until all are done, replacing dead workers; {index: (kind, value)} where kind
+        is ok, error or died."""
+        waiting, deaths, outcomes = list(range(len(tasks))), dict.fromkeys(range(len(tasks)), 0), {}
+        while True:
+            for w in workers:
+                if w.task is None and waiting and not stop:
+                    i = waiting.pop(0)
+                    w.give(i, fn, tasks[i])
+            busy = [w for w in workers if w.task is not None]
+            if not busy:
+                return outcomes
+            multiprocessing.connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            for k, w in enumerate(workers):
+                if w.task is None:
+                    continue
+                if w.conn.poll():
+                    with contextlib.suppress(EOFError, OSError):
+                        i, kind, value = w.conn.recv()
+                        outcomes[i], w.task = (kind, value), None
+                        continue
+                if w.process.is_alive():
+                    continue
+                i, why = w.task, _how_it_died(w.process.exitcode)  # died with its task unfinished
+                deaths[i] += 1
+                label = getattr(tasks[i], "run_dir", f"task {i + 1}")
+                if deaths[i] <= MAX_RETRIES and not stop:
+                    log.warning("%s: its worker died (%s); running it again (%d of %d), from its checkpoint",
+                                label, why, deaths[i], MAX_RETRIES)
+                    waiting.insert(0, i)
+                else:
+                    outcomes[i] = ("died", f"{label} died {deaths[i]} time(s), last by {why}; the last lines of its "
+                                           f"log ({_log_path(tasks[i])}):\n{_tail(_log_path(tasks[i]))}")
+                w.conn.close()
+                workers[k] = _Worker(context)
+
+    def _results(self, tasks: Sequence[T], outcomes: dict[int, tuple[str, object]], stop: list[int]) -> list[R]:
+        interrupted = [v.signum for kind, v in outcomes.values() if isinstance(v, _Interrupted)]
         if stop or interrupted:
             raise Stopped(stop[0] if stop else interrupted[0])
-        return results
+        died = [v for kind, v in outcomes.values() if kind == "died"]
+        if died:
+            raise RunsDied(f"{len(died)} run(s) kept dying; the others finished. " + "\n".join(died)
+                           + "\nRun the same command again to resume them")
+        for i in range(len(tasks)):  # the first error in task order, as one process would have raised it
+            kind, value = outcomes[i]
+            if kind == "error":
+                raise value
+        return [outcomes[i][1] for i in range(len(tasks))]
 
     def _map_here(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         """One task after another in this process; a signal between tasks stops before the next one

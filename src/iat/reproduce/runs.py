@@ -117,6 +117,11 @@ class RunTask:
     progress: bool = True
 
     @property
+    def log_path(self) -> Path:
+        """Where a pool worker logs this run, with the Python stack of a native crash (reproduce/launch.py)."""
+        return self.out / "logs" / f"{self.run_dir.name}.log"
+
+    @property
     def adversarial(self) -> bool:  # such runs take ~8x longer: a pool starts them first so it drains evenly
         return METHODS[self.cfg.method].adversarial
 
