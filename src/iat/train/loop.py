@@ -115,6 +115,7 @@ def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Che
     shard = world.shard if world.size > 1 else None
     for x, y, share in data.batches(order, state.step, cfg.batch_size, shard):
         step(state, x, y, grad_weight=share * world.size)
+        guard.step_done()
         bar.update(1)
         if not bar.disable and state.step % POSTFIX_EVERY == 0:  # reading the loss syncs: not every step
             bar.set_postfix(loss=f"{step.sync(state):.3f}")
