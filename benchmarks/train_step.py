@@ -82,7 +82,7 @@ def make_runner(variant: str, cfg: TrainConfig, device: torch.device) -> Callabl
             plain_step(state.model, state.optimizer, x, y, eps=cfg.eps, alpha=cfg.step_size,
                        steps=cfg.attack_steps, backward_attack=variant == "plain-backward")
         return run
-    step = Step.for_run(vcfg, state, make_objective(vcfg, state.model)[0], out=Path("unused"), device=device)
+    step = Step.for_run(vcfg, state, make_objective(vcfg, state.model), out=Path("unused"), device=device)
     return lambda x, y: step(state, x, y)
 
 

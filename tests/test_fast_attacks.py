@@ -80,10 +80,12 @@ def test_no_weaker_than_no_attack_on_a_trained_model(name, trained_runs):
 
 def test_training_attack_factory():
     m = torch.nn.Identity()
-    assert isinstance(training_attack(tiny_config("pgd"), m, adversarial=True), PGD)
-    assert isinstance(training_attack(tiny_config("pgd", attack="fgsm-rs"), m, adversarial=True), FGSMRS)
-    assert isinstance(training_attack(tiny_config("iat-mixup", attack="n-fgsm"), m, adversarial=True), NFGSM)
-    assert training_attack(tiny_config("erm"), m, adversarial=False) is None
+    budget = dict(eps=0.1, step_size=0.025, steps=3)
+    assert isinstance(training_attack("pgd", m, **budget), PGD)
+    assert isinstance(training_attack("fgsm-rs", m, **budget), FGSMRS)
+    assert isinstance(training_attack("n-fgsm", m, **budget), NFGSM)
+    pgd = training_attack("pgd", m, **budget, autocast=True)
+    assert pgd.autocast and not pgd.check_range  # the attack's own settings, the same call as in evaluation
 
 
 @pytest.mark.parametrize("option", [dict(attack="fgsm-rs"), dict(co_guard="on")])

@@ -44,7 +44,7 @@ def test_iat_objective_is_mean_of_clean_and_adversarial_mixed_losses():
         model, x, y, attack = _setup()
         state = {k: v.clone() for k, v in model.state_dict().items()}  # BatchNorm statistics move
         torch.manual_seed(1)
-        loss, metrics = interpolated_adversarial_loss(model, mix, x, y, attack=attack)
+        loss, metrics = interpolated_adversarial_loss(model, x, y, mix=mix, attack=attack)
         model.load_state_dict(state)
         torch.manual_seed(1)  # replay the same randomness by hand
         l_clean = mixed_loss(model, mix, x, y)
@@ -64,7 +64,7 @@ def test_adversarial_examples_use_unmixed_batch_and_original_labels():
             received.append((xx.clone(), yy.clone()))
             return attack(xx, yy)
 
-    interpolated_adversarial_loss(model, Mixup(1.0), x, y, attack=Spy())
+    interpolated_adversarial_loss(model, x, y, mix=Mixup(1.0), attack=Spy())
     assert torch.equal(received[0][0], x) and torch.equal(received[0][1], y)
 
 
@@ -75,7 +75,7 @@ def test_loss_fn_contract_returns_loss_and_metrics():
         loss, metrics = fn(model, x, y)
         assert loss.dim() == 0 and loss.requires_grad and "loss_clean" in metrics, name
         assert ("loss_adv" in metrics) == spec.adversarial
-    loss, _ = standard_loss(model, NoMix(), x, y)
+    loss, _ = standard_loss(model, x, y, mix=NoMix())
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(model(x), y))
 
 

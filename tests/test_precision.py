@@ -39,7 +39,7 @@ def forward_log(model: torch.nn.Module) -> list[tuple[bool, bool, torch.dtype]]:
 
 def one_step(cfg: TrainConfig) -> list[tuple[bool, bool, torch.dtype]]:
     state = RunState.create(cfg, CPU)
-    loss_fn, _ = make_objective(cfg, state.model)
+    loss_fn = make_objective(cfg, state.model).loss
     step = Step(state.model, state.optimizer, loss_fn, out=Path("x"), precision=resolve_precision(cfg, CPU))
     seen = forward_log(state.model)
     step(state, torch.rand(8, 1, 8, 8), torch.randint(10, (8,)))
@@ -136,11 +136,10 @@ def test_tf32_is_an_explicit_setting_and_evaluation_turns_it_off():
 def test_cudnn_benchmark_is_a_recorded_cuda_setting_and_evaluation_turns_it_off(device, asked, used):
     cfg = cfg_of(cudnn_benchmark=asked)
     state = RunState.create(cfg, CPU)  # for_run sets the flags for `device`; it moves nothing
-    loss_fn, _ = make_objective(cfg, state.model)
     saved = torch.backends.cudnn.benchmark
     try:
         torch.backends.cudnn.benchmark = not used  # whatever was set before, the run's option decides
-        step = Step.for_run(cfg, state, loss_fn, out=Path("x"), device=torch.device(device))
+        step = Step.for_run(cfg, state, make_objective(cfg, state.model), out=Path("x"), device=torch.device(device))
         assert torch.backends.cudnn.benchmark is used and step.record()["cudnn_benchmark_used"] is used
         with fp32_evaluation():
             assert torch.backends.cudnn.benchmark is False  # the evaluation's batches take many shapes

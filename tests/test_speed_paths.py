@@ -34,7 +34,7 @@ def test_the_step_reads_nothing_back_from_the_device(monkeypatch, method):
     """No .item(), bool(), int() or float() of a tensor inside a step: on a GPU each is a host sync."""
     cfg = cfg_of(method=method)
     state = RunState.create(cfg, CPU)
-    loss_fn, _ = make_objective(cfg, state.model)
+    loss_fn = make_objective(cfg, state.model).loss
     step = Step(state.model, state.optimizer, loss_fn, out=Path("x"))
     data = TrainData.load(cfg, CPU)
     x, y, _ = next(data.batches(torch.arange(len(data)), 0, 32))
@@ -83,7 +83,7 @@ def test_channels_last_trains_the_same_model_up_to_rounding(tmp_path, channels_l
 def test_channels_last_puts_conv_weights_in_that_layout(channels_last_allowed):
     cfg = cfg_of()
     state = RunState.create(cfg, CPU)
-    step = Step.for_run(cfg, state, make_objective(cfg, state.model)[0], out=Path("x"), device=CPU)
+    step = Step.for_run(cfg, state, make_objective(cfg, state.model), out=Path("x"), device=CPU)
     convs = [p for p in state.model.parameters() if p.dim() == 4]
     assert step.channels_last and convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
 
@@ -91,7 +91,7 @@ def test_channels_last_puts_conv_weights_in_that_layout(channels_last_allowed):
 def test_channels_last_leaves_mlps_alone():
     cfg = cfg_of(arch="mlp6", width=8)
     state = RunState.create(cfg, CPU)
-    assert not Step.for_run(cfg, state, make_objective(cfg, state.model)[0], out=Path("x"), device=CPU).channels_last
+    assert not Step.for_run(cfg, state, make_objective(cfg, state.model), out=Path("x"), device=CPU).channels_last
 
 
 def compile_works() -> bool:
@@ -142,7 +142,7 @@ def test_cuda_step_makes_no_host_sync():
     cfg = cfg_of(device="cuda", arch="preactresnet18", width=8)
     device = torch.device("cuda")
     state = RunState.create(cfg, device)
-    step = Step.for_run(cfg, state, make_objective(cfg, state.model)[0], out=Path("x"), device=device)
+    step = Step.for_run(cfg, state, make_objective(cfg, state.model), out=Path("x"), device=device)
     data = TrainData.load(cfg, device)
     batches = list(data.batches(torch.arange(len(data), device=device), 0, 32))
     step(state, *batches[0][:2])  # warm-up: cuDNN picks its algorithms

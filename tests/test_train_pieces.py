@@ -42,7 +42,7 @@ def test_batches_cover_an_epoch_from_any_step():
 
 def test_step_updates_once_and_counts_it():
     state = RunState.create(CFG, CPU)
-    loss_fn, _ = make_objective(CFG, state.model)
+    loss_fn = make_objective(CFG, state.model).loss
     before = [p.detach().clone() for p in state.model.parameters()]
     data = TrainData.load(CFG, CPU)
     x, y, _ = next(data.batches(torch.arange(len(data)), 0, 32))
@@ -57,7 +57,7 @@ def test_a_non_finite_loss_stops_the_run_at_the_next_sync_naming_its_step():
     # The step does not sync, so the non-finite loss is found at the next sync (the loop syncs before
     # every checkpoint and at each epoch's end), which names the step where it happened.
     state = RunState.create(CFG, CPU)
-    loss_fn, _ = make_objective(CFG, state.model)
+    loss_fn = make_objective(CFG, state.model).loss
     calls = []
 
     def nan_at_2(model, x, y):

@@ -119,8 +119,9 @@ class TrainConfig:
         "off", "let cuDNN time its convolution algorithms once per input shape and keep the fastest (CUDA only; "
         "off: cuDNN's heuristics choose)")
     compile: bool = option(False, "torch.compile the model for the training step and the training attack")
-    channels_last: bool = option(True, "channels_last memory format for convolutional models, on every device "
-                                 "(--no-channels-last: the contiguous layout)")
+    channels_last: bool = option(True, "channels_last memory format for convolutional models where it is safe and "
+                                 "faster: CUDA, and CPUs with AVX-512 kernels (--no-channels-last: the contiguous "
+                                 "layout everywhere)")
     cuda_graphs: bool = option(False, "capture the whole training update (attack, both losses, backward, SGD "
                                "step) as CUDA graphs and replay them: far fewer kernel launches (CUDA only)")
     sync_bn: bool = option(False, "under torchrun on GPUs: BatchNorm statistics over the global batch "
@@ -140,7 +141,7 @@ class TrainConfig:
         """
         fields = [f for f in dataclasses.fields(self) if kind_of(f) != "dict"]
         for check in (_names_are_strings, _registered_names, _integers, _floats, _milestones, _choices, _paths,
-                      _switches):
+                      _switches, _attack_options):
             check(self, fields)
         return self
 
@@ -264,6 +265,17 @@ def _switches(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
     for f in sorted(fields, key=lambda f: f.name):  # by name: amp before download, as before the metadata
         if kind_of(f) == "bool" and not isinstance(getattr(cfg, f.name), bool):
             raise UsageError(f"{f.name} {getattr(cfg, f.name)!r} is not true or false")
+
+
+def _attack_options(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    """--attack and --co-guard apply to adversarial methods only: refused elsewhere, since the run would
+    silently not do what was asked."""
+    if get_method(cfg.method).adversarial:
+        return
+    for name, value, default in (("attack", cfg.attack, "pgd"), ("co-guard", cfg.co_guard, "auto")):
+        if value != default:
+            raise UsageError(f"--{name} {value} applies only to adversarial methods (pgd, iat-*); "
+                             f"--method {cfg.method} trains without an attack: drop --{name}")
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:

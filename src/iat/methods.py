@@ -6,6 +6,7 @@ Every method is `method(model, x, y) -> (loss, metrics)`. The adversarial ones a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from iat.errors import UsageError
 from iat.mixing import ManifoldMixup, Mixup, NoMix, mixed_loss
 
 
-def interpolated_adversarial_loss(model: nn.Module, mix, x: torch.Tensor, y: torch.Tensor, *, attack: Attack):
+def interpolated_adversarial_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mix, attack: Attack):
     """Algorithm 1 of the paper, one update's loss."""
     loss_clean = mixed_loss(model, mix, x, y)  # L_c = Loss(f, Mix, x_i, y_i)
     x_adv = attack(x, y)  # x~_i = attack(x_i, y_i)
@@ -26,7 +27,7 @@ def interpolated_adversarial_loss(model: nn.Module, mix, x: torch.Tensor, y: tor
     return loss, {"loss_clean": loss_clean.detach(), "loss_adv": loss_adv.detach()}  # tensors: no host sync
 
 
-def standard_loss(model: nn.Module, mix, x: torch.Tensor, y: torch.Tensor):
+def standard_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mix):
     """ERM, Mixup and Manifold Mixup: one (possibly mixed) loss on the clean batch."""
     loss = mixed_loss(model, mix, x, y)
     return loss, {"loss_clean": loss.detach()}
@@ -76,9 +77,9 @@ def make_mix(spec: MethodSpec, mixup_alpha: float, manifold_alpha: float, *, lam
 
 
 def make_loss_fn(spec: MethodSpec, mix, attack: Attack | None) -> Callable:
-    """`loss_fn(model, x, y) -> (loss, metrics)` for one batch."""
+    """`loss_fn(model, x, y) -> (loss, metrics)` for one batch: the method's loss with its Mix (and attack) bound."""
     if spec.adversarial:
         if attack is None:
             raise ValueError(f"method {spec.name!r} needs an attack")
-        return lambda model, x, y: interpolated_adversarial_loss(model, mix, x, y, attack=attack)
-    return lambda model, x, y: standard_loss(model, mix, x, y)
+        return functools.partial(interpolated_adversarial_loss, mix=mix, attack=attack)
+    return functools.partial(standard_loss, mix=mix)

@@ -13,9 +13,8 @@ import re
 from torch import nn
 
 from iat.attacks.autoattack import AutoAttack, autoattack_available, require_autoattack
-from iat.attacks.base import Attack
 from iat.attacks.budget import STEP_RULE, AttackBudget, default_step
-from iat.attacks.core import BN_MODES, ce_loss, frozen
+from iat.attacks.core import BN_MODES, Attack, ce_loss, frozen
 from iat.attacks.fgsm import FGSM
 from iat.attacks.fgsm_rs import FGSMRS
 from iat.attacks.losses import dlr_loss, margin_loss

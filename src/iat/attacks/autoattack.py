@@ -12,7 +12,7 @@ import importlib.util
 import torch
 from torch import nn
 
-from iat.attacks.base import Attack
+from iat.attacks.core import Attack
 from iat.errors import UsageError
 
 PACKAGE = "pyautoattack"

@@ -1,5 +1,6 @@
 """The pieces every L-inf attack loop is made of: the start, the step, the projection, the input
-gradient, and the context that leaves the model exactly as it was found.
+gradient, the context that leaves the model exactly as it was found, and `Attack`, the base class whose
+`attack(x, y)` is the one call of an attack, in training and in evaluation alike.
 
 PGD (training), FGSM and the worst-case evaluation engine are each a loop over these, so they
 take the same steps bit for bit: a PGD-k run of the evaluation engine visits the points the PGD
@@ -9,11 +10,13 @@ class visits with the same seed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from iat.units import parse_eps
 
 BN_MODES = ("eval", "train")
 
@@ -87,3 +90,55 @@ def _swap_in_buffer_copies(model: nn.Module) -> list[tuple[nn.Module, str, torch
     for module, name, tensor in originals:
         module._buffers[name] = tensor.detach().clone()
     return originals
+
+
+class Attack:
+    """Base class: `attack(x, y)` returns adversarial images in [0,1], detached.
+
+    bn_mode: 'eval' (default) runs the model in eval mode while attacking; 'train' runs it in train
+    mode (BatchNorm uses batch statistics) but restores the running statistics afterwards, so an
+    attack never changes the model. Either way the model's own mode is restored on exit, and the
+    gradient is taken with respect to the input only: no parameter's `.grad` is touched (see `frozen`).
+    autocast: False (default) runs the attack in fp32 outside any autocast region around the call (the
+    paper's attack); True runs it under the caller's autocast (training's `--attack-precision amp`:
+    faster, but its input gradients are bf16, a weaker attack).
+    check_range: refuse inputs outside [0,1] (default). Training turns it off: its images are in [0,1] by
+    construction, and the check reads a value back from the device at every step.
+    """
+
+    def __init__(self, model: nn.Module, eps: float, bn_mode: str = "eval", loss_fn: LossFn = ce_loss, *,
+                 autocast: bool = False, check_range: bool = True):
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+        self.model, self.eps, self.bn_mode, self.loss_fn = model, parse_eps(eps, "eps"), bn_mode, loss_fn
+        self.autocast, self.check_range = autocast, check_range
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def input_grad(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """d loss / d x at x_adv; parameters get no gradient."""
+        return input_grad(self.model, self.loss_fn, x_adv, y)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Back into the eps-ball around x, then into [0,1]."""
+        return project(x_adv, x, self.eps)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.check_range and x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ValueError(
+                f"attack inputs must be images in [0,1] (normalization lives inside the model); "
+                f"got range [{x.min().item():.3g}, {x.max().item():.3g}]"
+            )
+        precision = nullcontext() if self.autocast else torch.autocast(x.device.type, enabled=False)
+        with precision, frozen(self.model, self.bn_mode), torch.enable_grad():
+            x_adv = self.perturb(x.detach(), y.detach())
+        return x_adv.detach()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
+        return f"{type(self).__name__}({fields})"
+
+    def describe(self) -> dict:
+        described = {"eps": round(self.eps, 6), "bn_mode": self.bn_mode}
+        return {**described, "autocast": True} if self.autocast else described

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from iat.attacks.base import Attack
-from iat.attacks.core import signed_step
+from iat.attacks.core import Attack, input_grad, signed_step
 
 
 class FGSM(Attack):
@@ -16,4 +15,4 @@ class FGSM(Attack):
     """
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return signed_step(x, self.input_grad(x, y), self.eps, x, self.eps)
+        return signed_step(x, input_grad(self.model, self.loss_fn, x, y), self.eps, x, self.eps)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iat.attacks.base import Attack
-from iat.attacks.core import LossFn, ce_loss, signed_step, uniform_start
+from iat.attacks.core import Attack, LossFn, ce_loss, input_grad, signed_step, uniform_start
 
 ALPHA_RATIO = 1.25  # the paper's step, 1.25 eps: larger steps (2 eps) overfit catastrophically (their Fig. 3)
 
@@ -22,13 +21,13 @@ class FGSMRS(Attack):
     """
 
     def __init__(self, model: nn.Module, eps: float, alpha: float | None = None, *, bn_mode: str = "eval",
-                 loss_fn: LossFn = ce_loss):
-        super().__init__(model, eps, bn_mode, loss_fn)
+                 loss_fn: LossFn = ce_loss, autocast: bool = False, check_range: bool = True):
+        super().__init__(model, eps, bn_mode, loss_fn, autocast=autocast, check_range=check_range)
         self.alpha = ALPHA_RATIO * self.eps if alpha is None else float(alpha)
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x_adv = uniform_start(x, self.eps)
-        return signed_step(x_adv, self.input_grad(x_adv, y), self.alpha, x, self.eps)
+        return signed_step(x_adv, input_grad(self.model, self.loss_fn, x_adv, y), self.alpha, x, self.eps)
 
     def describe(self) -> dict:
         return {**super().describe(), "alpha": round(self.alpha, 6)}

@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iat.attacks.base import Attack
-from iat.attacks.core import LossFn, ce_loss, signed_step, uniform_start
+from iat.attacks.core import Attack, LossFn, ce_loss, input_grad, signed_step, uniform_start
 
 NOISE_RATIO = 2.0  # k: noise uniform in [-k eps, k eps], the paper's default
 STEP_RATIO = 1.0  # the step, eps
@@ -24,8 +23,8 @@ class NFGSM(Attack):
     """
 
     def __init__(self, model: nn.Module, eps: float, noise: float | None = None, alpha: float | None = None, *,
-                 bn_mode: str = "eval", loss_fn: LossFn = ce_loss):
-        super().__init__(model, eps, bn_mode, loss_fn)
+                 bn_mode: str = "eval", loss_fn: LossFn = ce_loss, autocast: bool = False, check_range: bool = True):
+        super().__init__(model, eps, bn_mode, loss_fn, autocast=autocast, check_range=check_range)
         self.noise = NOISE_RATIO * self.eps if noise is None else float(noise)
         self.alpha = STEP_RATIO * self.eps if alpha is None else float(alpha)
 
@@ -38,7 +37,7 @@ class NFGSM(Attack):
         # The start and the step are the core's, with balls (of radius noise, then noise + step) that
         # the unprojected points never leave: so the only projection that acts is the clip to [0,1].
         x_adv = uniform_start(x, self.noise)
-        return signed_step(x_adv, self.input_grad(x_adv, y), self.alpha, x, self.radius)
+        return signed_step(x_adv, input_grad(self.model, self.loss_fn, x_adv, y), self.alpha, x, self.radius)
 
     def describe(self) -> dict:
         return {**super().describe(), "noise": round(self.noise, 6), "alpha": round(self.alpha, 6)}

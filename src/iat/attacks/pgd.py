@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iat.attacks.base import Attack
-from iat.attacks.core import LossFn, ce_loss, signed_step, uniform_start
+from iat.attacks.core import Attack, LossFn, ce_loss, input_grad, signed_step, uniform_start
 from iat.units import parse_eps
 
 
@@ -15,7 +14,7 @@ class PGD(Attack):
 
     Args: model (images in [0,1] -> logits), eps (radius, e.g. 8/255), step_size (e.g. 2/255),
     steps (iterations, 1..1000+), random_start (uniform start in the ball; default True),
-    bn_mode ('eval' or 'train'), loss_fn (default summed cross-entropy).
+    bn_mode ('eval' or 'train'), loss_fn (default summed cross-entropy), autocast and check_range (see Attack).
     Usage: `x_adv = PGD(model, eps=8/255, step_size=2/255, steps=7)(x, y)`.
 
     The loop is `start`, then `steps` times `step`: a single-step attack with another start or
@@ -23,8 +22,8 @@ class PGD(Attack):
     """
 
     def __init__(self, model: nn.Module, eps: float, step_size: float, steps: int, *, random_start: bool = True,
-                 bn_mode: str = "eval", loss_fn: LossFn = ce_loss):
-        super().__init__(model, eps, bn_mode, loss_fn)
+                 bn_mode: str = "eval", loss_fn: LossFn = ce_loss, autocast: bool = False, check_range: bool = True):
+        super().__init__(model, eps, bn_mode, loss_fn, autocast=autocast, check_range=check_range)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.step_size = parse_eps(step_size, "step size", allow_zero=False)
@@ -40,7 +39,7 @@ class PGD(Attack):
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x_adv = self.start(x)
         for _ in range(self.steps):
-            x_adv = self.step(x_adv, x, self.input_grad(x_adv, y))
+            x_adv = self.step(x_adv, x, input_grad(self.model, self.loss_fn, x_adv, y))
         return x_adv
 
     def describe(self) -> dict:

@@ -7,11 +7,9 @@ and eps): `--step-size` and `--attack-steps` describe PGD and do not apply to th
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
-from iat.attacks.base import Attack
+from iat.attacks.core import Attack
 from iat.attacks.fgsm_rs import FGSMRS
 from iat.attacks.nfgsm import NFGSM
 from iat.attacks.pgd import PGD
@@ -21,23 +19,19 @@ TRAINING_ATTACKS = ("pgd", "fgsm-rs", "n-fgsm")
 SINGLE_STEP = ("fgsm-rs", "n-fgsm")
 
 
-def training_attack(cfg: Any, model: nn.Module, *, adversarial: bool) -> Attack | None:
-    """The attack `cfg` (a TrainConfig: attack, eps, step_size, attack_steps, attack_bn) trains against,
-    or None for a method that is not `adversarial`.
+def training_attack(name: str, model: nn.Module, *, eps: float, step_size: float, steps: int, bn_mode: str = "eval",
+                    autocast: bool = False) -> Attack:
+    """The inner attack `--attack NAME` of adversarial training on `model`.
 
-    A non-default `--attack` or `--co-guard` for such a method is refused with a one-line UsageError:
-    the user asked for something the run would silently not do.
+    Training's attack runs in fp32 outside the update's autocast unless `autocast` (`--attack-precision amp`),
+    and without the input-range check: training images are in [0,1] by construction (loaded, then cropped
+    with zero padding and flipped), and the check would read a value back from the device every step.
     """
-    if not adversarial:
-        for name, value, default in (("attack", cfg.attack, "pgd"), ("co-guard", cfg.co_guard, "auto")):
-            if value != default:
-                raise UsageError(f"--{name} {value} applies only to adversarial methods (pgd, iat-*); "
-                                 f"--method {cfg.method} trains without an attack: drop --{name}")
-        return None
-    if cfg.attack == "fgsm-rs":
-        return FGSMRS(model, cfg.eps, bn_mode=cfg.attack_bn)
-    if cfg.attack == "n-fgsm":
-        return NFGSM(model, cfg.eps, bn_mode=cfg.attack_bn)
-    if cfg.attack == "pgd":
-        return PGD(model, cfg.eps, cfg.step_size, cfg.attack_steps, bn_mode=cfg.attack_bn)
-    raise UsageError(f"--attack {cfg.attack!r}: choose one of {', '.join(TRAINING_ATTACKS)}")
+    settings = dict(bn_mode=bn_mode, autocast=autocast, check_range=False)
+    if name == "fgsm-rs":
+        return FGSMRS(model, eps, **settings)
+    if name == "n-fgsm":
+        return NFGSM(model, eps, **settings)
+    if name == "pgd":
+        return PGD(model, eps, step_size, steps, **settings)
+    raise UsageError(f"--attack {name!r}: choose one of {', '.join(TRAINING_ATTACKS)}")

@@ -21,7 +21,7 @@ def build_update(cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tens
     """`update(x, y)`: one training step of `cfg` on `device` (images in [0,1], labels int64, on `device`)."""
     cfg.validate()
     state = RunState.create(cfg, device)
-    objective, _ = make_objective(cfg, state.model)
+    objective = make_objective(cfg, state.model)
     step = Step.for_run(cfg, state, objective, out=Path("."), device=device)
     state.start_epoch()
 

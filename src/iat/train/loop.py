@@ -63,16 +63,16 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, r
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     world.on_main(lambda: check_world(cfg, prior.config, world.size, len(data), device, out))
     state = RunState.create(cfg, device, world)
-    loss_fn, described = make_objective(cfg, state.model)  # the attack holds the model itself, not DDP's wrapper
+    objective = make_objective(cfg, state.model)
     if prior.checkpoint is not None:
         state.restore(prior.checkpoint, out / runio.CHECKPOINT, steps_per_epoch)
 
     config = run_config(cfg, device=device, info=data.info, n=len(data), world_size=world.size)
-    step = Step.for_run(cfg, state, loss_fn, out=out, device=device, wrap=world.wrap)
+    step = Step.for_run(cfg, state, objective, out=out, device=device, wrap=world.wrap)
     config = {**config, **step.record()}
     world.on_main(lambda: open_run_dir(out, config, prior, resume))
     log.info("training %s: %s on %s (%d examples), %s, device=%s, %d process(es)", out, cfg.method, cfg.dataset,
-             len(data), described, device, world.size)
+             len(data), objective.description, device, world.size)
     hint = gpu_speed_hint(device, config)
     if hint and world.is_main:
         log.info(hint)

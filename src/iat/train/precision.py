@@ -4,7 +4,8 @@
   CPU and CUDA. `--amp-dtype fp16` (CUDA only) adds a GradScaler; a CUDA GPU without native bf16
   gets fp16 + GradScaler with a one-line warning.
 - `--attack-precision`: the inner training attack runs outside autocast (`fp32`, the default: the
-  paper's PGD-7) or under it (`amp`: faster, but its input gradients are bf16/fp16, a weaker attack).
+  paper's PGD-7) or under it (`amp`: faster, but its input gradients are bf16/fp16, a weaker attack);
+  that is the attack's own `autocast` setting (iat.attacks.core.Attack).
 - `--tf32` / `--no-tf32`: TF32 matmuls and convolutions on CUDA while training; off by default, so fp32 is fp32.
 Evaluation attacks never run under autocast and run with TF32 off (`fp32_evaluation`), and without
 `--cudnn-benchmark`'s autotuning: the evaluation engine drops attacked examples as they fall, so its
@@ -15,12 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from iat.attacks import frozen
 from iat.config import TrainConfig
 from iat.cpu_kernels import BF16_SLOWDOWN, native_bf16
 
@@ -77,29 +77,6 @@ def set_tf32(on: bool) -> None:
     """TF32 for CUDA matmuls and cuDNN convolutions (torch's defaults differ: matmul off, cuDNN on)."""
     torch.backends.cuda.matmul.allow_tf32 = on
     torch.backends.cudnn.allow_tf32 = on
-
-
-class TrainingAttack:
-    """The training attack as the step calls it: in fp32 outside any autocast region (unless
-    `autocast`), and without the attack's input-range check, whose `x.min() < 0` reads a value back
-    from the device every step (training images are in [0,1] by construction: loaded, then cropped
-    with zero padding and flipped). The attack itself (`perturb`, inside `frozen`) is unchanged.
-    """
-
-    def __init__(self, attack, *, autocast: bool = False):
-        self.attack, self.autocast = attack, autocast
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        precision = nullcontext() if self.autocast else torch.autocast(x.device.type, enabled=False)
-        with precision, frozen(self.attack.model, self.attack.bn_mode), torch.enable_grad():
-            x_adv = self.attack.perturb(x.detach(), y.detach())
-        return x_adv.detach()
-
-    def __getattr__(self, name: str):  # eps, steps, ... of the wrapped attack
-        return getattr(self.__dict__["attack"], name)
-
-    def __repr__(self) -> str:
-        return repr(self.attack)
 
 
 @contextmanager

@@ -22,9 +22,9 @@ from iat.data import DataInfo, augment, data_fingerprint, dataset_info, load_dat
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
 from iat.train.errors import compile_failure, diverged
-from iat.train.graphs import GraphedUpdate, layer_choices, no_choice
+from iat.train.graphs import Choice, GraphedUpdate, layer_choices, no_choice
 from iat.train.model_prep import prepare_model
-from iat.train.precision import Precision, TrainingAttack, resolve_precision, set_tf32
+from iat.train.precision import Precision, resolve_precision, set_tf32
 from iat.train.state import RunState
 
 log = logging.getLogger("iat.train")
@@ -32,28 +32,27 @@ log = logging.getLogger("iat.train")
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Objective:
-    """The method's loss on one batch, `objective(model, x, y) -> (loss, metrics)`, and the Mix it draws
-    from `mixed_losses` times per update (2 for the adversarial methods: clean and adversarial)."""
+    """The method's loss on one batch, `loss(model, x, y) -> (loss, metrics)`, and what CUDA graphs need to
+    know of it: the Mix it draws from `mixed_losses` times per update (2 for the adversarial methods)."""
 
-    loss_fn: LossFn
+    loss: LossFn
     mix: object
     mixed_losses: int
-
-    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        return self.loss_fn(model, x, y)
+    description: str  # for the log: the Mix and the attack
 
 
-def make_objective(cfg: TrainConfig, model: MixableNet) -> tuple[Objective, str]:
-    """The method's Objective `(model, x, y) -> (loss, metrics)` and a description for the log."""
+def make_objective(cfg: TrainConfig, model: MixableNet) -> Objective:
+    """The method's Objective; the attack holds the model itself (not DDP's wrapper)."""
     spec = get_method(cfg.method)
     mix = make_mix(spec, cfg.mixup_alpha, cfg.manifold_alpha, lam_per=cfg.lam_per, mix_layers=model.mix_layers)
-    attack = training_attack(cfg, model, adversarial=spec.adversarial)
-    if attack is not None:  # fp32 outside autocast unless --attack-precision amp; no host sync
-        attack = TrainingAttack(attack, autocast=cfg.attack_precision == "amp")
-    objective = Objective(make_loss_fn(spec, mix, attack), mix, 2 if spec.adversarial else 1)
-    return objective, f"mix={mix!r}, attack={attack!r}"
+    attack = None
+    if spec.adversarial:
+        attack = training_attack(cfg.attack, model, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.attack_steps,
+                                 bn_mode=cfg.attack_bn, autocast=cfg.attack_precision == "amp")
+    return Objective(make_loss_fn(spec, mix, attack), mix, 2 if spec.adversarial else 1,
+                     f"mix={mix!r}, attack={attack!r}")
 
 
 @dataclass
@@ -120,7 +119,7 @@ class Step:
         self._bad_loss: torch.Tensor | None = None  # that loss
 
     @classmethod
-    def for_run(cls, cfg: TrainConfig, state: RunState, loss_fn: LossFn, *, out: Path, device: torch.device,
+    def for_run(cls, cfg: TrainConfig, state: RunState, objective: Objective, *, out: Path, device: torch.device,
                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Step:
         """The Step of a run: precision, TF32, cuDNN autotuning, channels_last and compile as `cfg` asks;
         `wrap` (DDP under torchrun) wraps the prepared model for the weight update only (the attack keeps
@@ -133,14 +132,17 @@ class Step:
             keep_freed_memory()  # no page faults on every step's activations (iat.cpu_memory)
         channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile, device=device)
         model = wrap(state.model) if wrap is not None else state.model
-        step = cls(model, state.optimizer, loss_fn, out=out, precision=precision, channels_last=channels_last,
+        step = cls(model, state.optimizer, objective.loss, out=out, precision=precision, channels_last=channels_last,
                    cudnn_benchmark=cudnn_benchmark)
         if cfg.cuda_graphs:
-            step.use_cuda_graphs(cfg.batch_size, device, distributed=model is not state.model)
+            step.use_cuda_graphs(cfg.batch_size, device, distributed=model is not state.model,
+                                 choose=layer_choices(objective.mix, objective.mixed_losses))
         return step
 
-    def use_cuda_graphs(self, batch_size: int, device: torch.device, *, distributed: bool = False) -> bool:
-        """Replay `update` from CUDA graphs (iat.train.graphs) where it can be; return whether it will."""
+    def use_cuda_graphs(self, batch_size: int, device: torch.device, *, distributed: bool = False,
+                        choose: Callable[[], Choice] = no_choice) -> bool:
+        """Replay `update` from CUDA graphs (iat.train.graphs) where it can be; return whether it will.
+        `choose` draws the update's Python-side choices (Manifold Mixup's layer: `layer_choices`)."""
         why_not = ("it needs a CUDA device" if device.type != "cuda" else
                    "fp16's GradScaler reads values back every step" if self.scaler is not None else
                    "DDP's gradient all-reduce is not captured (one process per GPU runs eagerly)" if distributed
@@ -148,8 +150,6 @@ class Step:
         if why_not:
             log.warning("--cuda-graphs: %s; training runs eagerly", why_not)
             return False
-        objective = self.loss_fn
-        choose = layer_choices(objective.mix, objective.mixed_losses) if isinstance(objective, Objective) else no_choice
         self.autocast_cache = False
         self.update = GraphedUpdate(self.update, batch_size=batch_size, optimizer=self.optimizer, choose=choose)
         return True
