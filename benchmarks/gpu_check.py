@@ -37,8 +37,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from iat.config import TrainConfig  # noqa: E402
-from iat.models import build_model  # noqa: E402
+from iat.config import TrainConfig, build_model  # noqa: E402
 from iat.train.engine import build_update  # noqa: E402
 
 CIFAR_EPOCH = 50_000  # images per CIFAR-10 epoch

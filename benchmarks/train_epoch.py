@@ -32,9 +32,8 @@ from pathlib import Path
 import torch
 from train_step import plain_step
 
-from iat.config import TrainConfig
+from iat.config import TrainConfig, build_model
 from iat.data import load_data
-from iat.models import build_model
 from iat.train import train
 
 

@@ -21,7 +21,7 @@ def test_every_method_trains_in_both_attack_bn_modes(tmp_path, method, attack_bn
 
 def test_train_mode_attack_leaves_buffers_untouched_and_unversioned():
     cfg = tiny_config("pgd")
-    from iat.models import build_model
+    from iat.config import build_model
 
     model = build_model(cfg).train()
     before = {k: (v.clone(), v._version) for k, v in model.named_buffers()}

@@ -13,9 +13,9 @@ import torch
 from conftest import DIGITS_EPS, DIGITS_STEP, tiny_config
 
 from iat.attacks import PGD
+from iat.config import build_model
 from iat.data import load_data
 from iat.methods import method_names
-from iat.models import build_model
 from iat.runio import load_checkpoint, load_weights
 from iat.train import train
 from iat.train.engine import build_update

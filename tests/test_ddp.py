@@ -23,11 +23,10 @@ from safetensors.torch import load_file
 
 from iat import runio
 from iat.cli import main
-from iat.config import TrainConfig
+from iat.config import TrainConfig, build_model
 from iat.distributed import SINGLE, World, rank_seed
 from iat.errors import UsageError
 from iat.evaluate import evaluate_run
-from iat.models import build_model
 from iat.train import train
 from iat.train.loop import check_world
 
@@ -114,7 +113,7 @@ import torch
 from iat.attacks import PGD
 from iat.config import TrainConfig
 from iat.distributed import process_group
-from iat.models import build_model
+from iat.config import build_model
 
 with process_group(torch.device("cpu")) as world:
     model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build_model(TrainConfig(dataset="digits", arch="cnn-small",

@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from iat.version import __version__
 
 # torch is imported on first use (hence the imports inside the functions and `__getattr__`), so that
 # `import iat` stays cheap and the CLI's OMP_WAIT_POLICY setting comes before torch's first import.

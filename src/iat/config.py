@@ -22,7 +22,7 @@ from iat.data import dataset_info, dataset_names
 from iat.errors import UsageError
 from iat.methods import get_method, method_names
 from iat.mixing import LAMBDA_MODES
-from iat.models import model_names
+from iat.models import MixableNet, create_model, model_names
 from iat.units import parse_eps
 
 # The largest seed whose epoch orders (seed * 100_003 + epoch, iat.train.state.epoch_order) still fit torch's
@@ -340,3 +340,15 @@ _NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra",  # where and how,
                     "co_guard")  # it can stop a run, never change its weights: resume with --co-guard off
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_RESUME_KEYS)
 RESUME_KEYS += ("milestones_resolved",)
+
+
+def build_model(cfg: TrainConfig) -> MixableNet:
+    """The model a config describes (no weights loaded). Here, not in iat.models: models are a leaf that
+    knows nothing of training configs."""
+    info = dataset_info(cfg.dataset)
+    kwargs = {}
+    if cfg.width is not None:
+        kwargs["widen" if cfg.arch == "wrn28-10" else "width"] = cfg.width
+    if cfg.arch == "mlp6":
+        kwargs["input_size"] = info.image_size
+    return create_model(cfg.arch, info.in_channels, info.num_classes, mean=info.mean, std=info.std, **kwargs)

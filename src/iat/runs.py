@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from iat import runio
-from iat.config import TrainConfig, resolve_device
+from iat.config import TrainConfig, build_model, resolve_device
 from iat.data import load_data
 from iat.errors import UsageError
-from iat.models import MixableNet, build_model
+from iat.models import MixableNet
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

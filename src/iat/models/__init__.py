@@ -1,4 +1,5 @@
-"""Models by name (`create_model`, `model_names`) and the model a training config describes (`build_model`).
+"""Models by name (`create_model`, `model_names`), as timm's registry: a leaf that knows nothing of training
+(`iat.config.build_model` builds the model a training config describes).
 
 Importing the architecture modules registers their models.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 from iat.models import cnn, mlp, preactresnet, wideresnet  # noqa: F401  (registers the architectures)
 from iat.models.base import MixableNet, Normalize
-from iat.models.build import build_model
 from iat.models.registry import create_model, model_names, register_model
 
-__all__ = ["MixableNet", "Normalize", "build_model", "create_model", "model_names", "register_model"]
+__all__ = ["MixableNet", "Normalize", "create_model", "model_names", "register_model"]

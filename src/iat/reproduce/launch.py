@@ -331,7 +331,7 @@ def make_launcher(name: str = "local", jobs: int | None = None, device: str = "a
     if name == "ray":
         from iat.reproduce.ray_launcher import RayLauncher
 
-        return RayLauncher(jobs, address, device)
+        return RayLauncher(jobs, address, device, local_jobs=default_jobs(device))
     if address is not None:
         raise UsageError("--ray-address needs --launcher ray")
     return LocalLauncher(jobs or default_jobs(device))

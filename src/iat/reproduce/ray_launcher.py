@@ -27,7 +27,6 @@ from typing import TypeVar
 import torch
 
 from iat.errors import UsageError
-from iat.reproduce.launch import default_jobs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,10 +98,12 @@ def _unreachable(address: str, timeout_s: float = 5.0) -> str | None:
 class RayLauncher:
     """Runs `fn` over the tasks as Ray tasks on the cluster at `address` (None: a local Ray started here)."""
 
-    def __init__(self, jobs: int | None = None, address: str | None = None, device: str = "auto"):
+    def __init__(self, jobs: int | None = None, address: str | None = None, device: str = "auto",
+                 local_jobs: int = 1):
         self.ray = import_ray()
         self.address, self.device = address, device
         self._jobs = jobs
+        self.local_jobs = local_jobs  # runs at once on a local Ray without GPUs (the local launcher's default)
         self._started = False  # whether this launcher connected (and so disconnects, or stops its local Ray)
         if address is not None:  # a cluster that is not there fails now, before anything is written
             self.connect()
@@ -149,7 +150,7 @@ class RayLauncher:
         if self._jobs is None:
             if self.address is None and not self.ray.is_initialized():
                 gpus = torch.cuda.device_count() if self.device in ("cuda", "auto") else 0
-                self._jobs = gpus or default_jobs(self.device)
+                self._jobs = gpus or self.local_jobs
             else:
                 self.connect()
                 resources = self.ray.cluster_resources()

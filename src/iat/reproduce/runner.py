@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-import iat
 from iat import runio
 from iat.config import resolve_device
 from iat.data import load_data
@@ -43,6 +42,7 @@ from iat.reproduce.paper import paper_entry
 from iat.reproduce.report import write_report
 from iat.reproduce.runs import RunTask, run_task, whitebox_plan
 from iat.train import is_complete
+from iat.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def run_experiment(exp: Experiment, out: Path, *, seeds: int = 1, device: str = 
         "train_seconds": round(train_seconds([t.run_dir for t in tasks]), 1),
         "device": str(resolved), "jobs": launcher.jobs,
         "threads": 1 if launcher.jobs > 1 else torch.get_num_threads(),  # per run
-        "torch_version": torch.__version__, "iat_version": iat.__version__,
+        "torch_version": torch.__version__, "iat_version": __version__,
     }
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-import iat
 from iat import runio
 from iat.config import SPEED_KEYS, TrainConfig
 from iat.data import DataInfo
@@ -22,6 +21,7 @@ from iat.errors import UsageError
 from iat.train.errors import CheckpointWriteError, diverged
 from iat.train.resume import Prior
 from iat.train.state import RunState, device_name
+from iat.version import __version__
 
 log = logging.getLogger("iat.train")
 
@@ -29,7 +29,7 @@ log = logging.getLogger("iat.train")
 def run_config(cfg: TrainConfig, *, device: torch.device, info: DataInfo, n: int, world_size: int = 1) -> dict:
     """config.json: the options plus what the run was made with (versions, processes, threads per process,
     data shape)."""
-    return {**cfg.to_dict(), "iat_version": iat.__version__, "torch_version": torch.__version__,
+    return {**cfg.to_dict(), "iat_version": __version__, "torch_version": torch.__version__,
             "world_size": world_size, "torch_threads": torch.get_num_threads(), "device_resolved": str(device),
             "device_name": device_name(device),
             "in_channels": info.in_channels, "num_classes": info.num_classes, "image_size": info.image_size,

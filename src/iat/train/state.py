@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iat.config import TrainConfig
+from iat.config import TrainConfig, build_model
 from iat.distributed import SINGLE, World, rank_seed
 from iat.errors import UsageError
-from iat.models import MixableNet, build_model
+from iat.models import MixableNet
 from iat.train.resume import validate_checkpoint
 
 log = logging.getLogger("iat.train")
