@@ -24,8 +24,6 @@ import sys
 import types
 from pathlib import Path
 
-import torch
-
 from iat import runio
 from iat.config import TrainConfig
 from iat.distributed import world_from_env
@@ -44,20 +42,16 @@ def train_run(cfg: TrainConfig, out: str | Path, resume: bool = False, progress:
     """The same run as `iat train` with `cfg`'s options and `--out out`; return the run directory.
 
     What the command adds to `train`: the width check before anything is allocated and the lock on `out`
-    (a second writer is refused). Unlike the command, which exits after one run, a script goes on, so
-    torch's global TF32 and cuDNN flags, which the run sets, are put back as they were. Bad input
+    (a second writer is refused). Like `train`, it puts torch's global TF32 and cuDNN flags, which the run
+    sets, back as they were: a script goes on after it. Bad input
     raises iat.errors.UsageError; a diverged run or a full disk, TrainingError.
     """
     cfg.validate()
     check_model_size(cfg)
-    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
-    try:
-        if world_from_env().rank != 0:  # under torchrun, rank 0 holds the lock for every rank
-            return train(cfg, out, resume=resume, progress=progress)
-        with runio.lock_dir(runio.check_out_dir(out), "--out"):
-            return train(cfg, out, resume=resume, progress=progress)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = flags
+    if world_from_env().rank != 0:  # under torchrun, rank 0 holds the lock for every rank
+        return train(cfg, out, resume=resume, progress=progress)
+    with runio.lock_dir(runio.check_out_dir(out), "--out"):
+        return train(cfg, out, resume=resume, progress=progress)
 
 
 class _CallablePackage(types.ModuleType):

@@ -21,6 +21,7 @@ from iat.errors import UsageError
 from iat.train.checkpoint import Checkpointer, open_run_dir, run_config
 from iat.train.errors import TrainingError, TrainingInterrupted
 from iat.train.guard import check_overfitting
+from iat.train.precision import restored_flags
 from iat.train.resume import find_prior
 from iat.train.signals import SignalGuard
 from iat.train.state import RunState, epoch_order
@@ -40,7 +41,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     """
     cfg.validate()
     out, device = Path(out), resolve_device(cfg.device)
-    with process_group(device) as world:
+    with restored_flags(), process_group(device) as world:  # TF32 and cuDNN autotuning: the run's, then back
         return _train(cfg, out, device, world, resume=resume, progress=progress and world.is_main)
 
 

@@ -80,6 +80,17 @@ def set_tf32(on: bool) -> None:
 
 
 @contextmanager
+def restored_flags() -> Iterator[None]:
+    """Put torch's process-wide numeric flags back as they were on exit: a library call that trains (and
+    sets TF32 and cuDNN autotuning for its run) leaves the caller's process as it found it."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+@contextmanager
 def fp32_evaluation() -> Iterator[dict]:
     """Evaluation in fp32: autocast, TF32 and cuDNN autotuning off inside, restored after; yields what ran
     (eval.json)."""

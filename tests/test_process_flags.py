@@ -1,0 +1,47 @@
+"""A library call that trains leaves torch's process-wide numeric flags as it found them (a notebook that calls
+`iat.train` keeps its own TF32 and cuDNN settings afterwards)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import step_config
+
+from iat.train.loop import train
+
+FLAGS = ("matmul_tf32", "cudnn_tf32", "cudnn_benchmark")
+
+
+def read_flags() -> dict:
+    return dict(zip(FLAGS, (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                            torch.backends.cudnn.benchmark)))
+
+
+@pytest.fixture
+def callers_flags():
+    """Flags no run of ours would choose (a run sets TF32 and autotuning off on the CPU)."""
+    saved = read_flags()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
+    yield read_flags()
+    (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+     torch.backends.cudnn.benchmark) = (saved[k] for k in FLAGS)
+
+
+def test_train_restores_the_callers_flags(tmp_path, callers_flags):
+    seen = {}
+    import iat.train.step as step_module
+
+    for_run = step_module.Step.for_run.__func__
+
+    def spy(cls, *args, **kwargs):  # the run itself sets its own flags
+        step = for_run(cls, *args, **kwargs)
+        seen.update(read_flags())
+        return step
+
+    step_module.Step.for_run = classmethod(spy)
+    try:
+        train(step_config(), tmp_path / "run", progress=False)
+    finally:
+        step_module.Step.for_run = classmethod(for_run)
+    assert seen["matmul_tf32"] is False and seen["cudnn_benchmark"] is False  # the run's, while it ran
+    assert read_flags() == callers_flags  # and the caller's again after it
