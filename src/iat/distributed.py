@@ -13,6 +13,7 @@ import gc
 import hashlib
 import logging
 import os
+import signal
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -180,8 +181,9 @@ def process_group(device: torch.device) -> Iterator[World]:
             raise UsageError(f"LOCAL_RANK {world.local_rank} has no GPU (this machine has "
                              f"{torch.cuda.device_count()}); give torchrun --nproc_per_node at most that many")
         torch.cuda.set_device(world.local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo", rank=world.rank, world_size=world.size, timeout=TIMEOUT)
-    _control = dist.new_group(backend="gloo", timeout=TIMEOUT) if cuda else None
+    with _sigterm_ends_at_once():
+        dist.init_process_group("nccl" if cuda else "gloo", rank=world.rank, world_size=world.size, timeout=TIMEOUT)
+        _control = dist.new_group(backend="gloo", timeout=TIMEOUT) if cuda else None
     if not world.is_main:
         logging.getLogger("iat").setLevel(logging.WARNING)
     try:
@@ -193,6 +195,26 @@ def process_group(device: torch.device) -> Iterator[World]:
         # or gloo's threads may be torn down at exit ("terminate called without an active exception")
         gc.collect()
         dist.destroy_process_group()
+
+
+@contextmanager
+def _sigterm_ends_at_once() -> Iterator[None]:
+    """SIGTERM's default action (end the process) while joining the group.
+
+    When rank 0 refuses its input before joining, torchrun stops the other ranks with SIGTERM. They wait
+    inside init_process_group's C++ rendezvous, where a Python handler (iat's, which unwinds like Ctrl-C)
+    runs only once the wait ends: torchrun then waited out its 30 s shutdown timeout before SIGKILL. Before
+    the group exists there is nothing to save, so ending at once loses nothing.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread: signals are not ours to set
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def rank_seed(seed: int, rank: int) -> int:
