@@ -11,7 +11,7 @@ import pytest
 from iat.config import TrainConfig
 from iat.demo import demo_experiment
 from iat.errors import UsageError
-from iat.methods import method_names
+from iat.methods import paper_method_names
 from iat.report import format_cell, method_label
 from iat.reproduce import experiment_names, load_experiment
 from iat.reproduce.experiment import DEMO, EXPERIMENTS_DIR, PER_RUN, TRAIN_KEYS, tomllib
@@ -33,7 +33,7 @@ def test_training_settings_are_trainconfigs_fields_and_defaults():
 def test_the_demo_is_an_experiment_file_beside_the_papers():
     assert DEMO not in experiment_names()  # `iat reproduce` lists the paper's experiments
     exp = load_experiment(DEMO)
-    assert exp.kind == "whitebox" and exp.methods == method_names()
+    assert exp.kind == "whitebox" and exp.methods == paper_method_names()
     assert exp.settings.attacks == ["clean", "fgsm", "pgd7", "pgd20"]
     assert exp.settings.autoattack_limit == 100  # AutoAttack's column: the first 100 test images (demo.toml)
     cfg = exp.settings.train_config("pgd", 1)

@@ -11,7 +11,7 @@ from iat.attacks import autoattack_available
 from iat.cli import main
 from iat.data import found_locally
 from iat.errors import UsageError
-from iat.methods import method_names
+from iat.methods import paper_method_names
 from iat.reproduce import SCALES, experiment_names, load_experiment, load_paper_numbers, reproduce
 from iat.reproduce.experiment import EXPERIMENTS_DIR
 
@@ -54,7 +54,7 @@ def test_configs_agree_with_the_papers_tables():
         assert (exp.settings.dataset, exp.settings.arch) == (numbers[name]["dataset"], numbers[name]["arch"])
         assert exp.settings.attacks == numbers[name]["columns"]
         assert (exp.settings.eval_eps, exp.settings.eval_step_size) == (8 / 255, 2 / 255)
-        assert sorted(exp.methods) == sorted(method_names())
+        assert sorted(exp.methods) == sorted(paper_method_names())
     t5, t6, t7 = (load_experiment(n).settings for n in ("table5", "table6", "table7"))
     assert t5.eval_eps_list == [e / 255 for e in numbers["table5"]["eps_255"]] and t5.eval_steps == 20
     assert t6.eval_eps_list == [e / 255 for e in numbers["table6"]["eps_255"]] and t6.eval_steps == 20
@@ -130,9 +130,9 @@ def stamps(out: Path) -> dict[str, int]:
 def test_table2_smoke_end_to_end_then_a_second_call_trains_nothing(tmp_path):
     out = tmp_path / "t2"
     first = reproduce("table2", out=out, scale="smoke", progress=False)
-    assert sorted(first["trained"]) == sorted(str(out / f"{m}-seed0") for m in method_names())
+    assert sorted(first["trained"]) == sorted(str(out / f"{m}-seed0") for m in paper_method_names())
     methods = first["ours"]["whitebox"]["methods"]
-    assert set(methods) == set(method_names())
+    assert set(methods) == set(paper_method_names())
     autoattack = ["autoattack"] if autoattack_available() else []  # on the first 20 test images (table2.toml)
     for m, cells in methods.items():
         assert list(cells) == ["clean", "fgsm", "pgd7", "pgd20"] + autoattack

@@ -20,7 +20,7 @@ import torch
 from iat.attacks import BN_MODES, TRAINING_ATTACKS
 from iat.data import dataset_info, dataset_names
 from iat.errors import UsageError
-from iat.methods import get_method, method_names
+from iat.methods import BETA, get_method, method_names
 from iat.mixing import LAMBDA_MODES
 from iat.models import MixableNet, create_model, model_names
 from iat.units import parse_eps
@@ -96,6 +96,16 @@ class TrainConfig:
     mixup_alpha: float = option(1.0, "Beta(a,a) for Mixup", lo=1e-3, hi=100.0, above=True)
     manifold_alpha: float = option(2.0, "Beta(a,a) for Manifold Mixup", lo=1e-3, hi=100.0, above=True)
     lam_per: str = option("batch", "one mixing lambda per batch or example", choices=lambda: LAMBDA_MODES)
+    beta: float = option(BETA, "TRADES's and MART's weight of the KL term (trades, mart, iat-trades; both references' "
+                         "6.0)", lo=0.0, hi=1000.0)
+    awp: float = option(0.0, "adversarial weight perturbation (Wu et al. 2020): gamma, the perturbation's size "
+                        "relative to each layer's weight norm, one ascent step per update (0: off; the reference's "
+                        "0.01 for pgd, 0.005 for trades)", lo=0.0, hi=1.0)
+    awp_warmup: int = option(0, "epochs trained without AWP before it starts (the reference's --awp-warmup: 0 for "
+                             "pgd, 10 for trades)", unit="epochs", lo=0, hi=100_000)
+    ema: float = option(0.0, "decay of an exponential moving average of the weights, saved as model_ema.safetensors "
+                        "(0: off; e.g. 0.999), warmed up as min(decay, (1+t)/(10+t)) at update t", lo=0.0, hi=1.0,
+                        check=lambda d: _check_ema(d))
     seed: int = option(0, "random seed", lo=0, hi=SEED_MAX)
     device: Literal["auto", "cpu", "cuda"] = option("auto", "auto: CUDA when available, else CPU")
     data_dir: str | None = option(None, "where the data set lives (see docs/setup.md: Data)")
@@ -268,14 +278,37 @@ def _switches(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
 
 
 def _attack_options(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
-    """--attack and --co-guard apply to adversarial methods only: refused elsewhere, since the run would
-    silently not do what was asked."""
-    if get_method(cfg.method).adversarial:
+    """--attack and --co-guard apply to adversarial methods only, --beta to TRADES and MART, --awp to methods with
+    an attack: refused elsewhere, since the run would silently not do what was asked."""
+    spec = get_method(cfg.method)
+    if cfg.beta != BETA and not spec.uses_beta:
+        raise UsageError(f"--beta {cfg.beta:g} applies only to trades, mart and iat-trades; --method {cfg.method} "
+                         "has no KL term: drop --beta")
+    if cfg.awp and not spec.adversarial:
+        raise UsageError(f"--awp {cfg.awp:g} perturbs the weights against the adversarial loss; --method "
+                         f"{cfg.method} trains without an attack: choose pgd, trades, mart or an iat-* method")
+    if cfg.awp_warmup and not cfg.awp:
+        raise UsageError(f"--awp-warmup {cfg.awp_warmup} applies only with --awp GAMMA > 0: drop it or give --awp")
+    if cfg.awp and cfg.cuda_graphs:
+        raise UsageError("--awp with --cuda-graphs: the weight perturbation is not captured in CUDA graphs here; "
+                         "drop one of them")
+    if spec.inner != "ce" and cfg.attack != "pgd":
+        raise UsageError(f"--attack {cfg.attack}: --method {cfg.method} crafts its examples with its own PGD "
+                         "(the reference's); use --attack pgd")
+    if spec.adversarial:
         return
     for name, value, default in (("attack", cfg.attack, "pgd"), ("co-guard", cfg.co_guard, "auto")):
         if value != default:
             raise UsageError(f"--{name} {value} applies only to adversarial methods (pgd, iat-*); "
                              f"--method {cfg.method} trains without an attack: drop --{name}")
+
+
+def _check_ema(decay: Any) -> None:
+    """A decay of 1 is in [0, 1] but never moves the average: refused with its own line (the float pass
+    checks the rest)."""
+    if isinstance(decay, (int, float)) and not isinstance(decay, bool) and decay == 1:
+        raise UsageError("--ema 1 would keep the initial weights forever; give a decay in [0, 1), e.g. 0.999 "
+                         "(0: off)")
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:

@@ -20,6 +20,7 @@ from iat.attacks.fgsm_rs import FGSMRS
 from iat.attacks.losses import dlr_loss, margin_loss
 from iat.attacks.nfgsm import NFGSM
 from iat.attacks.pgd import PGD
+from iat.attacks.trades import TRADESPGD, NoiseStartPGD, kl_loss
 from iat.attacks.training import SINGLE_STEP, TRAINING_ATTACKS, training_attack
 from iat.errors import UsageError
 
@@ -56,5 +57,6 @@ def make_attack(name: str, model: nn.Module, budget: AttackBudget, seed: int = 0
 
 
 __all__ = ["SINGLE_STEP", "STEP_RULE", "TRAINING_ATTACKS", "Attack", "AttackBudget", "AutoAttack", "BN_MODES", "FGSM",
-           "FGSMRS", "NFGSM", "PGD", "autoattack_available", "ce_loss", "default_step", "dlr_loss", "frozen",
-           "make_attack", "margin_loss", "parse_attack_name", "require_autoattack", "training_attack"]
+           "FGSMRS", "NFGSM", "PGD", "TRADESPGD", "NoiseStartPGD", "autoattack_available", "ce_loss", "default_step",
+           "dlr_loss", "frozen", "kl_loss", "make_attack", "margin_loss", "parse_attack_name", "require_autoattack",
+           "training_attack"]

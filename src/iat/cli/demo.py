@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from iat.cli import options as opt
-from iat.methods import method_names
+from iat.methods import method_names, paper_method_names
 from iat.models import model_names
 from iat.reproduce.experiment import DEMO, load_experiment
 from iat.reproduce.launch import LAUNCHERS
@@ -25,8 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="demo-out", help="output directory (with --launcher ray on a cluster: a path "
                    "every node sees) (default: demo-out)")
     p.add_argument("--seeds", type=opt.POS_INT, default=2, help="seeds per method (mean ± std over seeds) (default: 2)")
-    p.add_argument("--methods", default=",".join(method_names()),
-                   help="comma-separated subset of the methods, shown in the paper's row order (default: all six)")
+    p.add_argument("--methods", default=",".join(paper_method_names()),
+                   help="comma-separated methods, shown in the registry's order: the paper's six (the default), and "
+                   "the baselines trades, mart, iat-trades (e.g. --methods erm,pgd,iat-mixup,trades)")
     p.add_argument("--arch", choices=model_names(), default=d.arch, help=f"architecture (default: {d.arch})")
     p.add_argument("--epochs", type=opt.POS_INT, default=d.epochs, help=f"epochs per run (default: {d.epochs})")
     p.add_argument("--train-size", type=opt.POS_INT, default=d.train_size, help="training images used (default: all)")

@@ -50,8 +50,8 @@ def make_objective(cfg: TrainConfig, model: MixableNet) -> Objective:
     attack = None
     if spec.adversarial:
         attack = training_attack(cfg.attack, model, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.attack_steps,
-                                 bn_mode=cfg.attack_bn, autocast=cfg.attack_precision == "amp")
-    return Objective(make_loss_fn(spec, mix, attack), mix, 2 if spec.adversarial else 1,
+                                 bn_mode=cfg.attack_bn, autocast=cfg.attack_precision == "amp", objective=spec.inner)
+    return Objective(make_loss_fn(spec, mix, attack, cfg.beta), mix, 2 if spec.adversarial else 1,
                      f"mix={mix!r}, attack={attack!r}")
 
 
