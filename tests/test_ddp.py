@@ -24,11 +24,13 @@ from safetensors.torch import load_file
 from iat import runio
 from iat.cli import main
 from iat.config import TrainConfig, build_model
+from iat.data import dataset_info
 from iat.distributed import SINGLE, World, rank_seed
 from iat.errors import UsageError
 from iat.evaluate import evaluate_run
 from iat.train import train
-from iat.train.loop import check_world
+from iat.train.loop import check_world, smallest_batch
+from iat.train.step import TrainData
 
 # cnn-small (BatchNorm) with every source of randomness: data order, Beta draws, mixing layer, partners, PGD start.
 KILL_ARGS = ["--method", "iat-manifold-mixup", "--dataset", "digits", "--arch", "cnn-small", "--width", "8",
@@ -103,9 +105,19 @@ def test_world_checks_before_anything_is_written(tmp_path):
         check_world(cfg, {"world_size": 2, "n_train": 256}, 1, 256, cpu, tmp_path)
     with pytest.raises(UsageError, match="--sync-bn needs CUDA"):
         check_world(cfg, None, 2, 256, cpu, tmp_path)
-    with pytest.raises(UsageError, match="a batch of 1, fewer than the 2 processes"):
-        check_world(cfg, None, 2, 257, torch.device("cuda"), tmp_path)
+    with pytest.raises(UsageError, match="a batch of 2, fewer than the 3 processes"):
+        check_world(cfg, None, 3, 258, torch.device("cuda"), tmp_path)
     check_world(cfg, None, 1, 257, cpu, tmp_path)  # one process: --sync-bn does nothing, any batch is fine
+
+
+@pytest.mark.parametrize("n, batch, world", [(17, 8, 2), (257, 64, 2), (8, 8, 2), (10, 8, 2)])
+def test_world_check_takes_the_merged_last_batch(tmp_path, n, batch, world):
+    """A last batch of one joins the batch before it (TrainData.steps_per_epoch), so every rank has examples."""
+    cfg = TrainConfig(method="erm", dataset="digits", arch="mlp6", batch_size=batch)
+    check_world(cfg, None, world, n, torch.device("cpu"), tmp_path)
+    data = TrainData(torch.zeros(n, 1, 8, 8), torch.zeros(n, dtype=torch.int64), dataset_info("digits"))
+    sizes = [len(x) for x, _, _ in data.batches(torch.arange(n), 0, batch)]
+    assert min(sizes) == smallest_batch(n, batch) >= world
 
 
 SYNC_BN_EVAL = """

@@ -152,13 +152,22 @@ def check_world(cfg: TrainConfig, saved_config: dict | None, world_size: int, n:
         raise UsageError(f"the run in {out} was trained on {saved} process(es) (world_size in its config.json), "
                          f"this is {world_size}: resume it with torchrun --nproc_per_node {saved} (the same "
                          "world size), or start a new run")
-    smallest = n % cfg.batch_size or cfg.batch_size
+    smallest = smallest_batch(n, cfg.batch_size)
     if world_size > 1 and smallest < world_size:
         raise UsageError(f"--batch-size {cfg.batch_size} on {n} examples leaves a batch of {smallest}, fewer than "
                          f"the {world_size} processes; every rank needs an example of every batch: choose "
                          "another --batch-size or --train-size")
     if world_size > 1 and cfg.sync_bn and device.type != "cuda":
         raise UsageError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernel); drop it on the CPU")
+
+
+def smallest_batch(n: int, batch_size: int) -> int:
+    """The smallest batch of an epoch of `n` examples, as TrainData.batches cuts it (a last batch of one
+    joins the batch before it)."""
+    if n <= batch_size:
+        return n
+    rest = n % batch_size
+    return batch_size if rest in (0, 1) else rest
 
 
 def check_same_data(saved_config: dict | None, n: int, out: Path) -> None:
