@@ -45,3 +45,18 @@ def test_train_restores_the_callers_flags(tmp_path, callers_flags):
         step_module.Step.for_run = classmethod(for_run)
     assert seen["matmul_tf32"] is False and seen["cudnn_benchmark"] is False  # the run's, while it ran
     assert read_flags() == callers_flags  # and the caller's again after it
+
+
+def test_compile_raises_dynamos_recompile_limit_for_the_run_only():
+    """Manifold Mixup's layers x modes x shapes exceed dynamo's default 8 variants, past which it silently runs
+    eagerly; the run raises the limit, and train()'s restored_flags puts the caller's back."""
+    from iat.config import build_model
+    from iat.train.model_prep import RECOMPILE_LIMIT, prepare_model
+    from iat.train.precision import restored_flags
+
+    before = torch._dynamo.config.recompile_limit
+    model = build_model(step_config(method="iat-manifold-mixup"))
+    with restored_flags():
+        prepare_model(model, channels_last=False, compile=True, device=torch.device("cpu"))
+        assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT > 3 * 2 * 2 * 2
+    assert torch._dynamo.config.recompile_limit == before

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from iat import runio
-from iat.config import TrainConfig, build_model, resolve_device
+from iat.config import TrainConfig, build_model, check_input_size, resolve_device
 from iat.data import load_data
 from iat.errors import UsageError
 from iat.models import MixableNet
@@ -97,10 +97,12 @@ MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights, before gradients and 
 def check_model_size(cfg: TrainConfig, source: str = "--width") -> None:
     """Refuse a width that builds a model no machine can hold, before allocating it (it would crash)."""
     with torch.device("meta"):  # shapes only: no memory is allocated
-        n = sum(p.numel() for p in build_model(cfg).parameters())
+        model = build_model(cfg)
+    n = sum(p.numel() for p in model.parameters())
     if n > MAX_PARAMETERS:
         raise UsageError(f"{source} {cfg.width} makes {cfg.arch} a model of {n:,} parameters ({4 * n / 1e9:.0f} GB), "
                          f"more than {MAX_PARAMETERS:,}; choose a smaller width")
+    check_input_size(cfg, model)
 
 
 def check_finished(run_dirs: list[str | Path]) -> None:

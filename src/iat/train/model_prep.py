@@ -16,6 +16,8 @@ from torch import nn
 
 from iat.cpu_kernels import channels_last_helps
 
+RECOMPILE_LIMIT = 64  # compiled variants of the model's forward per run (see prepare_model)
+
 
 def is_convolutional(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -28,5 +30,8 @@ def prepare_model(model: nn.Module, *, channels_last: bool, compile: bool, devic
     if used:
         model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
     if compile:
+        # Each Manifold Mixup layer x train/eval mode (the attack, the guard) x requires_grad state x batch shape
+        # is its own compiled variant: more than dynamo's default 8, past which it would silently run eagerly.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         model.compile()
     return used

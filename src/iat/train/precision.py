@@ -81,13 +81,15 @@ def set_tf32(on: bool) -> None:
 
 @contextmanager
 def restored_flags() -> Iterator[None]:
-    """Put torch's process-wide numeric flags back as they were on exit: a library call that trains (and
-    sets TF32 and cuDNN autotuning for its run) leaves the caller's process as it found it."""
+    """Put torch's process-wide flags back as they were on exit: a library call that trains (and sets TF32,
+    cuDNN autotuning and dynamo's recompile limit for its run) leaves the caller's process as it found it."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    recompile_limit = torch._dynamo.config.recompile_limit
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+        torch._dynamo.config.recompile_limit = recompile_limit
 
 
 @contextmanager

@@ -8,6 +8,7 @@ options (AMP, TF32, cuDNN autotuning, channels_last, torch.compile, CUDA graphs)
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from iat.attacks import training_attack
 from iat.config import TrainConfig
 from iat.cpu_memory import keep_freed_memory
 from iat.data import DataInfo, augment, data_fingerprint, dataset_info, load_data
+from iat.data_aux import AuxData
+from iat.data_aux import steps_per_epoch as aux_steps_per_epoch
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
 from iat.train.errors import compile_failure, diverged
@@ -62,19 +65,27 @@ class TrainData:
     x: torch.Tensor
     y: torch.Tensor
     info: DataInfo
+    aux: AuxData | None = None  # --aux-data: examples drawn into every batch (iat.data_aux)
 
     @classmethod
     def load(cls, cfg: TrainConfig, device: torch.device) -> TrainData:
-        x, y = load_data(cfg.dataset, "train", cfg.data_dir, limit=cfg.train_size, download=cfg.download)
-        info = dataclasses.replace(dataset_info(cfg.dataset), fingerprint=data_fingerprint(x, y))
-        return cls(x.to(device), y.to(device), info)
+        x, y = load_data(cfg.dataset, "train", cfg.data_dir, limit=cfg.train_size, download=cfg.download,
+                         image_size=cfg.image_size, svhn_extra=cfg.svhn_extra)
+        info = dataset_info(cfg.dataset, cfg.image_size)
+        fingerprint, aux = data_fingerprint(x, y), None
+        if cfg.aux_data is not None:
+            aux = AuxData.load(cfg.aux_data, cfg.aux_fraction, info, cfg.data_dir, device)
+            fingerprint = hashlib.sha256(f"{fingerprint} {aux.sha256}".encode()).hexdigest()
+        return cls(x.to(device), y.to(device), dataclasses.replace(info, fingerprint=fingerprint), aux)
 
     def __len__(self) -> int:
         return len(self.x)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """ceil(n / batch_size), except that a last batch of one example joins the batch before it:
-        BatchNorm cannot train on one value per channel."""
+        BatchNorm cannot train on one value per channel. With --aux-data: ceil(n / batch_size), all full."""
+        if self.aux is not None:
+            return aux_steps_per_epoch(len(self), batch_size)
         steps = -(-len(self) // batch_size)
         return steps - 1 if steps > 1 and len(self) % batch_size == 1 else steps
 
@@ -87,6 +98,9 @@ class TrainData:
         Lazy on purpose: augmentation draws from the RNG right before its step, so a checkpoint
         between two steps holds the RNG state the next batch starts from.
         """
+        if self.aux is not None:
+            yield from self.aux.batches(self.x, self.y, self.info, order, start, batch_size, shard)
+            return
         steps = self.steps_per_epoch(batch_size)
         for step in range(start, steps):
             idx = order[step * batch_size : (step + 1) * batch_size if step < steps - 1 else len(self)]
