@@ -304,11 +304,10 @@ def _attack_options(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
 
 
 def _check_ema(decay: Any) -> None:
-    """A decay of 1 is in [0, 1] but never moves the average: refused with its own line (the float pass
-    checks the rest)."""
-    if isinstance(decay, (int, float)) and not isinstance(decay, bool) and decay == 1:
-        raise UsageError("--ema 1 would keep the initial weights forever; give a decay in [0, 1), e.g. 0.999 "
-                         "(0: off)")
+    """[0, 1): a decay of 1 would never move the average (the float pass refuses what is not a number)."""
+    if isinstance(decay, (int, float)) and not isinstance(decay, bool) and not 0 <= decay < 1:
+        why = "would keep the initial weights forever" if decay == 1 else "is outside [0, 1)"
+        raise UsageError(f"--ema {decay:g} {why}; give a decay in [0, 1), e.g. 0.999 (0: off)")
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:

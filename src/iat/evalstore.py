@@ -19,7 +19,7 @@ from pathlib import Path
 from iat import runio
 from iat.errors import UsageError
 
-SETTINGS = ("eps", "step_size", "restarts", "n_examples")
+SETTINGS = ("eps", "step_size", "restarts", "n_examples", "weights")  # weights: 'last' or 'ema' (iat eval --weights)
 
 
 class EvalNotSaved(RuntimeError):
@@ -31,7 +31,8 @@ class EvalNotSaved(RuntimeError):
 
 
 def _key(entry: dict) -> tuple:
-    return (entry.get("attack"), *(entry.get(k) for k in SETTINGS))
+    # an entry from before --ema existed measured the trained (last) weights
+    return (entry.get("attack"), *(entry.get(k) or "last" if k == "weights" else entry.get(k) for k in SETTINGS))
 
 
 def earlier_history(path: Path) -> list[dict]:

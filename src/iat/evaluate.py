@@ -21,8 +21,9 @@ from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.config import resolve_device
 from iat.data import load_data
 from iat.distributed import SINGLE, World, process_group
+from iat.errors import UsageError
 from iat.evalstore import check_eval_out, save_eval
-from iat.runs import load_run_config, load_run_model
+from iat.runs import WEIGHT_FILES, load_run_config, load_run_model
 from iat.train.precision import fp32_evaluation
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def evaluate_run(
     batch_size: int = 500,
     progress: bool = False,
     out: str | Path | None = None,
+    weights: str = "auto",
 ) -> dict:
     """Evaluate a run on its data set's test split; write and return eval.json's content.
 
@@ -137,35 +139,48 @@ def evaluate_run(
     eps defaults to the run's training eps and step_size to its training step; with another eps and no
     step_size, the step is eps/4 (the paper's 2/255 at 8/255, as in the sweeps): the training step of
     a smaller eps would leave PGD unable to reach the larger eps-ball's surface.
+
+    weights: 'last' (model.safetensors), 'ema' (model_ema.safetensors, a run trained with --ema) or 'auto': both
+    when the run has averaged weights (the top-level `results` are the averaged ones', `results_by_weights` holds
+    both, and `history` an entry per weights), else the last.
     """
+    if weights not in ("auto", "last", "ema"):
+        raise UsageError(f"--weights {weights!r}: choose one of auto, last, ema")
     check_attacks(attacks)
     dev = resolve_device(device)
     with process_group(dev) as world:  # under torchrun: one evaluation, its batches shared by the ranks
         return _evaluate_run(Path(run_dir), attacks, eps=eps, step_size=step_size, restarts=restarts, limit=limit,
                              dev=dev, data_dir=data_dir, batch_size=batch_size,
-                             progress=progress and world.is_main, world=world, out=None if out is None else Path(out))
+                             progress=progress and world.is_main, world=world, out=None if out is None else Path(out),
+                             weights=weights)
 
 
 def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_size: float | None, restarts: int,
                   limit: int | None, dev: torch.device, data_dir: str | None, batch_size: int, progress: bool,
-                  world: World, out: Path | None) -> dict:
+                  world: World, out: Path | None, weights: str) -> dict:
     cfg = load_run_config(run_dir)
     if out is not None and out.resolve() == run_dir.resolve():
         out = None  # the run directory itself: the default
     if out is not None:  # rank 0 decides for every rank (they may not share --out's file system)
         world.on_main(lambda: check_eval_out(run_dir, out))
-    model = load_run_model(run_dir, dev)
+    if weights == "auto":
+        weights = "last,ema" if (run_dir / WEIGHT_FILES["ema"]).is_file() else "last"
     if step_size is None:
         step_size = cfg.step_size if eps is None else default_step(eps)
     budget = AttackBudget(cfg.eps if eps is None else eps, step_size, restarts=restarts)
     x, y = load_data(cfg.dataset, "test", data_dir or cfg.data_dir, limit=limit)
-    results = evaluate(model, x, y, attacks, budget=budget, batch_size=batch_size, seed=cfg.seed, progress=progress,
-                       world=world)
-    report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": budget.eps,
-              "step_size": budget.step_size, "restarts": restarts, "results": results,
-              "precision": {"autocast": "fp32", "tf32": False}}  # what ran: see evaluate()
-    if out is not None:
-        report["run"] = str(run_dir.resolve())  # absolute: the check above compares it from any directory
-    # merged with earlier results (iat.evalstore); EvalNotSaved if it cannot be written
-    world.on_main(lambda: save_eval(run_dir if out is None else runio.make_dir(out), report))
+    by_weights = {}
+    for which in weights.split(","):  # the averaged weights last: theirs are the top-level results
+        model = load_run_model(run_dir, dev, weights=which)
+        by_weights[which] = evaluate(model, x, y, attacks, budget=budget, batch_size=batch_size, seed=cfg.seed,
+                                     progress=progress, world=world)
+        report = {"dataset": cfg.dataset, "split": "test", "n_examples": len(x), "eps": budget.eps,
+                  "step_size": budget.step_size, "restarts": restarts, "weights": which, "results": by_weights[which],
+                  "precision": {"autocast": "fp32", "tf32": False}}  # what ran: see evaluate()
+        if len(by_weights) > 1:
+            report["results_by_weights"] = dict(by_weights)
+        if out is not None:
+            report["run"] = str(run_dir.resolve())  # absolute: the check above compares it from any directory
+        # merged with earlier results (iat.evalstore); EvalNotSaved if it cannot be written
+        world.on_main(lambda report=report: save_eval(run_dir if out is None else runio.make_dir(out), report))
     return report

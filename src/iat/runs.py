@@ -48,11 +48,18 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu") -> MixableNet:
-    """The trained model of a run directory, in eval mode."""
+WEIGHT_FILES = {"last": runio.WEIGHTS, "ema": "model_ema.safetensors"}  # iat eval --weights; ema: iat.train.ema
+
+
+def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", weights: str = "last") -> MixableNet:
+    """The trained model of a run directory, in eval mode: its final weights ('last') or, for a run trained with
+    --ema, the averaged ones ('ema')."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    state = runio.load_weights(run_dir / runio.WEIGHTS)  # refuses NaN, inf, negative variances
+    if weights == "ema" and not (run_dir / WEIGHT_FILES["ema"]).is_file():
+        raise UsageError(f"{run_dir / WEIGHT_FILES['ema']} is missing: the run was not trained with --ema (or has "
+                         "not finished); use --weights last")
+    state = runio.load_weights(run_dir / WEIGHT_FILES[weights])  # refuses NaN, inf, negative variances
     check_model_size(cfg, f"{run_dir / runio.CONFIG}: width")
     try:
         model = build_model(cfg)

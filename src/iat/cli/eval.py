@@ -33,6 +33,10 @@ def add_parser(sub) -> None:
                    help="PGD random restarts; each attacks only the examples the previous ones did not fool "
                    "(default: 1)")
     p.add_argument("--batch-size", type=opt.POS_INT, default=500, help="examples per attack batch (default: 500)")
+    p.add_argument("--weights", choices=("auto", "ema", "last"), default="auto",
+                   help="which weights: last (model.safetensors), ema (model_ema.safetensors, a run trained with "
+                   "--ema), auto: both when the run has averaged weights, the averaged ones' as eval.json's `results` "
+                   "(default: auto)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: the run's)")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -71,7 +75,8 @@ def run(args) -> int:
     try:
         report = evaluate_run(args.run_dir, attacks, eps=args.eps, step_size=args.step_size, restarts=args.restarts,
                               limit=args.limit, device=args.device, data_dir=args.data_dir,
-                              batch_size=args.batch_size, progress=not args.quiet, out=args.out)
+                              batch_size=args.batch_size, progress=not args.quiet, out=args.out,
+                              weights=args.weights)
     except EvalNotSaved as e:  # the work is done: show it, then say it is not saved (exit 1: a fault)
         if speaks():
             print_report(args.run_dir, e.report)
@@ -89,5 +94,6 @@ def print_report(run_dir: str, report: dict) -> None:
 
     print(f"{run_dir}: {report['dataset']} test, {report['n_examples']} examples, "
           f"eps {format_eps(report['eps'])}, step {format_eps(report['step_size'])}")
-    rows = [[name, f"{r['error']:.2f}"] for name, r in report["results"].items()]
-    print(format_table(["attack", "error %"], rows))
+    by_weights = report.get("results_by_weights", {report.get("weights", "last"): report["results"]})
+    rows = [[name, *(f"{by_weights[w][name]['error']:.2f}" for w in by_weights)] for name in report["results"]]
+    print(format_table(["attack", *(f"error % ({w} weights)" for w in by_weights)], rows))

@@ -18,6 +18,7 @@ from iat.config import SPEED_KEYS, TrainConfig
 from iat.data import DataInfo
 from iat.distributed import SINGLE, World
 from iat.errors import UsageError
+from iat.train.ema import EMA_WEIGHTS
 from iat.train.errors import CheckpointWriteError, diverged
 from iat.train.resume import Prior
 from iat.train.state import RunState, device_name
@@ -134,6 +135,9 @@ class Checkpointer:
     def save(self, state: RunState) -> None:
         if not state.weights_finite():
             raise diverged("the weights became NaN or infinite", self.out, state.epoch, state.step)
+        if state.ema is not None and state.epoch == state.cfg.epochs and not state.step:
+            # before the last checkpoint: a run killed between the two resumes from the one before and writes it
+            self.world.on_main(lambda: self._write_here(EMA_WEIGHTS, runio.save_weights, ema_weights(state)))
         self._write(runio.CHECKPOINT, runio.save_checkpoint, state.checkpoint())
 
     def save_metrics(self, metrics: list[dict]) -> None:
@@ -141,3 +145,8 @@ class Checkpointer:
 
     def save_weights(self, model: torch.nn.Module) -> None:
         self._write(runio.WEIGHTS, runio.save_weights, model.state_dict())
+
+
+def ema_weights(state: RunState) -> dict[str, torch.Tensor]:
+    """The averaged model's weights and its own BatchNorm statistics (iat.train.ema), on the CPU."""
+    return {k: v.detach().cpu() for k, v in state.ema.averaged_model(state.cfg, state.model).state_dict().items()}

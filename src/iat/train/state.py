@@ -19,6 +19,7 @@ from iat.config import TrainConfig, build_model
 from iat.distributed import SINGLE, World, rank_seed
 from iat.errors import UsageError
 from iat.models import MixableNet
+from iat.train.ema import EMA
 from iat.train.resume import validate_checkpoint
 
 log = logging.getLogger("iat.train")
@@ -115,6 +116,7 @@ class RunState:
     metrics: list[dict] = field(default_factory=list)
     running: dict = field(default_factory=fresh_running)
     world: World = SINGLE
+    ema: EMA | None = None  # --ema: the averaged weights, updated after each step
 
     @classmethod
     def create(cls, cfg: TrainConfig, device: torch.device, world: World = SINGLE) -> RunState:
@@ -131,7 +133,7 @@ class RunState:
                 seed_everything(rank_seed(cfg.seed, world.rank))
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay)
-        return cls(cfg, model, optimizer, world=world)
+        return cls(cfg, model, optimizer, world=world, ema=EMA(model, cfg.ema) if cfg.ema else None)
 
     def restore(self, ckpt: dict, path: Path, steps_per_epoch: int) -> None:
         """Continue from a checkpoint checked by `resume.check_checkpoint`; a misfit is a one-line UsageError."""
@@ -141,7 +143,8 @@ class RunState:
                              f"delete {path} to restart the run from scratch")
         for part, restore in (("weights", lambda: self.model.load_state_dict(ckpt["model"])),
                               ("optimizer state", lambda: self.optimizer.load_state_dict(ckpt["optimizer"])),
-                              ("RNG state", lambda: self.restore_rank(ckpt))):
+                              ("RNG state", lambda: self.restore_rank(ckpt)),
+                              ("EMA state", lambda: self.ema is not None and self.ema.load_state_dict(ckpt["ema"]))):
             try:
                 restore()
             except _RESTORE_ERRORS as e:
@@ -204,6 +207,8 @@ class RunState:
         ckpt = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
                 "step": self.step, "metrics": self.metrics, "running": dict(self.running),
                 "rng": rng_state(self.device), "config": self.cfg.to_dict()}
+        if self.ema is not None:
+            ckpt["ema"] = self.ema.state_dict()
         if self.world.size > 1:  # a collective: every rank calls it, rank 0 gets every rank's part
             ckpt["ranks"] = self.world.gather(self.rank_state())
         return ckpt

@@ -24,6 +24,7 @@ from iat.data_aux import AuxData
 from iat.data_aux import steps_per_epoch as aux_steps_per_epoch
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
+from iat.train.awp import AWP, with_awp
 from iat.train.errors import compile_failure, diverged
 from iat.train.graphs import Choice, GraphedUpdate, layer_choices, no_choice
 from iat.train.model_prep import prepare_model
@@ -44,6 +45,7 @@ class Objective:
     mix: object
     mixed_losses: int
     description: str  # for the log: the Mix and the attack
+    awp: AWP | None = None  # --awp: the perturbation `loss` adds, which the Step removes after the optimizer step
 
 
 def make_objective(cfg: TrainConfig, model: MixableNet) -> Objective:
@@ -54,8 +56,13 @@ def make_objective(cfg: TrainConfig, model: MixableNet) -> Objective:
     if spec.adversarial:
         attack = training_attack(cfg.attack, model, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.attack_steps,
                                  bn_mode=cfg.attack_bn, autocast=cfg.attack_precision == "amp", objective=spec.inner)
-    return Objective(make_loss_fn(spec, mix, attack, cfg.beta), mix, 2 if spec.adversarial else 1,
-                     f"mix={mix!r}, attack={attack!r}")
+    loss = make_loss_fn(spec, mix, attack, cfg.beta)
+    awp = None
+    if cfg.awp:
+        awp = AWP(model, spec, cfg.awp, cfg.awp_warmup, cfg.beta)
+        loss = with_awp(loss, spec, mix, attack, awp, make_loss_fn)
+    return Objective(loss, mix, 2 if spec.adversarial else 1,
+                     f"mix={mix!r}, attack={attack!r}" + (f", {awp!r}" if awp else ""), awp)
 
 
 @dataclass
@@ -120,8 +127,10 @@ class Step:
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *, out: Path,
-                 precision: Precision | None = None, channels_last: bool = False, cudnn_benchmark: bool = False):
+                 precision: Precision | None = None, channels_last: bool = False, cudnn_benchmark: bool = False,
+                 awp: AWP | None = None):
         self.model, self.optimizer, self.loss_fn, self.out = model, optimizer, loss_fn, out
+        self.awp = awp  # removes its weight perturbation after each optimizer step
         self.precision = precision or Precision()
         self.channels_last = channels_last
         self.cudnn_benchmark = cudnn_benchmark  # what for_run set torch.backends.cudnn.benchmark to (for record)
@@ -147,7 +156,7 @@ class Step:
         channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile, device=device)
         model = wrap(state.model) if wrap is not None else state.model
         step = cls(model, state.optimizer, objective.loss, out=out, precision=precision, channels_last=channels_last,
-                   cudnn_benchmark=cudnn_benchmark)
+                   cudnn_benchmark=cudnn_benchmark, awp=objective.awp)
         if cfg.cuda_graphs:
             step.use_cuda_graphs(cfg.batch_size, device, distributed=model is not state.model,
                                  choose=layer_choices(objective.mix, objective.mixed_losses))
@@ -191,6 +200,8 @@ class Step:
             self.scaler.scale(weighted).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        if self.awp is not None:
+            self.awp.restore()
         return loss.detach()
 
     def __call__(self, state: RunState, x: torch.Tensor, y: torch.Tensor, grad_weight: float = 1.0) -> None:
@@ -201,6 +212,8 @@ class Step:
         its mean loss by part / batch x N; the average is then the gradient of the global batch's mean.
         """
         self.grad_weight = grad_weight
+        if self.awp is not None:
+            self.awp.active = state.epoch >= self.awp.warmup
         try:
             loss = self.update(x, y)
         except Exception as e:
@@ -208,6 +221,8 @@ class Step:
             if failure is None:
                 raise
             raise failure from None
+        if state.ema is not None:
+            state.ema.update(state.model)  # eager, after the (possibly graphed) update
         if self._sum is None:
             self._sum = torch.tensor(state.running["loss_sum"], dtype=torch.float64, device=loss.device)
             self._bad_step = torch.zeros((), dtype=torch.int64, device=loss.device)
