@@ -15,6 +15,7 @@ from iat import cpu_kernels, runio
 from iat.attacks import AttackBudget
 from iat.config import TrainConfig
 from iat.cpu_kernels import native_bf16
+from iat.errors import UsageError
 from iat.evaluate import evaluate, evaluate_run
 from iat.train import precision as precision_module
 from iat.train import train
@@ -162,3 +163,12 @@ def test_eval_json_records_the_precision(tmp_path):
     report = evaluate_run(out, ["clean"], limit=20, device="cpu")
     assert report["precision"] == {"autocast": "fp32", "tf32": False}
     assert json.loads((out / runio.EVAL).read_text())["precision"] == report["precision"]
+
+
+def test_an_fp16_attack_is_refused_its_input_gradients_are_not_loss_scaled(monkeypatch):
+    with pytest.raises(UsageError, match="fp16 without loss scaling"):
+        cfg_of(amp=True, amp_dtype="fp16", attack_precision="amp")
+    cfg_of(amp=True, amp_dtype="fp16")  # the fp32 attack with fp16 update passes: fine (the GradScaler scales those)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(UsageError, match="no native bf16"):  # bf16 asked, the GPU would fall back to fp16
+        resolve_precision(cfg_of(amp=True, attack_precision="amp"), torch.device("cuda"))

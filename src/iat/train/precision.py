@@ -23,6 +23,7 @@ import torch
 
 from iat.config import TrainConfig
 from iat.cpu_kernels import BF16_SLOWDOWN, native_bf16
+from iat.errors import UsageError
 
 log = logging.getLogger("iat.train")
 
@@ -61,6 +62,9 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
         return Precision(tf32=tf32)
     dtype = _DTYPES[cfg.amp_dtype]
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        if cfg.attack_precision == "amp":  # an fp16 attack: its input gradients are not loss-scaled and underflow
+            raise UsageError("--attack-precision amp: this GPU has no native bf16, and an fp16 attack's input "
+                             "gradients underflow (nothing loss-scales them); use --attack-precision fp32")
         log.warning("--amp: this GPU has no native bf16; using fp16 autocast with a GradScaler")
         dtype = torch.float16
     if device.type != "cuda" and dtype == torch.float16:
