@@ -107,7 +107,8 @@ def test_unknown_names():
         dataset_info("imagenet")
     with pytest.raises(UsageError, match="train"):
         load_data("digits", "validation")
-    assert dataset_names() == ["digits", "mnist", "fashion-mnist", "fashion-mnist-32", "cifar10", "svhn"]
+    assert dataset_names() == ["digits", "mnist", "fashion-mnist", "fashion-mnist-32", "cifar10", "svhn", "cifar100",
+                               "tiny-imagenet"]
 
 
 @pytest.mark.skipif(not found_locally("fashion-mnist"), reason="Fashion-MNIST not found (`make data`)")

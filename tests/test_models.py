@@ -10,11 +10,12 @@ from iat.mixing import MixDraw
 from iat.models import create_model, model_names
 
 SMALL = {"cnn-small": {"width": 4}, "mlp6": {"width": 16}, "preactresnet18": {"width": 4},
-         "wrn28-10": {"depth": 10, "widen": 1}}
+         "wrn28-10": {"depth": 10, "widen": 1}, "wrn34-10": {"depth": 10, "widen": 1},
+         "wrn70-16": {"depth": 10, "widen": 1}}
 
 
 def test_registry_names():
-    assert model_names() == ["cnn-small", "mlp6", "preactresnet18", "wrn28-10"]
+    assert model_names() == ["cnn-small", "mlp6", "preactresnet18", "wrn28-10", "wrn34-10", "wrn70-16"]
     with pytest.raises(UsageError, match="cnn-small"):
         create_model("resnet9000")
 
@@ -48,12 +49,15 @@ def test_normalization_inside_the_model(name):
 
 
 def test_paper_sizes():
-    """PreActResNet18 has 11.2M parameters and WRN-28-10 36.5M, as published."""
+    """PreActResNet18 has 11.2M parameters, WRN-28-10 36.5M, WRN-34-10 46.2M and WRN-70-16 267M, as published."""
     def n(m):
         return sum(p.numel() for p in m.parameters())
 
     assert round(n(create_model("preactresnet18", 3, 10)) / 1e6, 1) == 11.2
     assert round(n(create_model("wrn28-10", 3, 10)) / 1e6, 1) == 36.5
+    with torch.device("meta"):  # shapes only: WRN-70-16's 267M weights are never allocated
+        assert round(n(create_model("wrn34-10", 3, 10)) / 1e6, 1) == 46.2  # Madry et al., TRADES
+        assert round(n(create_model("wrn70-16", 3, 10)) / 1e6) == 267  # Gowal et al. 2020, Rebuffi et al. 2021
     mlp = create_model("mlp6", 1, 10, input_size=28)
     linears = [m for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 6 and all(m.out_features == 512 for m in linears[:-1])

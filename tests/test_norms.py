@@ -83,7 +83,8 @@ def test_layers_come_in_forward_order():
 
 @pytest.mark.parametrize("arch", model_names())
 def test_every_architecture(arch):
-    kw = {"wrn28-10": {"widen": 1}, "preactresnet18": {"width": 4}, "mlp6": {"width": 16, "input_size": 8},
+    kw = {"wrn28-10": {"widen": 1}, "wrn34-10": {"depth": 10, "widen": 1}, "wrn70-16": {"depth": 10, "widen": 1},
+          "preactresnet18": {"width": 4}, "mlp6": {"width": 16, "input_size": 8},
           "cnn-small": {"width": 4}}.get(arch, {})
     model = create_model(arch, in_channels=1, num_classes=10, **kw)
     size = 8 if arch == "mlp6" else 16

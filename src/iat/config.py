@@ -18,11 +18,12 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import torch
 
 from iat.attacks import BN_MODES, TRAINING_ATTACKS
-from iat.data import dataset_info, dataset_names
+from iat.data import IMAGEFOLDER, RESIZABLE, dataset_choices, dataset_info
+from iat.data_aux import DEFAULT_FRACTION, EPOCH_DEFINITION
 from iat.errors import UsageError
 from iat.methods import BETA, get_method, method_names
 from iat.mixing import LAMBDA_MODES
-from iat.models import MixableNet, create_model, model_names
+from iat.models import MixableNet, check_model_name, create_model, is_timm, model_names
 from iat.units import parse_eps
 
 # The largest seed whose epoch orders (seed * 100_003 + epoch, iat.train.state.epoch_order) still fit torch's
@@ -48,8 +49,7 @@ def option(default: Any = None, help: str = "", *, unit: str | None = None, lo: 
 
 
 def _check_arch(name: str) -> None:
-    if name not in model_names():
-        raise UsageError(f"unknown architecture {name!r}; choose one of: {', '.join(model_names())}")
+    check_model_name(name)
 
 
 @dataclass(kw_only=True)
@@ -67,9 +67,10 @@ class TrainConfig:
 
     method: str = option("erm", "training method (a row of the tables)", choices=method_names,
                          check=get_method, required_flag=True)
-    dataset: str = option("cifar10", "data set", choices=dataset_names, check=dataset_info, required_flag=True)
-    arch: str = option("preactresnet18", "architecture", choices=model_names, check=_check_arch,
-                       required_flag=True)
+    dataset: str = option("cifar10", "data set (imagefolder:PATH: your own images, PATH/train/CLASS/*.png and "
+                          "PATH/val/CLASS/...)", choices=dataset_choices, check=dataset_info, required_flag=True)
+    arch: str = option("preactresnet18", "architecture (timm:NAME: any timm model, the extra iat[timm])",
+                       choices=lambda: [*model_names(), "timm:NAME"], check=_check_arch, required_flag=True)
     width: int | None = option(None, "width override (smaller models for quick runs)", lo=1, hi=100_000)
     epochs: int = option(200, "training epochs", unit="epochs", lo=1, hi=100_000)  # paper: 200
     batch_size: int = option(64, "examples per update (an epoch's last batch of one example joins the batch before "
@@ -113,6 +114,18 @@ class TrainConfig:
                             "~/.cache/iat/data) if absent")
     train_size: int | None = option(None, "use only the first N training examples", unit="examples",
                                     lo=1, hi=10**9)
+    image_size: int | None = option(None, "side of the square images of tiny-imagenet and imagefolder:PATH: each is "
+                                    "resized (shorter side) and center-cropped to it (default: tiny-imagenet's 64; "
+                                    "imagefolder: the images' own size, which must then be one)", unit="pixels",
+                                    lo=1, hi=4096)
+    svhn_extra: bool = option(False, "--dataset svhn: train on the training split plus SVHN's 531,131-image extra "
+                              "split, as the SVHN references do")
+    aux_data: str | None = option(None, "generated or extra training data: an .npz of image (uint8 N x H x W x C) "
+                                  "and label, the format of the published DDPM/EDM sets; a relative path is also "
+                                  "looked for in --data-dir")
+    aux_fraction: float = option(DEFAULT_FRACTION, "with --aux-data: the fraction of each batch drawn from it "
+                                 "(Gowal, Rebuffi and Wang et al.'s 0.7); an epoch stays ceil(n_train / batch) "
+                                 "batches", lo=0.0, hi=1.0, check=lambda f: _check_aux_fraction(f))
     checkpoint_every: int = option(0, "also write checkpoint.pt every N training steps (0: only at the end of "
                                    "each epoch)", unit="steps", lo=0, hi=10**12)
     amp: bool = option(False, "autocast the two weight-update passes (bf16 on CPU and CUDA; see --amp-dtype)")
@@ -151,13 +164,27 @@ class TrainConfig:
         """
         fields = [f for f in dataclasses.fields(self) if kind_of(f) != "dict"]
         for check in (_names_are_strings, _registered_names, _integers, _floats, _milestones, _choices, _paths,
-                      _switches, _attack_options):
+                      _switches, _attack_options, _data_options, _attack_precision):
             check(self, fields)
         return self
+
+    def resolved_image_size(self) -> int | None:
+        """--image-size, or the data set's own image side when not given (None: an unknown data set)."""
+        if self.image_size is not None:
+            return self.image_size
+        try:
+            return dataset_info(self.dataset).image_size
+        except UsageError:
+            return None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["milestones_resolved"] = self.resolved_milestones()
+        # config.json has always recorded the data's image side as image_size: --image-size is recorded resolved
+        # (the data set's own when not given), so runs of every release resume alike
+        d["image_size"] = self.resolved_image_size()
+        if self.aux_data is not None:  # what an epoch is, which differs from a plain run's (iat.data_aux)
+            d["epoch_definition"] = EPOCH_DEFINITION
         return d
 
     @classmethod
@@ -277,6 +304,14 @@ def _switches(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
             raise UsageError(f"{f.name} {getattr(cfg, f.name)!r} is not true or false")
 
 
+def _attack_precision(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    """An fp16 attack is refused: fp16 needs loss scaling, which input gradients do not get."""
+    if cfg.amp and cfg.amp_dtype == "fp16" and cfg.attack_precision == "amp":
+        raise UsageError("--attack-precision amp with --amp-dtype fp16: the attack's input gradients would be fp16 "
+                         "without loss scaling, underflow to zero and weaken the attack; use --attack-precision fp32 "
+                         "or bf16")
+
+
 def _attack_options(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
     """--attack and --co-guard apply to adversarial methods only, --beta to TRADES and MART, --awp to methods with
     an attack: refused elsewhere, since the run would silently not do what was asked."""
@@ -308,6 +343,37 @@ def _check_ema(decay: Any) -> None:
     if isinstance(decay, (int, float)) and not isinstance(decay, bool) and not 0 <= decay < 1:
         why = "would keep the initial weights forever" if decay == 1 else "is outside [0, 1)"
         raise UsageError(f"--ema {decay:g} {why}; give a decay in [0, 1), e.g. 0.999 (0: off)")
+
+
+def _data_options(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+    """Data and model options that apply to some data sets and architectures only: refused elsewhere, as the
+    run would silently not do what was asked; Manifold Mixup needs mixing points a timm model does not have."""
+    resizable = cfg.dataset in RESIZABLE or cfg.dataset.startswith(IMAGEFOLDER)
+    if cfg.image_size is not None and not resizable:
+        size = dataset_info(cfg.dataset).image_size
+        if cfg.image_size != size:
+            raise UsageError(f"--image-size {cfg.image_size}: {cfg.dataset} images are {size}x{size}, and only "
+                             "tiny-imagenet and imagefolder:PATH are resized; drop --image-size")
+    if cfg.svhn_extra and cfg.dataset != "svhn":
+        raise UsageError(f"--svhn-extra adds SVHN's extra split; --dataset is {cfg.dataset}: drop --svhn-extra")
+    if cfg.aux_data is None and cfg.aux_fraction != DEFAULT_FRACTION:
+        raise UsageError(f"--aux-fraction {cfg.aux_fraction:g} applies only with --aux-data FILE.npz: give the file "
+                         "or drop --aux-fraction")
+    if is_timm(cfg.arch):
+        if get_method(cfg.method).mix == "manifold-mixup":
+            ok = [m for m in method_names() if get_method(m).mix != "manifold-mixup"]
+            raise UsageError(f"--method {cfg.method} mixes hidden states at the network's block boundaries, which "
+                             f"{cfg.arch} does not expose; with a timm model use one of: {', '.join(ok)}")
+        if cfg.width is not None:
+            raise UsageError(f"--width {cfg.width} resizes iat's own networks; {cfg.arch} is built as timm defines "
+                             "it: drop --width (or choose a smaller timm model)")
+
+
+def _check_aux_fraction(value: Any) -> None:
+    """[0, 1): a batch needs at least one real example (DM-Improves-AT's sampler fills it with one at least)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise UsageError(f"--aux-fraction {value!r} is outside [0, 1): give the fraction of each batch drawn from "
+                         f"--aux-data, e.g. {DEFAULT_FRACTION}")
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
@@ -377,10 +443,32 @@ RESUME_KEYS += ("milestones_resolved",)
 def build_model(cfg: TrainConfig) -> MixableNet:
     """The model a config describes (no weights loaded). Here, not in iat.models: models are a leaf that
     knows nothing of training configs."""
-    info = dataset_info(cfg.dataset)
+    info = dataset_info(cfg.dataset, cfg.image_size)
     kwargs = {}
     if cfg.width is not None:
-        kwargs["widen" if cfg.arch == "wrn28-10" else "width"] = cfg.width
+        kwargs["widen" if cfg.arch.startswith("wrn") else "width"] = cfg.width
     if cfg.arch == "mlp6":
         kwargs["input_size"] = info.image_size
     return create_model(cfg.arch, info.in_channels, info.num_classes, mean=info.mean, std=info.std, **kwargs)
+
+
+def check_input_size(cfg: TrainConfig, model: torch.nn.Module) -> None:
+    """Refuse an image size the model cannot take (a timm ViT made for 224x224 given 32x32), before anything
+    trains: one forward pass of two blank images; on the meta device, shapes alone."""
+    info = dataset_info(cfg.dataset, cfg.image_size)
+    param = next(model.parameters(), None)
+    x = torch.zeros(2, info.in_channels, info.image_size, info.image_size,
+                    device=param.device if param is not None else "cpu")
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    except NotImplementedError:  # an operation without a shapes-only kernel: the first step will tell
+        return
+    except (RuntimeError, AssertionError, ValueError) as e:
+        if "meta" in str(e):
+            return
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        resizable = cfg.dataset in RESIZABLE or cfg.dataset.startswith(IMAGEFOLDER)
+        raise UsageError(f"--arch {cfg.arch} cannot take the {info.image_size}x{info.image_size} images of "
+                         f"{cfg.dataset} ({detail}); choose an architecture that takes them"
+                         + (" or an --image-size it takes" if resizable else "")) from None

@@ -8,12 +8,15 @@ Where each data set comes from:
 - fashion-mnist: `--data-dir`, else Debian's package dataset-fashion-mnist
   (/usr/share/datasets/fashion-mnist), else torchvision's download.
 - mnist: `--data-dir` (torchvision's layout or the raw idx files), else torchvision's download.
-- cifar10, svhn: torchvision's data sets in `--data-dir` (default ~/.cache/iat/data);
-  they are downloaded only when you ask (`download=True`).
+- cifar10, cifar100, svhn (with `svhn_extra`, SVHN's 531,131-image extra split added to its training split):
+  torchvision's data sets in `--data-dir` (default ~/.cache/iat/data); downloaded only when you ask
+  (`download=True`).
+- tiny-imagenet (the official folder layout) and imagefolder:PATH (a user's class folders): iat.data_folders.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -59,18 +62,41 @@ DATASETS: dict[str, DataInfo] = {
         DataInfo("fashion-mnist-32", 1, 32, 10, (0.2190,), (0.3318,), 0, False),
         DataInfo("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True),
         DataInfo("svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 4, False),
+        # CIFAR-100's training-set statistics; crop and flip as for CIFAR-10 (DM-Improves-AT, TRADES)
+        DataInfo("cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 4, True),
+        # 64x64 (--image-size resizes); RandomCrop(64, padding=4) and flips, as DM-Improves-AT trains it
+        DataInfo("tiny-imagenet", 3, 64, 200, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), 4, True),
     ]
 }
+IMAGEFOLDER = "imagefolder:"  # imagefolder:PATH, a user's own images (iat.data_folders)
+RESIZABLE = ("tiny-imagenet",)  # fixed-name data sets that --image-size resizes (imagefolder:PATH too)
 
 
 def dataset_names() -> list[str]:
     return list(DATASETS)
 
 
-def dataset_info(name: str) -> DataInfo:
+def dataset_choices() -> list[str]:
+    """The names `--dataset` takes: the data sets above and the pattern imagefolder:PATH."""
+    return [*DATASETS, IMAGEFOLDER + "PATH"]
+
+
+def dataset_info(name: str, image_size: int | None = None) -> DataInfo:
+    """What a model needs to know of data set `name`; `image_size` (--image-size) resizes the folder data sets.
+
+    For imagefolder:PATH this reads PATH/train's class folders (and, without `image_size`, one image's size).
+    """
+    if isinstance(name, str) and name.startswith(IMAGEFOLDER):
+        from iat.data_folders import imagefolder_info
+
+        return imagefolder_info(name, image_size)
     if name not in DATASETS:
-        raise UsageError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name]
+        raise UsageError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or imagefolder:PATH "
+                         "for your own images")
+    info = DATASETS[name]
+    if image_size is not None and name in RESIZABLE:
+        info = dataclasses.replace(info, image_size=image_size)
+    return info
 
 
 # ---------------------------------------------------------------------------------------- readers
@@ -201,17 +227,20 @@ def _how_to_get(name: str) -> str:
     return "add --download to `iat train` (torchvision fetches it into --data-dir DIR), or pass --data-dir DIR"
 
 
-def _load_torchvision(name: str, split: str, data_dir: Path | None, download: bool):
+def _load_torchvision(name: str, split: str, data_dir: Path | None, download: bool, svhn_extra: bool = False):
     import torchvision
 
     root = Path(data_dir or DEFAULT_DATA_DIR)
     try:
-        if name == "cifar10":
-            ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
+        if name in ("cifar10", "cifar100"):
+            cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+            ds = cls(str(root), train=split == "train", download=download)
             images, labels = ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets)  # (N,H,W,C) -> (N,C,H,W)
         else:
-            ds = torchvision.datasets.SVHN(str(root), split=split, download=download)
-            images, labels = ds.data, np.asarray(ds.labels)
+            parts = [split, "extra"] if svhn_extra and split == "train" else [split]
+            sets = [torchvision.datasets.SVHN(str(root), split=s, download=download) for s in parts]
+            images = np.concatenate([ds.data for ds in sets]) if len(sets) > 1 else sets[0].data
+            labels = np.concatenate([np.asarray(ds.labels) for ds in sets])
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
         raise UsageError(f"{name} not found or corrupted in {root} ({_first_line(e)}); {_how_to_get(name)}") from None
     except Exception as e:  # a cut-off pickle or .mat file: EOFError, UnpicklingError, ValueError, ...
@@ -236,12 +265,16 @@ def load_data(
     data_dir: str | Path | None = None,
     limit: int | None = None,
     download: bool = False,
+    *,
+    image_size: int | None = None,
+    svhn_extra: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as a float tensor in [0,1] of shape (N, C, H, W) and int64 labels of shape (N,).
 
-    `limit` keeps the first N examples (quick runs and benchmarks).
+    `limit` keeps the first N examples (quick runs and benchmarks); `image_size` resizes and center-crops the
+    folder data sets (tiny-imagenet, imagefolder:PATH); `svhn_extra` adds SVHN's extra split to its training split.
     """
-    info = dataset_info(name)
+    info = dataset_info(name, image_size)
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     data_dir = Path(data_dir) if data_dir is not None else None
@@ -256,8 +289,12 @@ def load_data(
     elif name == "fashion-mnist-32":
         images, labels, source = _load_mnist_like("fashion-mnist", split, data_dir, download)
         images = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2)))
+    elif name == "tiny-imagenet" or name.startswith(IMAGEFOLDER):
+        from iat.data_folders import load_folder
+
+        images, labels, source = load_folder(name, split, data_dir, image_size)
     else:
-        images, labels, source = _load_torchvision(name, split, data_dir, download)
+        images, labels, source = _load_torchvision(name, split, data_dir, download, svhn_extra)
     images, labels = np.asarray(images), np.asarray(labels)
     check_arrays(info, split, images, labels, source)
     x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))

@@ -41,6 +41,16 @@ class OnOffFlag(argparse.Action):
         setattr(namespace, self.dest, "off" if negated else value or "on")
 
 
+class PatternChoices(list):
+    """argparse choices where an entry PREFIX:WORD (imagefolder:PATH, timm:NAME) stands for any PREFIX:value;
+    the option's own check then refuses a bad value in one line."""
+
+    def __contains__(self, value: object) -> bool:
+        prefixes = tuple(c.split(":")[0] + ":" for c in self if ":" in c)
+        return list.__contains__(self, value) or bool(
+            prefixes and isinstance(value, str) and value.startswith(prefixes) and value not in prefixes)
+
+
 def _flag_kwargs(f: dataclasses.Field) -> dict:
     """add_argument's keyword arguments for a TrainConfig field, from its annotation and metadata."""
     meta, kind, choices = f.metadata, kind_of(f), choices_of(f)
@@ -50,7 +60,7 @@ def _flag_kwargs(f: dataclasses.Field) -> dict:
     if is_on_off(f):
         return {**kwargs, "action": OnOffFlag}
     if choices is not None:
-        kwargs["choices"] = list(choices)
+        kwargs["choices"] = PatternChoices(choices)
         if meta["required_flag"]:
             kwargs = {"required": True, "choices": kwargs["choices"], "help": meta["help"]}
     elif kind == "int":

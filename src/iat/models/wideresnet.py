@@ -1,4 +1,5 @@
-"""WideResNet-28-10 (Zagoruyko & Komodakis 2016), the pre-activation variant used by Madry et al."""
+"""WideResNets (Zagoruyko & Komodakis 2016), the pre-activation variant used by Madry et al.: WRN-28-10 (the
+paper's), and WRN-34-10 and WRN-70-16, the networks RobustBench's CIFAR leaderboards rank."""
 
 from __future__ import annotations
 
@@ -33,7 +34,23 @@ def wide_resnet(in_channels, num_classes, mean, std, *, depth: int, widen: int) 
     return MixableNet(Normalize(mean, std), [stage1, stage2, stage3], nn.Linear(widths[3], num_classes))
 
 
+# `depth` and `widen` shrink each one for smoke runs and tests (--width sets `widen`).
+
+
 @register_model("wrn28-10")
 def wrn28_10(in_channels, num_classes, mean, std, *, depth: int = 28, widen: int = 10) -> MixableNet:
-    """WRN-28-10: three groups of 4 blocks, widths 160/320/640 (`depth`, `widen` shrink it for smoke runs)."""
+    """WRN-28-10: three groups of 4 blocks, widths 160/320/640; 36.5M parameters."""
+    return wide_resnet(in_channels, num_classes, mean, std, depth=depth, widen=widen)
+
+
+@register_model("wrn34-10")
+def wrn34_10(in_channels, num_classes, mean, std, *, depth: int = 34, widen: int = 10) -> MixableNet:
+    """WRN-34-10 (Madry et al. 2018; TRADES): three groups of 5 blocks, widths 160/320/640; 46.2M parameters."""
+    return wide_resnet(in_channels, num_classes, mean, std, depth=depth, widen=widen)
+
+
+@register_model("wrn70-16")
+def wrn70_16(in_channels, num_classes, mean, std, *, depth: int = 70, widen: int = 16) -> MixableNet:
+    """WRN-70-16 (Gowal et al. 2020; Rebuffi et al. 2021): three groups of 11 blocks, widths 256/512/1024;
+    267M parameters."""
     return wide_resnet(in_channels, num_classes, mean, std, depth=depth, widen=widen)
