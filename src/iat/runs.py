@@ -68,7 +68,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", weig
                          "the file is damaged: restore it") from None
     mismatch = weights_mismatch(cfg, state)
     if mismatch:  # load_state_dict would cast an int32 tensor silently and score it
-        raise UsageError(f"{run_dir / runio.WEIGHTS} does not match the architecture {cfg.arch!r} of its "
+        raise UsageError(f"{run_dir / WEIGHT_FILES[weights]} does not match the architecture {cfg.arch!r} of its "
                          f"config.json ({mismatch}); the file is damaged: restore it or train the run again")
     try:
         model.load_state_dict(state)
