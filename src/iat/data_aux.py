@@ -90,12 +90,18 @@ class AuxData:
         n = len(x)
         n_aux = aux_per_batch(batch_size, self.fraction)
         n_real = batch_size - n_aux
-        offsets = torch.arange(n_real, device=order.device)
+        # The auxiliary slots are spread evenly over the global batch, so that each rank's contiguous part of it
+        # (torchrun) holds its share of both kinds: k_real real examples from real slot r0 on, k_aux drawn ones
+        # from auxiliary slot a0 on. Every rank draws all n_aux indices, so their generators stay in step.
+        slots = torch.arange(batch_size)
+        is_aux = (slots + 1) * n_aux // batch_size > slots * n_aux // batch_size
+        mine = shard(slots) if shard is not None else slots
+        a0, k_aux = int(is_aux[: int(mine[0])].sum()), int(is_aux[mine].sum())
+        r0, k_real = int(mine[0]) - a0, len(mine) - k_aux
+        offsets = torch.arange(r0, r0 + k_real, device=order.device)
         for step in range(start, steps_per_epoch(n, batch_size)):
             real = order[(step * n_real + offsets) % n]  # past the permutation's end (a tiny fraction): from its start
-            drawn = torch.randint(len(self), (n_aux,), device=self.x.device)
-            if shard is not None:  # each rank: its part of the real and of the auxiliary examples
-                real, drawn = shard(real), shard(drawn)
+            drawn = torch.randint(len(self), (n_aux,), device=self.x.device)[a0 : a0 + k_aux]
             batch = torch.cat([x[real], self.images(drawn).to(x.device)])
             labels = torch.cat([y[real], self.y[drawn].to(y.device)])
             yield augment(batch, info.crop_pad, info.flip), labels, len(batch) / batch_size
