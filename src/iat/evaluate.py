@@ -168,7 +168,7 @@ def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_
     if step_size is None:
         step_size = cfg.step_size if eps is None else default_step(eps)
     budget = AttackBudget(cfg.eps if eps is None else eps, step_size, restarts=restarts)
-    x, y = load_data(cfg.dataset, "test", data_dir or cfg.data_dir, limit=limit)
+    x, y = load_data(cfg.dataset, "test", data_dir or cfg.data_dir, limit=limit, image_size=cfg.image_size)
     by_weights = {}
     for which in weights.split(","):  # the averaged weights last: theirs are the top-level results
         model = load_run_model(run_dir, dev, weights=which)

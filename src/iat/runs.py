@@ -158,5 +158,6 @@ def load_runs(run_dirs: list[str | Path], limit: int | None = None, device: str 
     dev = resolve_device(device)
     models = [load_run_model(name, dev) for name in names]
     dataset = configs[0].dataset
-    x, y = load_data(dataset, "test", data_dir or configs[0].data_dir, limit=limit)
+    x, y = load_data(dataset, "test", data_dir or configs[0].data_dir, limit=limit,
+                     image_size=configs[0].image_size)
     return Runs(names, configs, models, x.to(dev), y.to(dev), dataset, dev)

@@ -132,7 +132,8 @@ def probe_run(run_dir: str | Path, cfg: ProbeConfig, device: str = "auto", data_
     dev = resolve_device(device)
     run_cfg = load_run_config(run_dir)
     model = load_run_model(run_dir, dev)
-    x, _ = load_data(run_cfg.dataset, "train", data_dir or run_cfg.data_dir, limit=cfg.n)
+    x, _ = load_data(run_cfg.dataset, "train", data_dir or run_cfg.data_dir, limit=cfg.n,
+                     image_size=run_cfg.image_size)
     if len(x) < cfg.n:
         log.warning("%s: %s has only %d training examples; probing all of them instead of %d",
                     run_dir, run_cfg.dataset, len(x), cfg.n)

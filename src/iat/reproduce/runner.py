@@ -56,7 +56,7 @@ RESULTS = "results.json"
 def check_data(exp: Experiment, data_dir: str | None) -> None:
     """Fail before any output when the experiment's data set is not here, saying how to get it."""
     try:
-        load_data(exp.settings.dataset, "test", data_dir, limit=1)
+        load_data(exp.settings.dataset, "test", data_dir, limit=1, image_size=exp.settings.image_size)
     except UsageError as e:
         hint = ""
         if exp.scale == "paper" and exp.smoke_dataset not in (None, exp.settings.dataset):

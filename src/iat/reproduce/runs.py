@@ -91,7 +91,7 @@ def measure_autoattack(run: Path, cfg: TrainConfig, wb: Whitebox, progress: bool
 
     device = resolve_device(cfg.device)
     model = load_run_model(run, device).float()  # fp32 whatever the run trained in
-    x, y = load_data(cfg.dataset, "test", cfg.data_dir, limit=wb.autoattack_limit)
+    x, y = load_data(cfg.dataset, "test", cfg.data_dir, limit=wb.autoattack_limit, image_size=cfg.image_size)
     started, cpu = time.perf_counter(), time.process_time()  # recorded: AutoAttack's cost sets N
     with torch.autocast(device.type, enabled=False):
         results = evaluate(model, x, y, ["clean", "pgd20", "autoattack"], budget=AttackBudget(wb.eps, wb.step_size),
