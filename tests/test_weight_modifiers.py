@@ -125,8 +125,8 @@ def _iat_train(out: Path, *more: str, kill: str | None = None) -> subprocess.Com
 
 @pytest.mark.parametrize("method, modifiers", [
     ("trades", ["--awp", "0.01", "--ema", "0.9"]),
-    ("mart", ["--awp", "0.01", "--awp-warmup", "1", "--ema", "0.9"]),
-    ("iat-trades", ["--awp", "0.005", "--ema", "0.99"]),
+    pytest.param("mart", ["--awp", "0.01", "--awp-warmup", "1", "--ema", "0.9"], marks=pytest.mark.slow),
+    pytest.param("iat-trades", ["--awp", "0.005", "--ema", "0.99"], marks=pytest.mark.slow),
 ])
 def test_kill_9_mid_run_then_resume_is_bit_exact(tmp_path, method, modifiers):
     more = ["--method", method, *modifiers]
