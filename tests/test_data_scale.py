@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,6 +165,21 @@ def test_train_with_aux_data_records_it(tmp_path, capsys):
         config["epoch_definition"]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1
+
+
+def test_the_scale_experiments_load_and_their_smoke_stand_in_fits():
+    from iat.data_aux import read_npz
+    from iat.reproduce.experiment import load_experiment
+
+    c100 = load_experiment("cifar100", "paper")
+    assert (c100.settings.dataset, c100.settings.arch, c100.settings.epochs, c100.settings.milestones) == \
+        ("cifar100", "preactresnet18", 200, [100, 150]) and len(c100.methods) == 6
+    gen = load_experiment("generated", "paper").settings
+    assert (gen.aux_data, gen.aux_fraction, gen.batch_size) == ("1m.npz", 0.7, 512)
+    smoke = load_experiment("generated", "smoke")
+    assert smoke.methods == ["pgd", "iat-mixup"] and smoke.settings.dataset == "fashion-mnist"
+    images, labels = read_npz(Path(smoke.settings.aux_data), dataset_info("fashion-mnist"))  # shipped beside it
+    assert images.shape == (256, 28, 28, 1) and len(set(labels.tolist())) == 10
 
 
 # ------------------------------------------------------------------------------------------ bad input

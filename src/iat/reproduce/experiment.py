@@ -181,6 +181,9 @@ def _setting(path: Path, section: str, key: str, value):
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise bad('an eps like "8/255" or a float in [0,1]')
         return parse_eps(value, where)
+    if key == "aux_data" and isinstance(value, str) and not Path(value).is_absolute() \
+            and (path.parent / value).is_file():
+        return str((path.parent / value).resolve())  # a file shipped beside the experiment (its smoke stand-in)
     if key == "eval_eps_list":
         if not isinstance(value, list) or not value:
             raise bad('a list of eps like ["1/255", "2/255"]')
