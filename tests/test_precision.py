@@ -17,9 +17,10 @@ from iat.config import TrainConfig
 from iat.cpu_kernels import native_bf16
 from iat.errors import UsageError
 from iat.evaluate import evaluate, evaluate_run
+from iat.fp32 import fp32_evaluation
 from iat.train import precision as precision_module
 from iat.train import train
-from iat.train.precision import Precision, fp32_evaluation, resolve_precision, set_tf32
+from iat.train.precision import Precision, resolve_precision, set_tf32
 from iat.train.state import RunState
 from iat.train.step import Step, make_objective
 

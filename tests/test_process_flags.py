@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import step_config
 
+import iat
 from iat.train.loop import train
 
 FLAGS = ("matmul_tf32", "cudnn_tf32", "cudnn_benchmark")
@@ -60,3 +63,52 @@ def test_compile_raises_dynamos_recompile_limit_for_the_run_only():
         prepare_model(model, channels_last=False, compile=True, device=torch.device("cpu"))
         assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT > 3 * 2 * 2 * 2
     assert torch._dynamo.config.recompile_limit == before
+
+
+# ------------------------------------------------------------------ every evaluation path is strict fp32
+
+
+@pytest.fixture
+def forwards_seen():
+    """Every module forward in the test records the flags it ran under."""
+    seen = []
+
+    def record(module, args):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.backends.cuda.matmul.allow_tf32,
+                     torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark))
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    yield seen
+    handle.remove()
+
+
+def evaluation_paths(runs: dict[str, Path]) -> dict:
+    from iat.evaluate import evaluate_run
+    from iat.robustness.masking import audit
+    from iat.robustness.sweep import sweep_eps, sweep_steps
+    from iat.robustness.transfer import transfer_matrix
+    from iat.train import guard
+
+    erm, pgd = str(runs["erm"]), str(runs["pgd"])
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    model = iat.load_model(pgd)  # outside the path: loading may run a check forward of its own
+    return {
+        "eval": lambda: evaluate_run(erm, ["clean", "pgd2"], limit=16, device="cpu"),
+        "sweep eps": lambda: sweep_eps([erm], [0.05], steps=2, limit=16, device="cpu"),
+        "sweep steps": lambda: sweep_steps([erm], [1, 2], limit=16, device="cpu"),
+        "transfer": lambda: transfer_matrix([erm, pgd], [0.1], steps=2, limit=16, device="cpu"),
+        "audit": lambda: audit(pgd, steps=2, steps_list=(1, 2), limit=16, device="cpu"),
+        "guard": lambda: guard.measure(model, x, y, 0.1, seed=0),
+    }
+
+
+@pytest.mark.parametrize("path", ["eval", "sweep eps", "sweep steps", "transfer", "audit", "guard"])
+def test_every_evaluation_path_runs_in_strict_fp32_whatever_the_caller_set(trained_runs, callers_flags,
+                                                                            forwards_seen, path):
+    run = evaluation_paths(trained_runs)[path]
+    forwards_seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as a caller (or a run in this process) might leave it
+        run()
+    assert forwards_seen, "the spy saw no forward"
+    assert set(forwards_seen) == {(False, False, False, False)}, f"{path} evaluated outside fp32"
+    assert read_flags() == callers_flags

@@ -23,8 +23,8 @@ from iat.data import load_data
 from iat.distributed import SINGLE, World, process_group
 from iat.errors import UsageError
 from iat.evalstore import check_eval_out, save_eval
+from iat.fp32 import fp32_evaluation
 from iat.runs import WEIGHT_FILES, load_run_config, load_run_model
-from iat.train.precision import fp32_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def evaluate(
     """
     check_attacks(attacks)
     device = next(model.parameters()).device
-    with fp32_evaluation(), frozen(model, "eval"):  # never under autocast, TF32 off (see iat.train.precision)
+    with fp32_evaluation(), frozen(model, "eval"):  # never under autocast, TF32 off (see iat.fp32)
         x, y = x.to(device), y.to(device)
         correct_clean = predict(model, x, batch_size) == y
         # With one restart, PGD-j is the first j steps of PGD-k under the same seed: one run of the
@@ -116,6 +116,7 @@ def check_attacks(attacks: list[str]) -> None:
             require_autoattack()
 
 
+@fp32_evaluation()
 def evaluate_run(
     run_dir: str | Path,
     attacks: list[str],

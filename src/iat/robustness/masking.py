@@ -32,6 +32,7 @@ from iat.attacks import STEP_RULE, AttackBudget, dlr_loss, frozen, margin_loss, 
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.errors import UsageError
 from iat.evaluate import correct_under
+from iat.fp32 import fp32_evaluation
 from iat.report import format_table
 from iat.robustness.checks import (
     STATUSES,
@@ -75,6 +76,7 @@ def _large_budget(budget: AttackBudget, steps_list, large_eps: float | None, aut
     return AttackBudget.at(large_eps, steps=max(budget.steps, LARGE_STEPS))
 
 
+@fp32_evaluation()
 def audit_model(
     model: nn.Module,
     x: torch.Tensor,
@@ -141,6 +143,7 @@ def audit_model(
             "seed": seed, "checks": [asdict(c) for c in checks]}
 
 
+@fp32_evaluation()
 def audit(
     run_dir: str | Path,
     *,

@@ -19,6 +19,7 @@ from iat.analysis.figures import pyplot, readable
 from iat.attacks import STEP_RULE, AttackBudget
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.errors import UsageError
+from iat.fp32 import fp32_evaluation
 from iat.report import format_table
 from iat.robustness.common import budgets_at, common_eps, run_labels, short_eps
 from iat.runs import load_runs
@@ -35,6 +36,7 @@ def _step_info(step_size: float | None) -> dict:
     return {"step_size": step_size, "step_size_rule": "fixed"}
 
 
+@fp32_evaluation()
 def sweep_eps(run_dirs: list[str | Path], eps_list: list[float], steps: int = 20, *,
               step_size: float | None = None, limit: int | None = None, device: str = "auto",
               data_dir: str | None = None, batch_size: int = 500, progress: bool = False) -> dict:
@@ -59,6 +61,7 @@ def sweep_eps(run_dirs: list[str | Path], eps_list: list[float], steps: int = 20
             "PGD at this eps or any smaller eps of the list", "points": points}
 
 
+@fp32_evaluation()
 def sweep_steps(run_dirs: list[str | Path], steps_list: list[int], *, eps: float | None = None,
                 step_size: float | None = None, limit: int | None = None, device: str = "auto",
                 data_dir: str | None = None, batch_size: int = 500, progress: bool = False) -> dict:

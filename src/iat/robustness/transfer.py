@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from iat.attacks import PGD, STEP_RULE, AttackBudget
 from iat.attacks.worstcase import error_pct, predict, survivors
+from iat.fp32 import fp32_evaluation
 from iat.report import format_table
 from iat.robustness.common import budgets_at, run_labels, short_eps
 from iat.runs import load_runs
@@ -49,6 +50,7 @@ def transfer_correct(source: nn.Module, targets: list[nn.Module], x: torch.Tenso
     return out
 
 
+@fp32_evaluation()
 def transfer_matrix(run_dirs: list[str | Path], eps_list: list[float], steps: int = 20, *,
                     step_size: float | None = None, limit: int | None = None, device: str = "auto",
                     data_dir: str | None = None, batch_size: int = 500, progress: bool = False) -> dict:

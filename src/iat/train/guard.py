@@ -27,6 +27,7 @@ import torch
 
 from iat.attacks import PGD, SINGLE_STEP, frozen
 from iat.config import TrainConfig
+from iat.fp32 import fp32_evaluation
 from iat.methods import get_method
 from iat.train.checkpoint import Checkpointer
 from iat.train.errors import TrainingError
@@ -61,6 +62,7 @@ def guard_batch(data: TrainData, seed: int, n: int = GUARD_IMAGES) -> tuple[torc
     return data.x[idx], data.y[idx]
 
 
+@fp32_evaluation()
 def measure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> tuple[float, float]:
     """(clean accuracy, PGD-10 accuracy) of `model` on (x, y); torch's RNG and the model are left as found."""
     devices = [x.device] if x.device.type == "cuda" else []

@@ -7,9 +7,7 @@
   paper's PGD-7) or under it (`amp`: faster, but its input gradients are bf16/fp16, a weaker attack);
   that is the attack's own `autocast` setting (iat.attacks.core.Attack).
 - `--tf32` / `--no-tf32`: TF32 matmuls and convolutions on CUDA while training; off by default, so fp32 is fp32.
-Evaluation attacks never run under autocast and run with TF32 off (`fp32_evaluation`), and without
-`--cudnn-benchmark`'s autotuning: the evaluation engine drops attacked examples as they fall, so its
-batches take many shapes, and each new shape would be timed again.
+Evaluation never runs under autocast, TF32 or cuDNN autotuning: `iat.fp32.fp32_evaluation`.
 """
 
 from __future__ import annotations
@@ -94,21 +92,3 @@ def restored_flags() -> Iterator[None]:
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
         torch._dynamo.config.recompile_limit = recompile_limit
-
-
-@contextmanager
-def fp32_evaluation() -> Iterator[dict]:
-    """Evaluation in fp32: autocast, TF32 and cuDNN autotuning off inside, restored after; yields what ran
-    (eval.json)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
-    set_tf32(False)
-    torch.backends.cudnn.benchmark = False
-    try:
-        with torch.autocast("cpu", enabled=False):
-            if torch.cuda.is_available():
-                with torch.autocast("cuda", enabled=False):
-                    yield {"autocast": "fp32", "tf32": False}
-            else:
-                yield {"autocast": "fp32", "tf32": False}
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
