@@ -274,3 +274,27 @@ def test_eval_under_torchrun_gives_the_numbers_of_one_process(trained_runs, tmp_
     two = runio.read_json(runs[1] / runio.EVAL)
     assert two["results"] == one["results"]
     assert 0 < one["results"]["clean"]["error"] < one["results"]["pgd5"]["error"] < 100
+
+
+class FakeWorld:
+    """Rank `rank` of a world of 2, without a process group: on_main runs fn on rank 0 only."""
+
+    def __init__(self, rank: int):
+        self.size, self.is_main = 2, rank == 0
+
+    def on_main(self, fn):
+        return fn() if self.is_main else None
+
+
+@pytest.mark.parametrize("rank, downloads", [(0, [True, False]), (1, [False])])
+def test_under_torchrun_rank_0_alone_downloads_the_data(monkeypatch, rank, downloads):
+    """Every rank downloading and extracting into one folder at once corrupts it: rank 0 downloads first (the
+    others wait at on_main), then every rank reads the files without downloading."""
+    from iat.train import loop
+
+    seen = []
+    monkeypatch.setattr(loop.TrainData, "load", classmethod(lambda cls, cfg, device: seen.append(cfg.download)))
+    cfg = TrainConfig(method="erm", dataset="digits", arch="mlp6", download=True)
+    loop.load_training_data(cfg, torch.device("cpu"), FakeWorld(rank))
+    assert seen == downloads
+    assert cfg.download is True  # the run's config (config.json) still says what was asked

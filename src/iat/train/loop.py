@@ -7,6 +7,7 @@ epoch run the steps, checkpointing as asked and at the epoch's end. The pieces l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -60,7 +61,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, r
     if prior.complete:
         log.info("%s is already complete (%d epochs); nothing to do", out, cfg.epochs)
         return out
-    data = TrainData.load(cfg, device)  # before any directory is created: a missing data set leaves nothing
+    data = load_training_data(cfg, device, world)  # before any directory is created: a missing data set leaves nothing
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     world.on_main(lambda: check_world(cfg, prior.config, world.size, len(data), device, out))
     state = RunState.create(cfg, device, world)
@@ -98,6 +99,15 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, r
             check_ranks_agree(world, state.model)
         checkpointer.save_weights(state.model)
     return out
+
+
+def load_training_data(cfg: TrainConfig, device: torch.device, world: World) -> TrainData:
+    """The training set on every rank. With --download under torchrun, rank 0 alone downloads and extracts it,
+    and the others wait for it (on_main is a barrier): ranks writing one folder at once would corrupt it."""
+    if cfg.download and world.size > 1:
+        world.on_main(lambda: TrainData.load(cfg, torch.device("cpu")) and None)
+        cfg = dataclasses.replace(cfg, download=False)
+    return TrainData.load(cfg, device)
 
 
 def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Checkpointer, guard: SignalGuard,
