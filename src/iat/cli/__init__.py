@@ -91,11 +91,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C (130) or SIGTERM (143); runs stopped by it wrote their checkpoints
         signum = getattr(e, "signum", signal.SIGINT)
-        sys.stderr.write(f"iat {args.command}: interrupted ({signal.Signals(signum).name}); continue with the "
-                         "same command\n")
+        if _rank() == 0:  # under torchrun every rank gets the signal (torchrun stops them all): rank 0 says so
+            sys.stderr.write(f"iat {args.command}: interrupted ({signal.Signals(signum).name}); continue with the "
+                             "same command\n")
         return 128 + signum
     finally:
         _on_sigterm(previous)
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 without it, or where RANK is not a number)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def _printable_stdout() -> None:
