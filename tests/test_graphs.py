@@ -173,3 +173,25 @@ def test_layer_choices_is_a_no_op_for_input_mixup():
 def test_warmup_must_create_optimizer_state():
     with pytest.raises(ValueError, match="warmup"):
         GraphedUpdate(Recorder(), batch_size=4, optimizer=optimizer(), warmup=0)
+
+
+def test_eager_steps_share_one_side_stream(monkeypatch):
+    """torch.cuda.graphs wants warm-up steps on a side stream; one stream per update, not one per step."""
+    created = []
+
+    class Stream:
+        def __init__(self):
+            created.append(self)
+
+        def wait_stream(self, other):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: Stream.__new__(Stream))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextmanager(lambda: (yield s))())
+    rec = Recorder()
+    step = GraphedUpdate(rec, batch_size=4, optimizer=optimizer(), warmup=3, graph_factory=FakeGraph)
+    for v in range(3):
+        step(*batch(v))
+    assert step.eager_steps == 3 and len(created) == 1

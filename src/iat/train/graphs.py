@@ -73,6 +73,7 @@ class GraphedUpdate:
         self.warmed: set[Hashable] = set()  # choices that have run eagerly once (see __call__)
         self.replays = 0
         self.pool = None
+        self.stream = None  # the side stream of the eager steps (see _side_stream)
 
     # ------------------------------------------------------------------------------------------ call
 
@@ -107,11 +108,14 @@ class GraphedUpdate:
         return tuple(float(g["lr"]) for g in self.optimizer.param_groups)
 
     def _side_stream(self) -> AbstractContextManager:
+        """The one side stream of this update's eager steps (created once: a new stream per step would leak
+        streams and their events), after whatever the current stream queued."""
         if not torch.cuda.is_available():
             return nullcontext()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        return _StreamScope(stream)
+        if self.stream is None:
+            self.stream = torch.cuda.Stream()
+        self.stream.wait_stream(torch.cuda.current_stream())
+        return _StreamScope(self.stream)
 
     def _eager_on_side_stream(self, x: torch.Tensor, y: torch.Tensor) -> object:
         with self._side_stream():
