@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
+from iat.errors import UsageError
 from iat.reproduce import launch
 from iat.reproduce.launch import MAX_RETRIES, LocalLauncher, RunsDied
 
@@ -101,3 +103,31 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def visible_gpu(task: Task) -> str | None:
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_runs_per_gpu_puts_that_many_workers_on_each_gpu(monkeypatch, tmp_path):
+    from iat.reproduce.launch import make_launcher
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    launcher = make_launcher("local", None, "cuda", runs_per_gpu=2)
+    assert (launcher.jobs, launcher.gpus) == (4, 2)
+    assert make_launcher("local", None, "cuda").jobs == 2  # one per GPU by default
+    assert make_launcher("local", None, "cpu", runs_per_gpu=3).gpus == 0  # the CPU: nothing to pin
+    seen = LocalLauncher(4, gpus=2).map(visible_gpu, [Task(tmp_path / str(i), "ok") for i in range(4)])
+    assert sorted(seen) == ["0", "0", "1", "1"]  # each worker sees one GPU, two workers per GPU
+    with pytest.raises(UsageError, match="--runs-per-gpu 0"):
+        make_launcher("local", None, "cuda", runs_per_gpu=0)
+
+
+def test_ray_asks_for_a_share_of_a_gpu_per_run(monkeypatch):
+    pytest.importorskip("ray")
+    from iat.reproduce.ray_launcher import RayLauncher
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    launcher = RayLauncher(None, device="cuda", runs_per_gpu=4)
+    assert launcher.gpu_share == 0.25 and launcher.jobs == 4  # a local Ray: 4 runs on the one GPU

@@ -92,14 +92,14 @@ def public(cells: dict) -> dict:
 
 def run_demo(exp: Experiment, out: str | Path, *, seeds: int = 1, device: str = "auto",
              data_dir: str | None = None, progress: bool = True, launcher: str = "local",
-             jobs: int | None = None, ray_address: str | None = None) -> dict:
+             jobs: int | None = None, ray_address: str | None = None, runs_per_gpu: int = 1) -> dict:
     """Train and evaluate every method for every seed under `out`; write results.json, table.md, tradeoff.png.
 
     `jobs` > 1 runs that many (method, seed) runs at once, each in its own single-threaded process.
     """
     out = Path(out)
     run = run_experiment(exp, out, seeds=seeds, device=device, data_dir=data_dir, progress=progress,
-                         launcher=make_launcher(launcher, jobs, device, ray_address))
+                         launcher=make_launcher(launcher, jobs, device, ray_address, runs_per_gpu))
     s, seconds = exp.settings, run["seconds"]
     summary = {m: public(cells) for m, cells in run["ours"]["whitebox"]["methods"].items()}
     results = {"dataset": s.dataset, "seeds": run["seeds"], "methods": summary, "config": run["settings"],

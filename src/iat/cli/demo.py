@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
 
 
 def add_launch_options(p) -> None:
-    """--launcher and --jobs, shared with `iat reproduce`."""
+    """--launcher, --jobs and --runs-per-gpu, shared with `iat reproduce`."""
     p.add_argument("--launcher", choices=LAUNCHERS, default="local",
                    help="where the runs execute: local (processes on this machine) or ray (one Ray task per run; "
                    "with --ray-address, on that cluster, where --out must be a path every node sees) "
@@ -52,6 +52,9 @@ def add_launch_options(p) -> None:
     p.add_argument("--jobs", type=opt.POS_INT, default=None,
                    help="runs trained at once, one thread each (default: one per CPU core, at most 6, and 1 on a GPU; "
                    "with --ray-address, the cluster's GPUs, else its CPUs)")
+    p.add_argument("--runs-per-gpu", type=opt.POS_INT, default=1, metavar="N",
+                   help="on GPUs: N runs at once on each GPU (a batch-64 run leaves much of a large GPU idle); the "
+                   "local launcher gives each worker one GPU, Ray asks 1/N of a GPU per run (default: 1)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="with --launcher ray: the Ray cluster to use (`auto`, or HEAD_IP:6379 as `ray start --head` "
                    "prints; default: a local Ray started and stopped for this call)")
@@ -73,7 +76,7 @@ def run(args) -> int:
                           test_size=args.test_size, eps=args.eps, step_size=args.step_size)
     results = run_demo(exp, args.out, seeds=args.seeds, device=args.device, data_dir=args.data_dir,
                        progress=not args.quiet, launcher=args.launcher, jobs=args.jobs,
-                       ray_address=args.ray_address)
+                       runs_per_gpu=args.runs_per_gpu, ray_address=args.ray_address)
     print(open(f"{args.out}/table.md").read())
     print(f"wall time: {results['seconds'] / 60:.1f} min; results in {args.out}/results.json")
     return 0

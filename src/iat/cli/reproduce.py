@@ -40,7 +40,7 @@ def run(args) -> int:
 
     results = reproduce(args.name, args.out, seeds=args.seeds, scale=args.scale, device=args.device,
                         data_dir=args.data_dir, progress=not args.quiet, launcher=args.launcher, jobs=args.jobs,
-                        ray_address=args.ray_address)
+                        runs_per_gpu=args.runs_per_gpu, ray_address=args.ray_address)
     out = Path(args.out) if args.out is not None else Path(f"reproduce-{results['experiment']}")
     report = (out / "report.md").read_text()
     print(report)

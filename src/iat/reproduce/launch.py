@@ -42,11 +42,17 @@ class Launcher(Protocol):
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]: ...
 
 
-def default_jobs(device: str) -> int:
+def on_gpus(device: str) -> int:
+    """How many GPUs the runs of `device` use (0: the CPU)."""
+    return torch.cuda.device_count() if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else 0
+
+
+def default_jobs(device: str, runs_per_gpu: int = 1) -> int:
     """On a CPU, one single-threaded process per core beats one process using every core for
-    models this small (measured: benchmarks/demo_parallel.py); on a GPU, one process."""
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        return 1
+    models this small (measured: benchmarks/demo_parallel.py); on GPUs, `runs_per_gpu` processes per GPU
+    (a batch-64 run leaves much of a large GPU idle)."""
+    if on_gpus(device):
+        return on_gpus(device) * runs_per_gpu
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cores, 6))
 
@@ -138,8 +144,11 @@ def _watch_parent(parent: int) -> None:
     os._exit(128 + signal.SIGTERM)  # the run did not stop in time: its last checkpoint stays as it was
 
 
-def _serve(conn: Connection, parent: int) -> None:
-    """A worker's loop: (index, fn, task) in, (index, "ok" | "error", value) out, until None or the pipe closes."""
+def _serve(conn: Connection, parent: int, gpu: int | None = None) -> None:
+    """A worker's loop: (index, fn, task) in, (index, "ok" | "error", value) out, until None or the pipe closes.
+    `gpu`: the one GPU this worker's runs see (set before CUDA starts in this process)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     _worker_start()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     while True:
@@ -166,9 +175,10 @@ def _serve(conn: Connection, parent: int) -> None:
 class _Worker:
     """One process of the pool and the pipe to it; `task` is the index it runs (None: idle)."""
 
-    def __init__(self, context) -> None:
+    def __init__(self, context, gpu: int | None = None) -> None:
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, os.getpid()), daemon=True)
+        self.gpu = gpu
+        self.process = context.Process(target=_serve, args=(child, os.getpid(), gpu), daemon=True)
         self.process.start()
         child.close()
         self.task: int | None = None
@@ -218,6 +228,10 @@ class LocalLauncher:
     """
 
     jobs: int = 1
+    gpus: int = 0  # GPUs to spread the workers over, worker k on GPU k mod gpus (0: leave CUDA's devices as they are)
+
+    def _gpu_of(self, k: int) -> int | None:
+        return k % self.gpus if self.gpus else None
 
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
         if self.jobs == 1 or len(tasks) <= 1:
@@ -225,7 +239,7 @@ class LocalLauncher:
         log.info("%d runs, %d at a time, one thread each", len(tasks), self.jobs)
         # spawn, not fork: a forked child would inherit torch's thread pools and locks mid-use
         context = multiprocessing.get_context("spawn")
-        workers = [_Worker(context) for _ in range(min(self.jobs, len(tasks)))]
+        workers = [_Worker(context, self._gpu_of(k)) for k in range(min(self.jobs, len(tasks)))]
         stop: list[int] = []
 
         def on_signal(signum, frame) -> None:
@@ -283,7 +297,7 @@ class LocalLauncher:
                     outcomes[i] = ("died", f"{label} died {deaths[i]} time(s), last by {why}; the last lines of its "
                                            f"log ({_log_path(tasks[i])}):\n{_tail(_log_path(tasks[i]))}")
                 w.conn.close()
-                workers[k] = _Worker(context)
+                workers[k] = _Worker(context, w.gpu)
 
     def _results(self, tasks: Sequence[T], outcomes: dict[int, tuple[str, object]], stop: list[int]) -> list[R]:
         interrupted = [v.signum for kind, v in outcomes.values() if isinstance(v, _Interrupted)]
@@ -321,17 +335,20 @@ class LocalLauncher:
 
 
 def make_launcher(name: str = "local", jobs: int | None = None, device: str = "auto",
-                  address: str | None = None) -> Launcher:
-    """The launcher called `name` with `jobs` workers (None: one per CPU core, 1 on a GPU); `address`: the
-    Ray cluster of `ray` (None: a local Ray it starts and stops)."""
+                  address: str | None = None, runs_per_gpu: int = 1) -> Launcher:
+    """The launcher called `name` with `jobs` workers (None: one per CPU core, `runs_per_gpu` per GPU);
+    `address`: the Ray cluster of `ray` (None: a local Ray it starts and stops). On GPUs, each local
+    worker sees one GPU, and each Ray task asks for 1/runs_per_gpu of one."""
     if name not in LAUNCHERS:
         raise UsageError(f"--launcher {name!r}: choose one of {', '.join(LAUNCHERS)}")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise UsageError(f"--jobs {jobs!r} must be a whole number of at least 1")
+    for option, value in (("--jobs", jobs), ("--runs-per-gpu", runs_per_gpu)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64):
+            raise UsageError(f"{option} {value!r} must be a whole number in [1, 64]")
     if name == "ray":
         from iat.reproduce.ray_launcher import RayLauncher
 
-        return RayLauncher(jobs, address, device, local_jobs=default_jobs(device))
+        return RayLauncher(jobs, address, device, local_jobs=default_jobs(device, runs_per_gpu),
+                           runs_per_gpu=runs_per_gpu)
     if address is not None:
         raise UsageError("--ray-address needs --launcher ray")
-    return LocalLauncher(jobs or default_jobs(device))
+    return LocalLauncher(jobs or default_jobs(device, runs_per_gpu), gpus=on_gpus(device))

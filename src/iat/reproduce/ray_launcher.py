@@ -99,11 +99,12 @@ class RayLauncher:
     """Runs `fn` over the tasks as Ray tasks on the cluster at `address` (None: a local Ray started here)."""
 
     def __init__(self, jobs: int | None = None, address: str | None = None, device: str = "auto",
-                 local_jobs: int = 1):
+                 local_jobs: int = 1, runs_per_gpu: int = 1):
         self.ray = import_ray()
         self.address, self.device = address, device
         self._jobs = jobs
         self.local_jobs = local_jobs  # runs at once on a local Ray without GPUs (the local launcher's default)
+        self.gpu_share = 1 / runs_per_gpu  # of one GPU per run: Ray packs runs_per_gpu runs onto each GPU
         self._started = False  # whether this launcher connected (and so disconnects, or stops its local Ray)
         if address is not None:  # a cluster that is not there fails now, before anything is written
             self.connect()
@@ -150,11 +151,12 @@ class RayLauncher:
         if self._jobs is None:
             if self.address is None and not self.ray.is_initialized():
                 gpus = torch.cuda.device_count() if self.device in ("cuda", "auto") else 0
-                self._jobs = gpus or self.local_jobs
+                self._jobs = round(gpus / self.gpu_share) or self.local_jobs
             else:
                 self.connect()
                 resources = self.ray.cluster_resources()
-                self._jobs = max(1, int(resources.get("GPU", 0) if self.gpus() else resources.get("CPU", 1)))
+                gpus = resources.get("GPU", 0) / self.gpu_share if self.gpus() else 0
+                self._jobs = max(1, int(gpus or resources.get("CPU", 1)))
         return self._jobs
 
     # -- checks
@@ -204,7 +206,8 @@ class RayLauncher:
             self.check_shared(out)
         jobs, gpu = self.jobs, self.gpus()
         threads = 1 if jobs > 1 else torch.get_num_threads()  # as the local launcher (and results.json) say
-        remote = ray.remote(_pinned).options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=MAX_RETRIES)
+        remote = ray.remote(_pinned).options(num_cpus=1, num_gpus=self.gpu_share if gpu else 0,
+                                                       max_retries=MAX_RETRIES)
         log.info("%d runs on Ray, %d at a time, %s each, %d torch thread(s)", len(tasks), jobs,
                  "one GPU" if gpu else "one CPU", threads)
         cwd = os.getcwd()

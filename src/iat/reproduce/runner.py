@@ -202,7 +202,8 @@ def train_seconds(run_dirs: list[Path]) -> float:
 
 def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 1, scale: str = "paper",
               device: str = "auto", data_dir: str | None = None, progress: bool = True,
-              launcher: str = "local", jobs: int | None = None, ray_address: str | None = None) -> dict:
+              launcher: str = "local", jobs: int | None = None, ray_address: str | None = None,
+              runs_per_gpu: int = 1) -> dict:
     """Train, measure and report experiment `name` (a table, fig1, probe, or a .toml file) into `out`.
 
     `jobs` runs that many runs at once, each in its own single-threaded process (None: one per CPU core,
@@ -211,7 +212,7 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 1, scale
     exp = load_experiment(name, scale)
     out = Path(out) if out is not None else Path(f"reproduce-{exp.name}")
     results = run_experiment(exp, out, seeds=seeds, device=device, data_dir=data_dir, progress=progress,
-                             launcher=make_launcher(launcher, jobs, device, ray_address))
+                             launcher=make_launcher(launcher, jobs, device, ray_address, runs_per_gpu))
     runio.write_json(out / RESULTS, results)
     write_report(results, out)
     return results
