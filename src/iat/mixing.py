@@ -7,8 +7,6 @@ lambda * CE(f(x~), y_i) + (1 - lambda) * CE(f(x~), y_j).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +52,6 @@ class Mixup:
         if lam_per not in LAMBDA_MODES:
             raise ValueError(f"lam_per must be one of {LAMBDA_MODES}, got {lam_per!r}")
         self.alpha, self.lam_per, self.layers = alpha, lam_per, tuple(layers)
-        self.preset: list[int] = []  # layers drawn ahead of the step (see preset_layers); used first
         self._alpha: dict[torch.device, torch.Tensor] = {}  # alpha on each device, made once: no copy per draw
 
     def draw(self, n: int, device: torch.device) -> MixDraw:
@@ -63,7 +60,7 @@ class Mixup:
         alpha = self._alpha_on(device)
         beta = torch.distributions.Beta(alpha, alpha, validate_args=False)  # alpha > 0 checked in __init__;
         lam = beta.sample((n,) if self.lam_per == "example" else ())  # validating would read it back
-        layer = self.preset.pop(0) if self.preset else self.draw_layer()
+        layer = self.draw_layer()
         perm = torch.randperm(n, device=device)
         return MixDraw(layer=layer, lam=lam, perm=perm)
 
@@ -88,17 +85,6 @@ class ManifoldMixup(Mixup):
 
     def __init__(self, alpha: float = 2.0, lam_per: str = "batch", layers: tuple[int, ...] = (0, 1, 2)):
         super().__init__(alpha=alpha, lam_per=lam_per, layers=layers)
-
-
-@contextmanager
-def preset_layers(mix: Mixup, layers: tuple[int, ...]) -> Iterator[None]:
-    """Inside, `mix.draw` uses `layers` in order instead of drawing them: a CUDA graph of a training
-    step is captured for one choice of layers, drawn on the CPU before the step (iat.train.graphs)."""
-    mix.preset = list(layers)
-    try:
-        yield
-    finally:
-        mix.preset = []
 
 
 def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, draw: MixDraw | None) -> torch.Tensor:

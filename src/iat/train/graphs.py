@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
-
-from iat.mixing import preset_layers
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +170,19 @@ def _recording(graph, pool) -> AbstractContextManager:
     if isinstance(graph, torch.cuda.CUDAGraph):
         return torch.cuda.graph(graph, pool=pool)
     return graph.recording()
+
+
+@contextmanager
+def preset_layers(mix, layers: tuple[int, ...]) -> Iterator[None]:
+    """Inside, `mix.draw` takes `layers` in order instead of drawing them: a graph is captured for one choice of
+    layers, drawn on the CPU before the step. An instance attribute shadows the method for the step only, so
+    the mixing code itself knows nothing of graphs."""
+    queue = list(layers)
+    mix.draw_layer = lambda: queue.pop(0)
+    try:
+        yield
+    finally:
+        del mix.draw_layer
 
 
 def layer_choices(mix, draws: int) -> Callable[[], Choice]:
