@@ -126,6 +126,11 @@ class TrainConfig:
     aux_fraction: float = option(DEFAULT_FRACTION, "with --aux-data: the fraction of each batch drawn from it "
                                  "(Gowal, Rebuffi and Wang et al.'s 0.7); an epoch stays ceil(n_train / batch) "
                                  "batches", lo=0.0, hi=1.0, check=lambda f: _check_aux_fraction(f))
+    data_placement: Literal["auto", "device", "host", "mmap"] = option(
+        "auto", "where the training images (kept as bytes) live: device (the GPU), host (pinned host memory, each "
+        "batch copied while the step before it runs), mmap (mapped from disk: written once into <data-dir>/mmap; an "
+        "uncompressed --aux-data .npz in place); auto: device when they take at most half its free memory, else "
+        "host (docs/data-and-models.md)")
     checkpoint_every: int = option(0, "also write checkpoint.pt every N training steps (0: only at the end of "
                                    "each epoch)", unit="steps", lo=0, hi=10**12)
     amp: bool = option(False, "autocast the two weight-update passes (bf16 on CPU and CUDA; see --amp-dtype)")
@@ -433,7 +438,7 @@ def resolve_device(name: str) -> torch.device:
 # The speed options change rounding or kernel launches, not the arithmetic: a resumed run may change them,
 # with a warning and a line in config.json's `resumes` (iat.train.checkpoint.open_run_dir).
 SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "cudnn_benchmark")
-_NOT_RESUME_KEYS = ("device", "data_dir", "download", "extra",  # where and how, not what is trained
+_NOT_RESUME_KEYS = ("device", "data_dir", "download", "data_placement", "extra",  # where and how, not what is trained
                     *SPEED_KEYS,
                     "co_guard")  # it can stop a run, never change its weights: resume with --co-guard off
 RESUME_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_RESUME_KEYS)

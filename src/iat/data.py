@@ -268,8 +268,10 @@ def load_data(
     *,
     image_size: int | None = None,
     svhn_extra: bool = False,
+    as_bytes: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as a float tensor in [0,1] of shape (N, C, H, W) and int64 labels of shape (N,).
+    """Images as a float tensor in [0,1] of shape (N, C, H, W) and int64 labels of shape (N,); with `as_bytes`,
+    the images as read, uint8 0..255 (a quarter of the memory: `to_float` converts a batch, to the same floats).
 
     `limit` keeps the first N examples (quick runs and benchmarks); `image_size` resizes and center-crops the
     folder data sets (tiny-imagenet, imagefolder:PATH); `svhn_extra` adds SVHN's extra split to its training split.
@@ -303,13 +305,23 @@ def load_data(
     y = torch.from_numpy(labels.astype(np.int64))
     if limit is not None:
         x, y = x[:limit], y[:limit]
-    return x.float().div_(255), y
+    return (x, y) if as_bytes else (to_float(x), y)
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images 0..255 as floats in [0,1], as `load_data` converts them: stored bytes and a batch converted on
+    use train on the same floats, bit for bit. Floats pass through."""
+    return x if x.is_floating_point() else x.float().div_(255)
 
 
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     """sha256 of images in [0,1] (as the bytes they were read from) and labels: which data a run trained on,
     whatever directory it came from, so a resumed run can tell that --data-dir now points at other data."""
     h = hashlib.sha256()
+    if x.dtype == torch.uint8:  # the bytes themselves (x/255*255 rounds back to them)
+        h.update(x.detach().cpu().contiguous().numpy().tobytes())
+        h.update(y.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
+        return h.hexdigest()
     h.update(x.detach().cpu().mul(255).round_().to(torch.uint8).contiguous().numpy().tobytes())
     h.update(y.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
     return h.hexdigest()

@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iat.data import DEFAULT_DATA_DIR, DataInfo, augment
+from iat.data import DEFAULT_DATA_DIR, DataInfo, augment, to_float
+from iat.data_placement import map_npz_member, npz_member_header, place, to_device
 from iat.errors import UsageError
 
+HASH_CHUNK = 65536  # images hashed at a time
 DEFAULT_FRACTION = 0.7  # Gowal et al., Rebuffi et al. and DM-Improves-AT's unsup_fraction
 EPOCH_DEFINITION = ("ceil(n_train / batch_size) batches of floor(batch_size x aux_fraction) auxiliary examples "
                     "(uniform, with replacement) and the rest real ones (DM-Improves-AT's SemiSupervisedSampler)")
@@ -52,7 +54,8 @@ def aux_per_batch(batch_size: int, fraction: float) -> int:
 
 @dataclass
 class AuxData:
-    """The auxiliary examples, on the training device as bytes, and how many of each batch they fill."""
+    """The auxiliary examples as bytes, where --data-placement keeps them (iat.data_placement), and how many of
+    each batch they fill."""
 
     x: torch.Tensor  # uint8 (N, H, W, C), as in the file
     y: torch.Tensor  # int64 (N,)
@@ -62,14 +65,17 @@ class AuxData:
 
     @classmethod
     def load(cls, path: str, fraction: float, info: DataInfo, data_dir: str | Path | None,
-             device: torch.device) -> AuxData:
+             device: torch.device, placement: str = "device") -> AuxData:
+        """The file's examples on the training `device`, or in host memory or mapped from the file (`placement`)."""
         file = resolve_aux_path(path, data_dir)
-        images, labels = read_npz(file, info)
-        h = hashlib.sha256(images.tobytes())
+        images, labels = read_npz(file, info, mapped=placement == "mmap")
+        h = hashlib.sha256()
+        for i in range(0, len(images), HASH_CHUNK):  # a chunk at a time: a mapped file is never read whole into memory
+            h.update(np.ascontiguousarray(images[i : i + HASH_CHUNK]))
         h.update(labels.astype(np.int64).tobytes())
         x = torch.from_numpy(images if images.ndim == 4 else images[..., None])  # (N, H, W) -> (N, H, W, 1)
         y = torch.from_numpy(labels.astype(np.int64))
-        return cls(x.to(device), y.to(device), fraction, str(file), h.hexdigest())
+        return cls(place(x, placement, device), place(y, placement, device), fraction, str(file), h.hexdigest())
 
     def __len__(self) -> int:
         return len(self.x)
@@ -79,10 +85,15 @@ class AuxData:
         return self.x[idx].permute(0, 3, 1, 2).contiguous().float().div_(255)
 
     def batches(self, x: torch.Tensor, y: torch.Tensor, info: DataInfo, order: torch.Tensor, start: int,
-                batch_size: int, shard: Callable[[torch.Tensor], torch.Tensor] | None = None
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
-        """The augmented (x, y, share) batches of an epoch from batch `start` on: real examples (`x`, `y`) in
-        `order`, auxiliary ones drawn with replacement; with `shard` (torchrun), this rank's part of each.
+                batch_size: int, shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+        """The augmented (x, y, share) batches of an epoch from batch `start` on: real examples (`x`, `y`, bytes or
+        floats) in `order`, auxiliary ones drawn with replacement; with `shard` (torchrun), this rank's part of each;
+        on `device` (default: x's), where the images are converted to floats and augmented.
+
+        Kept in host memory or mapped (--data-placement host or mmap), the auxiliary examples are drawn from the
+        CPU's generator (on a GPU, that of the device holding them) and gathered by the caller's thread: each draw
+        must follow the step before it, so it cannot be gathered ahead.
 
         The draws come from torch's RNG right before their step, as augmentation's: a checkpoint between two
         steps holds the state the next batch draws from, so a resumed run draws the same batches.
@@ -99,11 +110,13 @@ class AuxData:
         a0, k_aux = int(is_aux[: int(mine[0])].sum()), int(is_aux[mine].sum())
         r0, k_real = int(mine[0]) - a0, len(mine) - k_aux
         offsets = torch.arange(r0, r0 + k_real, device=order.device)
+        dev = device or x.device
         for step in range(start, steps_per_epoch(n, batch_size)):
             real = order[(step * n_real + offsets) % n]  # past the permutation's end (a tiny fraction): from its start
             drawn = torch.randint(len(self), (n_aux,), device=self.x.device)[a0 : a0 + k_aux]
-            batch = torch.cat([x[real], self.images(drawn).to(x.device)])
-            labels = torch.cat([y[real], self.y[drawn].to(y.device)])
+            own = self.x[drawn].permute(0, 3, 1, 2).contiguous()  # (n, H, W, C) -> (n, C, H, W)
+            batch = torch.cat([to_float(to_device(x[real], dev)), to_float(to_device(own, dev))])
+            labels = torch.cat([to_device(y[real], dev), to_device(self.y[drawn], dev)])
             yield augment(batch, info.crop_pad, info.flip), labels, len(batch) / batch_size
 
 
@@ -112,8 +125,16 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def read_npz(path: Path, info: DataInfo) -> tuple[np.ndarray, np.ndarray]:
-    """`image` and `label` of an auxiliary-data file, checked against the data set `info`; one-line errors."""
+def image_bytes(path: str, data_dir: str | Path | None) -> int:
+    """Bytes the images of auxiliary-data file `path` take, from its header alone (0 if unreadable: loading then
+    says why in one line)."""
+    header = npz_member_header(resolve_aux_path(path, data_dir), "image")
+    return 0 if header is None else int(np.prod(header[0])) * header[1].itemsize
+
+
+def read_npz(path: Path, info: DataInfo, mapped: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`image` and `label` of an auxiliary-data file, checked against the data set `info`; one-line errors.
+    `mapped`: the images memory-mapped from the file (iat.data_placement), not read into memory."""
     try:
         f = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -127,7 +148,8 @@ def read_npz(path: Path, info: DataInfo) -> tuple[np.ndarray, np.ndarray]:
             held = ", ".join(f.files) or "none"
             raise UsageError(f"--aux-data {path} has no {missing[0]!r} array (it holds: {held}) {FORMAT_FIX}")
         try:
-            images, labels = f["image"], f["label"]
+            images = map_npz_member(path, "image") if mapped else f["image"]
+            labels = f["label"]
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise UsageError(f"--aux-data {path} is truncated/corrupt ({type(e).__name__}) {FORMAT_FIX}") from None
     c, s = info.in_channels, info.image_size

@@ -58,8 +58,7 @@ def guard_on(cfg: TrainConfig) -> bool:
 def guard_batch(data: TrainData, seed: int, n: int = GUARD_IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` training images chosen from the seed alone (the same every epoch and on resume), unaugmented."""
     g = torch.Generator().manual_seed(seed + GUARD_SEED)
-    idx = torch.randperm(len(data), generator=g)[:n].to(data.x.device)
-    return data.x[idx], data.y[idx]
+    return data.images(torch.randperm(len(data), generator=g)[:n])
 
 
 @fp32_evaluation()

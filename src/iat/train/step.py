@@ -19,9 +19,10 @@ import torch
 from iat.attacks import training_attack
 from iat.config import TrainConfig
 from iat.cpu_memory import keep_freed_memory
-from iat.data import DataInfo, augment, data_fingerprint, dataset_info, load_data
-from iat.data_aux import AuxData
+from iat.data import DEFAULT_DATA_DIR, DataInfo, augment, data_fingerprint, dataset_info, load_data, to_float
+from iat.data_aux import AuxData, image_bytes
 from iat.data_aux import steps_per_epoch as aux_steps_per_epoch
+from iat.data_placement import choose_placement, mmap_file, place, prefetched, to_device
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
 from iat.train.awp import AWP, with_awp
@@ -67,26 +68,59 @@ def make_objective(cfg: TrainConfig, model: MixableNet) -> Objective:
 
 @dataclass
 class TrainData:
-    """The training set, on the device, with what augmentation it gets."""
+    """The training set, where --data-placement keeps it (iat.data_placement), with what augmentation it gets.
+
+    `x` holds the images as read, uint8 (N, C, H, W) 0..255 (floats in [0,1] are taken too), on `device` or, streamed
+    (placement host or mmap), in host memory or mapped from disk; `y` the labels beside them. `images(idx)` gives
+    images `idx` as floats on `device`, the floats `load_data` gives, bit for bit.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     info: DataInfo
     aux: AuxData | None = None  # --aux-data: examples drawn into every batch (iat.data_aux)
+    device: torch.device | None = None  # where training runs (None: x's device)
+    placement: str = "device"  # device, host or mmap: as resolved from --data-placement
 
     @classmethod
     def load(cls, cfg: TrainConfig, device: torch.device) -> TrainData:
         x, y = load_data(cfg.dataset, "train", cfg.data_dir, limit=cfg.train_size, download=cfg.download,
-                         image_size=cfg.image_size, svhn_extra=cfg.svhn_extra)
+                         image_size=cfg.image_size, svhn_extra=cfg.svhn_extra, as_bytes=True)
         info = dataset_info(cfg.dataset, cfg.image_size)
-        fingerprint, aux = data_fingerprint(x, y), None
+        own_fingerprint, aux = data_fingerprint(x, y), None
+        fingerprint = own_fingerprint
+        nbytes = x.numel() + y.numel() * y.element_size()  # before anything goes to the device or is mapped
         if cfg.aux_data is not None:
-            aux = AuxData.load(cfg.aux_data, cfg.aux_fraction, info, cfg.data_dir, device)
+            nbytes += image_bytes(cfg.aux_data, cfg.data_dir)
+        mmap_dir = Path(cfg.data_dir or DEFAULT_DATA_DIR) / "mmap"
+        placement = choose_placement(cfg.data_placement, nbytes, device, mmap_dir)
+        if cfg.aux_data is not None:
+            aux = AuxData.load(cfg.aux_data, cfg.aux_fraction, info, cfg.data_dir, device, placement)
             fingerprint = hashlib.sha256(f"{fingerprint} {aux.sha256}".encode()).hexdigest()
-        return cls(x.to(device), y.to(device), dataclasses.replace(info, fingerprint=fingerprint), aux)
+        if placement == "mmap":
+            x = mmap_file(x, mmap_dir, own_fingerprint)
+        log.info("training images: %d x %s uint8, %.1f MB, placement %s (--data-placement %s)", len(x),
+                 "x".join(map(str, x.shape[1:])), nbytes / 1e6, placement, cfg.data_placement)
+        return cls(place(x, placement, device), place(y, placement, device),
+                   dataclasses.replace(info, fingerprint=fingerprint), aux, device, placement)
 
     def __len__(self) -> int:
         return len(self.x)
+
+    @property
+    def compute_device(self) -> torch.device:
+        return self.device if self.device is not None else self.x.device
+
+    @property
+    def streamed(self) -> bool:
+        """Kept off the device (host or mmap): batches are gathered ahead in a background thread and copied."""
+        return self.placement != "device"
+
+    def images(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Examples `idx` (unaugmented) as float images in [0,1] and labels, on the training device."""
+        idx = idx.to(self.x.device)
+        dev = self.compute_device
+        return to_float(to_device(self.x[idx], dev)), to_device(self.y[idx], dev)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """ceil(n / batch_size), except that a last batch of one example joins the batch before it:
@@ -103,16 +137,30 @@ class TrainData:
         without `shard`).
 
         Lazy on purpose: augmentation draws from the RNG right before its step, so a checkpoint
-        between two steps holds the RNG state the next batch starts from.
+        between two steps holds the RNG state the next batch starts from. Streamed, the gather (which draws
+        nothing) runs a batch ahead in a background thread; the conversion and augmentation stay here.
         """
         if self.aux is not None:
-            yield from self.aux.batches(self.x, self.y, self.info, order, start, batch_size, shard)
+            yield from self.aux.batches(self.x, self.y, self.info, order.to(self.x.device), start, batch_size, shard,
+                                        self.compute_device)
             return
+        gathered = self._gathered(order.to(self.x.device), start, batch_size, shard)
+        dev = self.compute_device
+        for x, y, share in prefetched(gathered) if self.streamed else gathered:
+            yield augment(to_float(to_device(x, dev)), self.info.crop_pad, self.info.flip), to_device(y, dev), share
+
+    def _gathered(self, order: torch.Tensor, start: int, batch_size: int,
+                  shard: Callable[[torch.Tensor], torch.Tensor] | None) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The (x, y, share) bytes of each batch, where `x` lives; pinned when they go on to a GPU."""
+        pin = self.streamed and self.compute_device.type == "cuda"
         steps = self.steps_per_epoch(batch_size)
         for step in range(start, steps):
             idx = order[step * batch_size : (step + 1) * batch_size if step < steps - 1 else len(self)]
             part = shard(idx) if shard is not None else idx
-            yield augment(self.x[part], self.info.crop_pad, self.info.flip), self.y[part], len(part) / len(idx)
+            x, y = self.x[part], self.y[part]
+            if pin:
+                x, y = x.pin_memory(), y.pin_memory()
+            yield x, y, len(part) / len(idx)
 
 
 class Step:
