@@ -41,7 +41,11 @@ def format_cell(cell: dict | None, digits: int = 2) -> str:
 def method_label(method: str, short: bool = False) -> str:
     """A method's row name in the paper's tables (iat.methods); `short` for plots, where
     "Interpolated Adversarial Training" becomes "IAT"."""
-    label = METHODS[method].label if method in METHODS else method
+    head, *modifiers = method.split("+")
+    if method not in METHODS and head in METHODS and modifiers:  # an experiment's variant, "pgd+awp+ema"
+        label = " + ".join([METHODS[head].label] + [m.upper() for m in modifiers])
+    else:
+        label = METHODS[method].label if method in METHODS else method
     return label.replace("Interpolated Adversarial Training", "IAT") if short else label
 
 

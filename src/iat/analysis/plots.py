@@ -125,7 +125,8 @@ def plot_transfer(t: dict, paper: dict | None, methods: list[str], path: Path, t
 
 
 # One marker shape per method, so the methods are told apart in greyscale too (colour only helps).
-MARKERS = {"erm": "o", "mixup": "s", "manifold-mixup": "D", "pgd": "^", "iat-mixup": "v", "iat-manifold-mixup": "P"}
+MARKERS = {"erm": "o", "mixup": "s", "manifold-mixup": "D", "pgd": "^", "iat-mixup": "v", "iat-manifold-mixup": "P",
+           "trades": "<", "mart": ">", "iat-trades": "*"}
 
 
 def _mean_std(cell) -> tuple[float | None, float]:
@@ -163,11 +164,14 @@ def plot_tradeoff(methods: dict[str, dict], path: Path, title: str, *, paper: di
     plt = pyplot()
     from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(8.4, 5.2))
+    # taller for many rows (an experiment's variants), so that the two legends on the right do not overlap
+    fig, ax = plt.subplots(figsize=(8.4, max(5.2, 2.4 + 0.28 * len(methods))))
     prow = {r["method"]: r["cells"] for r in (paper or {}).get("rows", []) if r.get("method")}
     handles = []
     for i, (m, cells) in enumerate(methods.items()):
-        marker, colour = MARKERS.get(m, "X"), f"C{i}"
+        # a variant ("pgd+awp") takes its method's marker; past ten rows the default cycle would repeat colours
+        marker = MARKERS.get(m, MARKERS.get(m.split("+")[0], "X"))
+        colour = f"C{i}" if len(methods) <= 10 else plt.get_cmap("tab20")(i % 20)
         style = dict(marker=marker, color=colour, markeredgecolor="black", markersize=9, capsize=3, linestyle="none")
         if cells.get("clean") is None or cells.get(robust) is None:
             continue

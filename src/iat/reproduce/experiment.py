@@ -2,7 +2,10 @@
 
 Each file has top-level keys naming the experiment (`name`, `title`, `kind`, `methods`, `notes`),
 a `[paper]` section with the paper's settings, and a `[smoke]` section whose keys replace those of
-`[paper]` for `--scale smoke` (minutes on a CPU). The training settings are overrides of
+`[paper]` for `--scale smoke` (minutes on a CPU). An optional `[variants.NAME]` table names a run that is a
+method with some training settings of its own (`method = "pgd"`, `awp = 0.01`; an inline `smoke = {...}` table
+replaces some of them at smoke scale); `methods` may list such names beside the methods, and each gets its own
+run directory and report row (`NAME-seedK/`). The training settings are overrides of
 iat.config.TrainConfig: its fields, its defaults for any key a file leaves out, its checks. Unknown keys
 and wrong types are refused with the file and key named. Eps and step sizes are written `"8/255"` or as
 floats in [0,1]. `iat demo` is one more such file, experiments/demo.toml.
@@ -32,7 +35,10 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # an experiment's name: o
 DEMO = "demo"  # experiments/demo.toml, run by `iat demo`
 # What an experiment measures on its trained runs, and so how its report is laid out.
 KINDS = ("whitebox", "transfer", "sweep-eps", "sweep-steps", "norms", "probe")
-TOP_KEYS = {"name": str, "title": str, "kind": str, "methods": list, "notes": list, "paper": dict, "smoke": dict}
+TOP_KEYS = {"name": str, "title": str, "kind": str, "methods": list, "notes": list, "paper": dict, "smoke": dict,
+            "variants": dict}
+# A variant's name: it becomes a run directory name and a report row, and holds '+' as in "pgd+awp".
+VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9+._-]{0,63}")
 
 
 # A run's own options, not an experiment's: the runner sets them for each run or each call.
@@ -107,14 +113,28 @@ class Experiment:
     paper: Settings  # at the paper's scale
     source: Path  # the config file
     smoke_dataset: str | None = None  # the data set of its smoke scale (None: it has none)
+    # {variant name: {"method": a method, "settings": its training settings at this scale}}
+    variants: dict[str, dict] = field(default_factory=dict)
+
+    def method_of(self, entry: str) -> str:
+        """The training method of an entry of `methods`: itself, or the method its variant names."""
+        return self.variants[entry]["method"] if entry in self.variants else entry
+
+    def run_config(self, entry: str, seed: int, device: str = "auto", data_dir: str | None = None,
+                   extra: dict | None = None) -> TrainConfig:
+        """The TrainConfig of one run of an entry of `methods` (a method or a variant), checked."""
+        variant = self.variants.get(entry)
+        settings = dataclasses.replace(self.settings, **variant["settings"]) if variant else self.settings
+        return settings.train_config(self.method_of(entry), seed, device, data_dir, extra)
 
     def check(self) -> None:
-        """The same checks `iat train` makes, for every method, before anything runs."""
+        """The same checks `iat train` makes, for every method and variant, before anything runs."""
         for m in self.methods:
             try:
-                self.settings.train_config(m, 0)
+                self.run_config(m, 0)
             except UsageError as e:
-                raise UsageError(f"{self.source.name}: {e}") from None
+                where = f" [variants.{m}]" if m in self.variants else ""
+                raise UsageError(f"{self.source.name}{where}: {e}") from None
 
     def override(self, methods: list[str] | None = None, **settings) -> Experiment:
         """This experiment with some settings (and its methods) replaced, as a command line asks; checked."""
@@ -209,6 +229,36 @@ def _setting(path: Path, section: str, key: str, value):
     raise UsageError(f"{where}: cannot be set in an experiment file")
 
 
+def _variants(path: Path, raw: dict, scale: str) -> dict[str, dict]:
+    """[variants.NAME] tables: a method and training settings (not evaluation ones: every row of a table is
+    measured alike), with an optional `smoke` table over them at smoke scale."""
+    variants = {}
+    for name, table in raw.items():
+        where = f"{path.name} [variants.{name}]"
+        if not VARIANT_NAME.fullmatch(name) or name in method_names():
+            raise UsageError(f"{where}: a variant's name must be lower-case letters, digits, '+', '.', '_' or '-' "
+                             "(at most 64) and not a method's name, as it becomes a run directory's name")
+        if not isinstance(table, dict) or table.get("method") not in method_names():
+            raise UsageError(f"{where}: needs method = one of {', '.join(method_names())}")
+        smoke = table.get("smoke", {})
+        if not isinstance(smoke, dict):
+            raise UsageError(f"{where} smoke: expected a table of settings, like smoke = {{ awp_warmup = 1 }}")
+        own = {}
+        for section, values in ((f"variants.{name}", table), (f"variants.{name}.smoke", smoke)):
+            for key, value in values.items():
+                if key in ("method", "smoke") and section == f"variants.{name}":
+                    continue
+                if key not in TRAIN_KEYS:
+                    raise UsageError(f"{path.name} [{section}] {key}: not a training setting; a variant may set "
+                                     f"{', '.join(TRAIN_KEYS)}")
+                if section.endswith(".smoke") and scale != "smoke":
+                    _setting(path, section, key, value)  # checked at every scale, used at smoke scale only
+                    continue
+                own[key] = _setting(path, section, key, value)
+        variants[name] = {"method": table["method"], "settings": own}
+    return variants
+
+
 def load_experiment(name: str, scale: str = "paper") -> Experiment:
     """Read, merge ([smoke] over [paper] for scale 'smoke') and check an experiment's config file."""
     if scale not in SCALES:
@@ -237,9 +287,11 @@ def load_experiment(name: str, scale: str = "paper") -> Experiment:
     if raw["kind"] not in KINDS:
         raise UsageError(f"{path.name}: kind {raw['kind']!r}; choose one of {', '.join(KINDS)}")
     methods = raw["methods"]
-    unknown = [m for m in methods if m not in method_names()]
-    if not methods or unknown:
-        raise UsageError(f"{path.name}: methods must be a non-empty list of {', '.join(method_names())}"
+    variants = _variants(path, raw.get("variants", {}), scale)
+    unknown = [m for m in methods if m not in method_names() and m not in variants]
+    if not methods or unknown or len(set(methods)) < len(methods):
+        raise UsageError(f"{path.name}: methods must be a non-empty list, without repeats, of "
+                         f"{', '.join(method_names())}" + (" or the names in [variants]" if variants else "")
                          + (f" (unknown: {unknown[0]!r})" if unknown else ""))
     values = {k: _setting(path, "paper", k, v) for k, v in raw["paper"].items()}
     smoke = {k: _setting(path, "smoke", k, v) for k, v in raw.get("smoke", {}).items()}
@@ -255,6 +307,7 @@ def load_experiment(name: str, scale: str = "paper") -> Experiment:
         raise UsageError(f"{path.name}: notes must be a list of strings")
     exp = Experiment(name=raw["name"], title=raw["title"], kind=raw["kind"], methods=list(methods),
                      notes=list(notes), scale=scale, settings=Settings(**merged), paper=Settings(**values),
-                     source=path, smoke_dataset=smoke.get("dataset", values["dataset"]) if "smoke" in raw else None)
+                     source=path, smoke_dataset=smoke.get("dataset", values["dataset"]) if "smoke" in raw else None,
+                     variants=variants)
     exp.check()
     return exp

@@ -24,3 +24,11 @@ def load_paper_numbers() -> dict:
 def paper_entry(name: str) -> dict | None:
     """The paper's numbers for one experiment (None for an experiment the paper has no numbers for)."""
     return load_paper_numbers().get(name)
+
+
+PUBLISHED_NUMBERS = Path(__file__).resolve().parents[1] / "published_numbers.json"
+
+
+def published_entry(name: str) -> dict | None:
+    """Other papers' published numbers for one experiment (src/iat/published_numbers.json; None: none kept)."""
+    return json.loads(PUBLISHED_NUMBERS.read_text(encoding="utf-8")).get(name)

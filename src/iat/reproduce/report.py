@@ -274,6 +274,38 @@ def probe_section(results: dict, out: Path) -> list[str]:
     return lines
 
 
+def published_section(results: dict) -> list[str]:
+    """Other papers' published numbers (src/iat/published_numbers.json) beside our row of the same method, each
+    with its architecture and, below, how it was trained where that differs from ours."""
+    pub = results.get("published")
+    if not pub:
+        return []
+    wb = results["ours"].get("whitebox", {})
+    ours, n_aa = wb.get("methods", {}), wb.get("autoattack", {}).get("n_examples")
+    s = results["settings"]
+    arch = f"`{s['arch']}`" + (f" at width {s['width']}" if s["width"] else "")
+    head = ["Published (entry)", "architecture", "extra data", "clean error", "AutoAttack error",
+            f"ours, {arch}: clean error", f"ours: AutoAttack error{f' (first {n_aa:,})' if n_aa else ''}"]
+    rows = []
+    for r in pub["rows"]:
+        mine = ours.get(r["method"]) if r["method"] else None
+        rows.append([f"{r['label']} ({r['entry']})", r["architecture"], "yes" if r["additional_data"] else "no",
+                     f"{100 - r['clean_acc']:.2f}", f"{100 - r['autoattack_acc']:.2f}",
+                     format_cell((mine or {}).get("clean")) if mine else "—",
+                     format_cell((mine or {}).get("autoattack")) if mine else "—"])
+    lines = [f"## Published numbers: {pub['title']}", "",
+             f"Source: {pub['source']}. Error = 100 - the published accuracy, in %. Each published model is of the "
+             "architecture named in its row, not necessarily ours; '—': no run of ours is that method.", "",
+             format_table(head, rows), "", f"How each reference trained (ours: {s['epochs']} epochs, batch "
+             f"{s['batch_size']}, lr {s['lr']:g}" + (f" times {s['lr_gamma']:g} at epochs "
+                                                   f"{', '.join(str(m) for m in s['milestones'])}" if s["milestones"]
+                                                   else " throughout")
+             + f", PGD-{s['attack_steps']} of {format_eps(s['step_size'])} in training):", ""]
+    lines += [f"- {r['entry']} ({r['architecture']}): {r['schedule']}." for r in pub["rows"]]
+    lines += [f"- {n}" for n in pub.get("notes", [])] + [""]
+    return lines
+
+
 def settings_section(results: dict) -> list[str]:
     s = results["settings"]
     subs = {d["setting"]: d["paper"] for d in results["substitutions"]}
@@ -290,8 +322,15 @@ def settings_section(results: dict) -> list[str]:
         lines += ["## What was substituted (smoke scale)", "",
                   format_table(["setting", "paper", "this smoke run"],
                                [[k, fmt_setting(k, subs[k]), fmt_setting(k, s[k])] for k in subs]), ""]
+    variants = [f"`{name}` = `{v['method']}` with " + ", ".join(f"{k} = {fmt_setting(k, x)}" for k, x in
+                                                             v["settings"].items())
+                for name, v in results.get("variants", {}).items()]
+    if s.get("ema"):
+        variants.append(f"`NAME+ema`: the averaged weights (`--ema {s['ema']:g}`) of NAME's own run, evaluated "
+                        "beside its last weights (averaging leaves the trained weights as they are)")
     lines += ["## Settings", "", f"Methods: {', '.join(results['methods'])}; seeds {results['seeds']}. "
-              "Run directories: METHOD-seedK/ beside this report.", "",
+              "Run directories: METHOD-seedK/ beside this report."
+              + (f" Variants: {'; '.join(variants)}." if variants else ""), "",
               format_table(["setting", "value"], [[k, fmt_setting(k, s[k])] for k in keys]), ""]
     return lines
 
@@ -317,7 +356,7 @@ def write_report(results: dict, out: Path) -> str:
         lines += probe_section(results, out)
     if "whitebox" in results["ours"]:
         lines += whitebox_section(results, out)
-    lines += settings_section(results) + notes_section(results)
+    lines += published_section(results) + settings_section(results) + notes_section(results)
     text = "\n".join(lines)
     runio.atomic_write_bytes(out / "report.md", text.encode())
     return text

@@ -9,7 +9,7 @@ are reused, so a second call on a finished experiment trains and measures nothin
 
 Layout of OUT:
     experiment.json         which experiment, scale and settings this directory holds (checked on every call)
-    METHOD-seedK/           one run directory per method and seed (`iat train`'s files)
+    METHOD-seedK/           one run directory per method (or variant, experiment.py) and seed (`iat train`'s files)
     cache/                  measurements, one JSON file each
     results.json, report.md and the plots; norms.json / probe.json / sweep-*.json / transfer.json
 """
@@ -38,7 +38,7 @@ from iat.reproduce.measure import (
     probe_summary,
     whitebox_summary,
 )
-from iat.reproduce.paper import paper_entry
+from iat.reproduce.paper import paper_entry, published_entry
 from iat.reproduce.report import write_report
 from iat.reproduce.runs import RunTask, run_task, whitebox_plan
 from iat.train import is_complete
@@ -47,6 +47,7 @@ from iat.version import __version__
 log = logging.getLogger(__name__)
 
 MANIFEST = "experiment.json"
+EMA_SUFFIX = "+ema"  # the report row of a run's averaged weights (--ema)
 RESULTS = "results.json"
 
 
@@ -107,19 +108,40 @@ def check_seeds(seeds: int) -> None:
 
 def plan(exp: Experiment, out: Path, *, seeds: int, device: str, data_dir: str | None,
          progress: bool) -> list[RunTask]:
-    """One task per (method, seed), seed-major (a whole table for seed 0 comes first). A run directory that
-    holds other options is refused here, before anything trains."""
+    """One task per (method or variant, seed), seed-major (a whole table for seed 0 comes first), in the order
+    of `entries`. A run directory that holds other options is refused here, before anything trains."""
     s = exp.settings
     whitebox = whitebox_plan(s)
     probe = probe_config(exp) if exp.kind == "probe" else None
     tasks = []
     for seed in range(seeds):
-        for method in exp.methods:
-            cfg = s.train_config(method, seed, device, data_dir, extra={"experiment": exp.name, "scale": exp.scale})
-            run_dir = out / f"{method}-seed{seed}"
+        for entry in exp.methods:
+            cfg = exp.run_config(entry, seed, device, data_dir, extra={"experiment": exp.name, "scale": exp.scale})
+            run_dir = out / f"{entry}-seed{seed}"
             tasks.append(RunTask(cfg, run_dir, out, done=run_dir.is_dir() and is_complete(cfg, run_dir),
                                  whitebox=whitebox, norms=exp.kind == "norms", probe=probe, progress=progress))
     return tasks
+
+
+def entries(exp: Experiment, seeds: int) -> list[str]:
+    """The method or variant of each of plan's tasks, in its order."""
+    return [entry for _ in range(seeds) for entry in exp.methods]
+
+
+def weights_rows(entry: str, whitebox: dict) -> list[tuple[str, dict]]:
+    """One run's white-box measurement as report rows: the entry's own, and ENTRY+ema for a run with averaged
+    weights (one run gives both: `--ema` leaves the trained weights as they are without it)."""
+    by_weights = whitebox.get("results_by_weights")
+    if not by_weights:
+        return [(entry, whitebox)]
+    rows = []
+    for which, name in (("last", entry), ("ema", f"{entry}{EMA_SUFFIX}")):
+        row = {k: v for k, v in whitebox.items() if k not in ("results_by_weights", "autoattack_by_weights")}
+        row["results"], row["weights"] = by_weights[which], which
+        if "autoattack_by_weights" in whitebox:
+            row["autoattack"] = whitebox["autoattack_by_weights"][which]
+        rows.append((name, row))
+    return rows
 
 
 def launch(launcher: Launcher, tasks: list[RunTask]) -> list[dict]:
@@ -156,14 +178,19 @@ def run_experiment(exp: Experiment, out: Path, *, seeds: int = 1, device: str = 
     runio.write_json(out / MANIFEST, manifest(exp))
     log.info("%s at %s scale, %d seed(s), into %s", exp.name, exp.scale, seeds, out)
     measured = launch(launcher, tasks)
-    runs = {m: [t.run_dir for t in tasks if t.cfg.method == m] for m in exp.methods}
+    names = entries(exp, seeds)
+    runs = {m: [t.run_dir for t, n in zip(tasks, names) if n == m] for m in exp.methods}
 
     def per_seed(what: str) -> dict[str, list[dict]]:
-        return {m: [r[what] for t, r in zip(tasks, measured) if t.cfg.method == m] for m in exp.methods}
+        return {m: [r[what] for n, r in zip(names, measured) if n == m] for m in exp.methods}
 
     ours = {}
     if exp.settings.attacks:
-        ours["whitebox"] = whitebox_summary(exp, per_seed("whitebox"))
+        rows: dict[str, list[dict]] = {}
+        for name, r in zip(names, measured):
+            for row, wb in weights_rows(name, r["whitebox"]):
+                rows.setdefault(row, []).append(wb)
+        ours["whitebox"] = whitebox_summary(exp, rows)
     if exp.kind == "norms":
         ours["norms"] = norms_summary(out, runs, per_seed("norms"))
     elif exp.kind == "probe":
@@ -178,6 +205,7 @@ def run_experiment(exp: Experiment, out: Path, *, seeds: int = 1, device: str = 
         "substitutions": [{"setting": k, "paper": p, "this_run": v} for k, p, v in exp.substitutions()],
         "runs": {m: [str(r.relative_to(out)) for r in dirs] for m, dirs in runs.items()},
         "trained": [str(t.run_dir) for t in tasks if not t.done], "ours": ours, "paper": paper_entry(exp.name),
+        "published": published_entry(exp.name), "variants": exp.variants,
         "notes": exp.notes, "seconds": round(time.perf_counter() - started, 1),
         "train_seconds": round(train_seconds([t.run_dir for t in tasks]), 1),
         "device": str(resolved), "jobs": launcher.jobs,

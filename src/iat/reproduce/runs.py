@@ -84,13 +84,14 @@ def whitebox_plan(s: Settings) -> Whitebox | None:
     return Whitebox(list(s.attacks), s.eval_eps, s.eval_step_size, s.test_size, n)
 
 
-def measure_autoattack(run: Path, cfg: TrainConfig, wb: Whitebox, progress: bool = False) -> dict:
+def measure_autoattack(run: Path, cfg: TrainConfig, wb: Whitebox, progress: bool = False,
+                       weights: str = "last") -> dict:
     """Standard AutoAttack on a run's first N test images, with clean and PGD-20 on the same N for comparison:
-    fp32, eval mode, the run's device, seeded with the run's seed."""
+    fp32, eval mode, the run's device, seeded with the run's seed. weights: 'last' or 'ema' (a run with --ema)."""
     import importlib.metadata
 
     device = resolve_device(cfg.device)
-    model = load_run_model(run, device).float()  # fp32 whatever the run trained in
+    model = load_run_model(run, device, weights=weights).float()  # fp32 whatever the run trained in
     x, y = load_data(cfg.dataset, "test", cfg.data_dir, limit=wb.autoattack_limit, image_size=cfg.image_size)
     started, cpu = time.perf_counter(), time.process_time()  # recorded: AutoAttack's cost sets N
     with torch.autocast(device.type, enabled=False):
@@ -148,10 +149,18 @@ def _run_task(task: RunTask) -> dict:
             run, wb.attacks, eps=wb.eps, step_size=wb.step_size, limit=wb.limit, device=cfg.device,
             data_dir=cfg.data_dir, progress=task.progress))
         if wb.autoattack_limit:
-            key = {"run": str(run), "weights": weights, "version": "standard", "n": wb.autoattack_limit, "eps": wb.eps,
-                   "step_size": wb.step_size, "seed": cfg.seed}
-            measured["whitebox"] = {**measured["whitebox"], "autoattack": cached(
-                task.out, f"autoattack-{run.name}", key, lambda: measure_autoattack(run, cfg, wb, task.progress))}
+            by_weights = {}
+            for which in ("last", "ema") if "results_by_weights" in measured["whitebox"] else ("last",):
+                key = {"run": str(run), "weights": weights, "version": "standard", "n": wb.autoattack_limit,
+                       "eps": wb.eps, "step_size": wb.step_size, "seed": cfg.seed}
+                if which != "last":  # the last weights' key as before, so that earlier measurements still count
+                    key["weights_file"] = which
+                by_weights[which] = cached(
+                    task.out, f"autoattack-{run.name}" + ("" if which == "last" else f"-{which}"), key,
+                    lambda which=which: measure_autoattack(run, cfg, wb, task.progress, weights=which))
+            measured["whitebox"] = {**measured["whitebox"], "autoattack": by_weights["last"]}
+            if len(by_weights) > 1:
+                measured["whitebox"]["autoattack_by_weights"] = by_weights
     if task.norms:
         measured["norms"] = cached(task.out, f"norms-{run.name}", {"run": str(run), "weights": weights},
                                    lambda: run_norms(run))
