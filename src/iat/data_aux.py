@@ -148,10 +148,12 @@ def read_npz(path: Path, info: DataInfo, mapped: bool = False) -> tuple[np.ndarr
             held = ", ".join(f.files) or "none"
             raise UsageError(f"--aux-data {path} has no {missing[0]!r} array (it holds: {held}) {FORMAT_FIX}")
         try:
-            images = map_npz_member(path, "image") if mapped else f["image"]
+            images = None if mapped else f["image"]
             labels = f["label"]
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise UsageError(f"--aux-data {path} is truncated/corrupt ({type(e).__name__}) {FORMAT_FIX}") from None
+    if images is None:  # mapped: outside the try above, whose catch would hide why it cannot be
+        images = map_npz_member(path, "image")
     c, s = info.in_channels, info.image_size
     want = f"N x {s} x {s} x {c}" + (f" (or N x {s} x {s})" if c == 1 else "")
     if images.dtype != np.uint8:

@@ -68,18 +68,18 @@ def choose_placement(asked: str, nbytes: int, device: torch.device, mmap_dir: Pa
     host = host_available()
     device_limit = DEVICE_SHARE * device_available(device) if device.type == "cuda" else HOST_SHARE * host
     host_limit = HOST_SHARE * host
-    size = f"the training images take {nbytes / GB:.2f} GB as bytes"
+    size = f"the training images take {_size(nbytes)} as bytes"
     if asked == "device" and nbytes > device_limit:
-        raise UsageError(f"--data-placement device: {size}, more than the {device_limit / GB:.2f} GB the {device.type} "
+        raise UsageError(f"--data-placement device: {size}, more than the {_size(device_limit)} the {device.type} "
                          f"can spare ({_share(device)}); use --data-placement host or mmap")
     if asked == "host" and nbytes > host_limit:
-        raise UsageError(f"--data-placement host: {size}, more than the {host_limit / GB:.2f} GB of host memory it "
-                         f"can spare ({HOST_SHARE:.0%} of the {host / GB:.2f} GB available); use --data-placement mmap")
+        raise UsageError(f"--data-placement host: {size}, more than the {_size(host_limit)} of host memory it "
+                         f"can spare ({HOST_SHARE:.0%} of the {_size(host)} available); use --data-placement mmap")
     if asked == "mmap" and mmap_dir is not None:
         mmap_dir.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(mmap_dir).free
         if nbytes > free:
-            raise UsageError(f"--data-placement mmap: {size}, more than the {free / GB:.2f} GB free on the disk of "
+            raise UsageError(f"--data-placement mmap: {size}, more than the {_size(free)} free on the disk of "
                              f"{mmap_dir}; free space there or pass --data-dir on a larger disk")
     if asked != "auto":
         return asked
@@ -87,9 +87,16 @@ def choose_placement(asked: str, nbytes: int, device: torch.device, mmap_dir: Pa
         return "device"
     if nbytes <= host_limit:
         return "host"
-    raise UsageError(f"{size}: neither the {device.type} ({device_limit / GB:.2f} GB to spare) nor host memory "
-                     f"({host_limit / GB:.2f} GB to spare) holds them; add --data-placement mmap to read them from "
+    raise UsageError(f"{size}: neither the {device.type} ({_size(device_limit)} to spare) nor host memory "
+                     f"({_size(host_limit)} to spare) holds them; add --data-placement mmap to read them from "
                      "disk, or train on fewer (--train-size)")
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def _share(device: torch.device) -> str:
