@@ -24,7 +24,7 @@ from iat.errors import UsageError
 from iat.train.errors import TrainingError
 
 # Command modules, in the order `iat --help` lists them.
-COMMANDS = ["train", "eval", "demo", "sweep", "transfer", "audit", "analyze", "reproduce"]
+COMMANDS = ["train", "eval", "demo", "sweep", "transfer", "audit", "analyze", "reproduce", "export"]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -23,6 +23,8 @@ def output_dir(args: argparse.Namespace) -> tuple[Path, str] | None:
     command = args.command
     if command == "eval":
         return (Path(args.run_dir), "run directory") if args.out is None else (Path(args.out), "--out")
+    if command == "export":  # --out is a file: its folder is what the command writes
+        return Path(args.out).parent, "--out"
     if command == "reproduce" and getattr(args, "out", None) is None:
         from iat.reproduce.experiment import load_experiment
 
