@@ -19,6 +19,7 @@ from iat import runio
 from iat.config import TrainConfig, resolve_device
 from iat.distributed import World, process_group
 from iat.errors import UsageError
+from iat.tracking import NO_LOG, RunLog, for_run
 from iat.train.checkpoint import Checkpointer, open_run_dir, run_config
 from iat.train.errors import TrainingError, TrainingInterrupted
 from iat.train.guard import check_overfitting
@@ -79,9 +80,11 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, r
     if hint and world.is_main:
         log.info(hint)
     checkpointer = Checkpointer(out, cfg.checkpoint_every, world)
-    with SignalGuard(out, lambda: (state.epoch, state.step)) as guard:
+    with SignalGuard(out, lambda: (state.epoch, state.step)) as guard, \
+            for_run(out, config, state.epoch * steps_per_epoch + state.step, world.is_main) as track:  # --log
         while state.epoch < cfg.epochs:
-            signum = run_steps(state, data, step=step, checkpointer=checkpointer, guard=guard, progress=progress)
+            signum = run_steps(state, data, step=step, checkpointer=checkpointer, guard=guard, progress=progress,
+                               track=track)
             if state.step == steps_per_epoch:  # the epoch is done: record it, checkpoint, then metrics.jsonl
                 state.running["loss_sum"], state.running["count"] = world.sum(
                     [state.running["loss_sum"], state.running["count"]])  # the global batch's loss
@@ -91,6 +94,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, r
                 check_overfitting(state, data, checkpointer)  # before the checkpoint: a collapse keeps the last good
                 checkpointer.save(state)
                 checkpointer.save_metrics(state.metrics)
+                track.epoch(row, state.epoch * steps_per_epoch)
             if signum is not None and state.epoch < cfg.epochs:  # (after the last epoch, save the weights)
                 if state.step:  # mid-epoch; an epoch's end was checkpointed just above
                     checkpointer.save(state)
@@ -111,7 +115,7 @@ def load_training_data(cfg: TrainConfig, device: torch.device, world: World) -> 
 
 
 def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Checkpointer, guard: SignalGuard,
-              progress: bool) -> int | None:
+              progress: bool, track: RunLog = NO_LOG) -> int | None:
     """The steps of `state.epoch` from `state.step` on, until its end or a signal; checkpoints as asked.
 
     Returns the signal that stopped it (any rank's: all ranks stop after the same step), or None.
@@ -128,8 +132,10 @@ def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Che
         step(state, x, y, grad_weight=share * world.size)
         guard.step_done()
         bar.update(1)
-        if not bar.disable and state.step % POSTFIX_EVERY == 0:  # reading the loss syncs: not every step
-            bar.set_postfix(loss=f"{step.sync(state):.3f}")
+        if (not bar.disable or track.active) and state.step % POSTFIX_EVERY == 0:  # reading the loss syncs
+            loss = step.sync(state)
+            bar.set_postfix(loss=f"{loss:.3f}")
+            track.step(state.epoch * steps_per_epoch + state.step, loss, state.optimizer.param_groups[0]["lr"])
         signum = world.agree_stop(guard.signum)
         if signum is not None:
             break
