@@ -76,6 +76,7 @@ def test_mlflow_file_store_resumed_run_is_one_run_with_each_step_once(tmp_path, 
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when asked
     out = tmp_path / "run"
     killed_then_resumed(out, "mlflow")
     state = json.loads((out / "tracking.json").read_text())

@@ -145,7 +145,10 @@ class MLflowTracker:
     def __init__(self, run_dir: Path, config: Mapping[str, Any], state: dict, resume_step: int):
         from mlflow.tracking import MlflowClient
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").resolve().as_uri()
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:  # MLflow 3 refuses its file store unless asked for it; a folder in the run is the point here
+            uri = (run_dir / "mlruns").resolve().as_uri()
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = MlflowClient(tracking_uri=uri)
         run_id = state.get("mlflow_run_id")
         if run_id is None:
@@ -220,9 +223,17 @@ class RunLog:
     def metrics(self, values: Mapping[str, float], step: int) -> None:
         clean = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         self.state["last_step"] = max(step, self.state.get("last_step", 0))  # where `iat eval` logs its results
-        for tracker in self.trackers:
+        for tracker in list(self.trackers):
             if step >= tracker.first_step:
-                tracker.metrics(clean, step)
+                self._guarded(tracker, lambda t=tracker: t.metrics(clean, step))
+
+    def _guarded(self, tracker, call) -> None:
+        """A tracker that fails (a full disk, a server gone) is dropped with one warning: the run goes on."""
+        try:
+            call()
+        except Exception as e:
+            log.warning("tracking: %s failed (%s); the run continues without it", tracker.name, _line(e))
+            self.trackers.remove(tracker)
 
     def step(self, global_step: int, loss: float, lr: float) -> None:
         self.metrics({"train/loss": loss, "train/lr": lr}, global_step)
@@ -231,20 +242,24 @@ class RunLog:
         self.metrics({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, global_step)
 
     def figure(self, key: str, path: Path, step: int = 0) -> None:
-        for tracker in self.trackers:
-            tracker.figure(key, path, step)
+        for tracker in list(self.trackers):
+            self._guarded(tracker, lambda t=tracker: t.figure(key, path, step))
 
     def close(self) -> None:
         for tracker in self.trackers:
             try:
                 tracker.close()
             except Exception as e:  # a tracker failing at its end must not hide the run's own outcome
-                log.warning("tracking: %s could not be closed (%s)", tracker.name, e)
+                log.warning("tracking: %s could not be closed (%s)", tracker.name, _line(e))
         if self.trackers:
             runio.write_json(self.run_dir / STATE_FILE, self.state)
 
 
 NO_LOG = RunLog(Path("."), [], {})
+
+
+def _line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def open_log(run_dir: str | Path, names: tuple[str, ...], config: Mapping[str, Any], resume_step: int = 0) -> RunLog:
@@ -259,7 +274,12 @@ def open_log(run_dir: str | Path, names: tuple[str, ...], config: Mapping[str, A
             state = {}
     state = state if isinstance(state, dict) else {}
     state["trackers"] = sorted(set(state.get("trackers", [])) | set(names))
-    trackers = [BACKENDS[name](run_dir, config, state, resume_step) for name in names]
+    trackers = []
+    for name in names:
+        try:
+            trackers.append(BACKENDS[name](run_dir, config, state, resume_step))
+        except Exception as e:  # the tracker's own failure (a server not reachable): train without it
+            log.warning("tracking: %s could not start (%s); the run continues without it", name, _line(e))
     runio.write_json(path, state)  # the run ids, before any step: an interrupted run resumes the same logged run
     return RunLog(run_dir, trackers, state)
 
