@@ -142,7 +142,7 @@ def test_a_gpu_run_without_graphs_is_told_the_measured_speed_options():
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     hint = gpu_speed_hint(cuda, {"cuda_graphs_used": False, "world_size": 1})
-    assert hint and "--cuda-graphs" in hint and "--compile" in hint and "Speed and precision" in hint
+    assert hint and "--speed fast" in hint and "CUDA graphs" in hint and "Speed and precision" in hint
     assert gpu_speed_hint(cuda, {"cuda_graphs_used": True, "world_size": 1}) is None  # already graphed
     assert gpu_speed_hint(cuda, {"cuda_graphs_used": False, "world_size": 2}) is None  # torchrun: graphs cannot run
     assert gpu_speed_hint(cpu, {"cuda_graphs_used": False, "world_size": 1}) is None

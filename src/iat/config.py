@@ -152,6 +152,11 @@ class TrainConfig:
                                  "layout everywhere)")
     cuda_graphs: bool = option(False, "capture the whole training update (attack, both losses, backward, SGD "
                                "step) as CUDA graphs and replay them: far fewer kernel launches (CUDA only)")
+    speed: Literal["exact", "fast"] = option(
+        "exact", "exact: the options as given (by default true fp32, eager: the paper's arithmetic); fast: the "
+        "fastest measured setting, on CUDA --cuda-graphs --compile --tf32 --amp --attack-precision amp "
+        "--cudnn-benchmark, on a CPU with bf16 instructions --amp --attack-precision amp (evaluation stays strict "
+        "fp32 either way; iat.train.speed)")
     sync_bn: bool = option(False, "under torchrun on GPUs: BatchNorm statistics over the global batch "
                            "(SyncBatchNorm) instead of each rank's part; no effect in one process")
     extra: dict = option(help="free-form provenance (e.g. the experiment name)", factory=dict)
