@@ -43,8 +43,10 @@ class Launcher(Protocol):
 
 
 def on_gpus(device: str) -> int:
-    """How many GPUs the runs of `device` use (0: the CPU)."""
-    return torch.cuda.device_count() if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else 0
+    """How many GPUs the runs of `device` use (0: the CPU; --device cuda counts as at least one)."""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return max(1, torch.cuda.device_count())
+    return 0
 
 
 def default_jobs(device: str, runs_per_gpu: int = 1) -> int:
