@@ -34,25 +34,43 @@ def iat_train(out: Path, *more: str, **env) -> subprocess.CompletedProcess:
                           env={**clean, "OMP_NUM_THREADS": "1", **env}, capture_output=True, text=True, timeout=180)
 
 
-def killed_then_resumed(out: Path, log: str) -> None:
-    """Train with --log, SIGKILLed while writing its fourth checkpoint (at step 75; checkpoints at 25, 41 (the
-    epoch's end), 50, 75), then resumed to the end. The killed attempt logged step 61 after the checkpoint the
-    run resumes from (50): the resumed run logs it again, and the reader must see it once."""
-    killed = iat_train(out, "--log", log, IAT_TEST_KILL_IN_WRITE="checkpoint.pt:4")
+INSTALLED = [name for name in ("tensorboard", "mlflow", "wandb") if importlib.util.find_spec(name) is not None]
+
+
+def needs(name: str):
+    return pytest.mark.skipif(name not in INSTALLED, reason=f"{name} is not installed")
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory) -> Path:
+    """A run logged to every installed tracker, SIGKILLed while writing its fourth checkpoint (at step 75;
+    checkpoints at 25, 41 (the epoch's end), 50, 75), resumed to the end, then evaluated. The killed attempt
+    logged step 61 after the checkpoint the run resumes from (50); the resumed run logs it again."""
+    if not INSTALLED:
+        pytest.skip("no tracker is installed")
+    out = tmp_path_factory.mktemp("tracked") / "run"
+    log, env = ",".join(INSTALLED), {"MLFLOW_TRACKING_URI": "", "WANDB_MODE": "offline"}
+    killed = iat_train(out, "--log", log, IAT_TEST_KILL_IN_WRITE="checkpoint.pt:4", **env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (out / runio.WEIGHTS).exists()
-    finished = iat_train(out, "--log", log, "--resume")
+    finished = iat_train(out, "--log", log, "--resume", **env)
     assert finished.returncode == 0, finished.stderr
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        assert main(["-q", "eval", str(out), "--attacks", "clean", "--limit", "50"]) == 0
+    return out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")
-def test_tensorboard_resumed_run_logs_each_step_once_and_eval_results(tmp_path):
+def epoch_ends() -> list[int]:
+    return [STEPS_PER_EPOCH * (i + 1) for i in range(EPOCHS)]
+
+
+@needs("tensorboard")
+def test_tensorboard_reader_sees_each_step_once_epochs_and_eval(logged_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = tmp_path / "run"
-    killed_then_resumed(out, "tensorboard")
-    assert main(["-q", "eval", str(out), "--attacks", "clean", "--limit", "50"]) == 0
-
+    out = logged_run
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     loss = events.Scalars("train/loss")
@@ -62,7 +80,7 @@ def test_tensorboard_resumed_run_logs_each_step_once_and_eval_results(tmp_path):
     lr_by_epoch = [metrics[(e.step - 1) // STEPS_PER_EPOCH]["lr"] for e in loss]
     assert [e.value for e in events.Scalars("train/lr")] == pytest.approx(lr_by_epoch, rel=1e-6)
     epoch_loss = events.Scalars("epoch/train_loss")
-    assert [e.step for e in epoch_loss] == [STEPS_PER_EPOCH * (i + 1) for i in range(EPOCHS)]
+    assert [e.step for e in epoch_loss] == epoch_ends()
     assert [e.value for e in epoch_loss] == pytest.approx([m["train_loss"] for m in metrics], rel=1e-6)
     evaluated = events.Scalars("eval/clean_error")
     eval_json = json.loads((out / runio.EVAL).read_text())
@@ -71,23 +89,68 @@ def test_tensorboard_resumed_run_logs_each_step_once_and_eval_results(tmp_path):
     assert "config/text_summary" in events.Tags()["tensors"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow is not installed")
-def test_mlflow_file_store_resumed_run_is_one_run_with_each_step_once(tmp_path, monkeypatch):
+@needs("mlflow")
+def test_mlflow_file_store_holds_one_run_with_each_step_once(logged_run, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when asked
-    out = tmp_path / "run"
-    killed_then_resumed(out, "mlflow")
-    state = json.loads((out / "tracking.json").read_text())
-    client = MlflowClient(tracking_uri=(out / "mlruns").resolve().as_uri())
+    state = json.loads((logged_run / "tracking.json").read_text())
+    client = MlflowClient(tracking_uri=(logged_run / "mlruns").resolve().as_uri())
     runs = client.search_runs([client.get_experiment_by_name("iat").experiment_id])
     assert [r.info.run_id for r in runs] == [state["mlflow_run_id"]]  # the resumed run continued the same one
     assert runs[0].data.params["method"] == "erm" and runs[0].data.params["epochs"] == "2"
+    assert runs[0].info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(state["mlflow_run_id"], "train/loss")]
     assert sorted(steps) == expected_steps()
     epochs = client.get_metric_history(state["mlflow_run_id"], "epoch/train_loss")
-    assert sorted(m.step for m in epochs) == [STEPS_PER_EPOCH * (i + 1) for i in range(EPOCHS)]
+    assert sorted(m.step for m in epochs) == epoch_ends()
+    assert [m.step for m in client.get_metric_history(state["mlflow_run_id"], "eval/clean_error")] == [epoch_ends()[-1]]
+
+
+def wandb_records(path: Path):
+    """The records of a W&B transaction log (.wandb): a 7-byte header, then LevelDB's log format (32 KiB blocks
+    of chunks, each with a 7-byte header: crc32, length, type 1 full / 2 first / 3 middle / 4 last)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B"
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+@needs("wandb")
+def test_wandb_offline_runs_share_one_id_and_log_steps_config_and_eval(logged_run):
+    state = json.loads((logged_run / "tracking.json").read_text())
+    files = sorted((logged_run / "wandb").glob(f"offline-run-*/run-{state['wandb_id']}.wandb"))
+    assert len(files) == 3  # the killed attempt, the resumed one, `iat eval`'s
+    steps, config = [], {}
+    for f in files:
+        for r in wandb_records(f):
+            if r.WhichOneof("record_type") == "history":
+                items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+                steps += [(f, r.history.step.num)] if "train/loss" in items else []
+                if "eval/clean_error" in items:
+                    assert r.history.step.num == epoch_ends()[-1]
+            elif r.WhichOneof("record_type") in ("run", "config"):  # the config comes with the run record
+                updates = r.run.config.update if r.HasField("run") else r.config.update
+                config.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in updates})
+    # the resumed attempt logs from its checkpoint (50) on; what the killed one had logged reaches its file only
+    # as far as W&B's own service wrote it before the kill
+    assert [s for f, s in steps if f == files[1]] == [s for s in expected_steps() if s > 50]
+    assert {s for f, s in steps if f == files[0]} <= set(expected_steps())
+    assert config["method"] == "erm" and config["epochs"] == 2
 
 
 @pytest.mark.parametrize("log, fragment", [("tensorboard,nosuch", "'nosuch' is not a tracker"),

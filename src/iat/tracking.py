@@ -11,9 +11,12 @@ progress bar shows) and `train/lr` every POSTFIX_EVERY steps, read where the bar
 no host-device sync of its own; per epoch the row of metrics.jsonl; `iat eval` results when the run is
 evaluated. The step axis is the global step (epoch * steps per epoch + step).
 
-A resumed run continues the same logged run: RUN/tracking.json keeps the trackers and their run ids, and
-nothing at or before a step already logged is logged again (TensorBoard: purge_step; MLflow: its history's
-last step; W&B: its own rule that steps only increase).
+A resumed run continues the same logged run: RUN/tracking.json keeps the trackers and their run ids. A run
+stopped by Ctrl-C or SIGTERM checkpoints its last step, so its resume logs nothing twice. A killed one (SIGKILL,
+a crash) resumes from its last checkpoint, and steps it logged after that are logged again: TensorBoard's
+reader drops the earlier ones (purge_step), MLflow's are not logged again (its history's last step is read);
+W&B offline keeps each attempt in its own folder (a killed attempt's only as far as W&B's service wrote it),
+so `wandb sync` may see those few steps twice.
 
 The training loop reaches the trackers through `for_run` (a no-op unless `request` asked for some): the CLI
 calls `request(names)` before training; worker processes of `iat reproduce` and `iat demo` inherit the
@@ -27,6 +30,7 @@ import json
 import logging
 import math
 import os
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -185,10 +189,11 @@ class WandbTracker:
     def __init__(self, run_dir: Path, config: Mapping[str, Any], state: dict, resume_step: int):
         import wandb
 
-        run_id = state.setdefault("wandb_id", wandb.util.generate_id())
+        run_id = state.setdefault("wandb_id", uuid.uuid4().hex[:16])  # W&B ids: letters and digits
+        quiet = not logging.getLogger("iat").isEnabledFor(logging.INFO)  # `iat -q`: no W&B banner either
         self.run = wandb.init(dir=str(run_dir), id=run_id, resume="allow", name=run_dir.name, config=dict(config),
-                              mode=os.environ.get("WANDB_MODE", "offline"), project=os.environ.get("WANDB_PROJECT",
-                                                                                                  "iat"))
+                              mode=os.environ.get("WANDB_MODE", "offline"),
+                              project=os.environ.get("WANDB_PROJECT", "iat"), settings=wandb.Settings(silent=quiet))
         self.first_step = resume_step + 1 if resume_step else 0
 
     def metrics(self, values: Mapping[str, float], step: int) -> None:
