@@ -165,3 +165,25 @@ def test_bad_log_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatc
     assert err.startswith("iat train: error: ") and err.count("\n") == 1 and fragment in err, err
     assert list(tmp_path.iterdir()) == []
     assert iat.tracking.ENV not in os.environ
+
+
+@needs("tensorboard")
+def test_experiment_figures_are_logged_as_images(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import iat.tracking
+
+    fig, ax = plt.subplots(figsize=(2, 1.5), dpi=50)
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(tmp_path / "tradeoff.png")
+    plt.close(fig)
+    monkeypatch.setenv(iat.tracking.ENV, "tensorboard")
+    iat.tracking.log_experiment(tmp_path, {"experiment": "demo"})
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    [image] = events.Images("figures/tradeoff")
+    assert (image.width, image.height) == (100, 75)

@@ -333,3 +333,21 @@ def log_eval(run_dir: str | Path, report: Mapping[str, Any]) -> None:
             run_log.close()
     except Exception as e:  # the evaluation is saved in eval.json; a tracker's failure must not turn it into an error
         log.warning("tracking: the results were not logged to %s (%s)", ", ".join(names), e)
+
+
+def log_experiment(out_dir: str | Path, params: Mapping[str, Any]) -> None:
+    """An experiment's pictures (OUT/*.png: the trade-off, white-box, transfer ... figures of `iat reproduce` and
+    `iat demo`) into a logged run of its own in OUT, beside the runs' own; nothing unless trackers were requested."""
+    names, out_dir = requested(), Path(out_dir)
+    figures = sorted(out_dir.glob("*.png"))
+    if not names or not figures:
+        return
+    try:
+        run_log = open_log(out_dir, names, params, 0)
+        try:
+            for figure in figures:
+                run_log.figure(f"figures/{figure.stem}", figure)
+        finally:
+            run_log.close()
+    except Exception as e:  # the experiment's results are written; a tracker's failure must not undo that
+        log.warning("tracking: the figures were not logged to %s (%s)", ", ".join(names), _line(e))

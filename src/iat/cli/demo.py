@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from iat.cli import options as opt
+from iat.cli.train import add_log_option, request_tracking
 from iat.methods import method_names, paper_method_names
 from iat.models import model_names
 from iat.reproduce.experiment import DEMO, load_experiment
@@ -39,6 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: CUDA when available, else CPU (default: auto)")
     add_launch_options(p)
+    add_log_option(p)
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST's idx files (default: Debian's package)")
     p.set_defaults(run=run)
 
@@ -72,11 +74,15 @@ def run(args) -> int:
     if unknown:
         raise UsageError(f"--methods: unknown method {unknown[0]!r}; choose from {', '.join(method_names())}")
     methods = [m for m in method_names() if m in methods]  # the paper's row order, each once
+    request_tracking(args)  # each run logs into its own directory; pool workers inherit the request
     exp = demo_experiment(methods, arch=args.arch, epochs=args.epochs, train_size=args.train_size,
                           test_size=args.test_size, eps=args.eps, step_size=args.step_size)
     results = run_demo(exp, args.out, seeds=args.seeds, device=args.device, data_dir=args.data_dir,
                        progress=not args.quiet, launcher=args.launcher, jobs=args.jobs,
                        runs_per_gpu=args.runs_per_gpu, ray_address=args.ray_address)
+    from iat.tracking import log_experiment
+
+    log_experiment(args.out, {"experiment": "demo", "methods": ",".join(methods), "seeds": args.seeds})
     print(open(f"{args.out}/table.md").read())
     print(f"wall time: {results['seconds'] / 60:.1f} min; results in {args.out}/results.json")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from iat.cli import options as opt
 from iat.cli.demo import add_launch_options
+from iat.cli.train import add_log_option, request_tracking
 from iat.reproduce.experiment import SCALES, experiment_names
 
 
@@ -29,6 +30,7 @@ def add_parser(sub) -> None:
                    "on a cluster, a path every node sees (a shared file system)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: iat's data directory)")
+    add_log_option(p)
     add_launch_options(p)
     p.set_defaults(run=run)
 
@@ -37,11 +39,14 @@ def run(args) -> int:
     from pathlib import Path
 
     from iat.reproduce import reproduce
+    from iat.tracking import log_experiment
 
+    request_tracking(args)  # each run logs into its own directory; pool workers inherit the request
     results = reproduce(args.name, args.out, seeds=args.seeds, scale=args.scale, device=args.device,
                         data_dir=args.data_dir, progress=not args.quiet, launcher=args.launcher, jobs=args.jobs,
                         runs_per_gpu=args.runs_per_gpu, ray_address=args.ray_address)
     out = Path(args.out) if args.out is not None else Path(f"reproduce-{results['experiment']}")
+    log_experiment(out, {"experiment": results["experiment"], "scale": args.scale, "seeds": args.seeds})
     report = (out / "report.md").read_text()
     print(report)
     print(f"trained {len(results['trained'])} run(s) in {results['seconds'] / 60:.1f} min; "
