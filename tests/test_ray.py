@@ -17,7 +17,7 @@ from iat.cli import main
 from iat.errors import UsageError
 from iat.reproduce import reproduce
 from iat.reproduce import runner as runner_module
-from iat.reproduce.runs import RunTask, run_task
+from iat.reproduce.tasks import RunTask, run_task
 
 try:
     import ray

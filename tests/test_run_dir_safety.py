@@ -65,7 +65,7 @@ def test_an_experiments_worker_locks_the_run_directory_it_trains(tmp_path):
     """OUT is locked by `iat reproduce`, OUT/RUN by the worker that trains it: a plain `iat train --out OUT/RUN`
     already running there makes the worker refuse, instead of both writing the run's files."""
     from iat.errors import UsageError
-    from iat.reproduce.runs import RunTask, run_task
+    from iat.reproduce.tasks import RunTask, run_task
 
     run = tmp_path / "erm-seed0"
     cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16)

@@ -13,7 +13,7 @@ from iat.analysis.plots import plot_tradeoff
 from iat.demo import demo_experiment, run_demo
 from iat.reproduce import reproduce
 from iat.reproduce.paper import paper_entry
-from iat.reproduce.runs import AUTOATTACK_SKIPPED
+from iat.reproduce.tasks import AUTOATTACK_SKIPPED
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 needs_extra = pytest.mark.skipif(not aa_module.autoattack_available(),

@@ -17,7 +17,7 @@ from iat.report import method_label, whitebox_table
 from iat.reproduce.experiment import DEMO, Experiment, load_experiment
 from iat.reproduce.launch import make_launcher
 from iat.reproduce.runner import run_experiment
-from iat.reproduce.runs import AUTOATTACK_SKIPPED
+from iat.reproduce.tasks import AUTOATTACK_SKIPPED
 from iat.units import format_eps
 
 

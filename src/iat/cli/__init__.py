@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from iat.cli.locking import locked
 from iat.cpu_memory import keep_freed_memory
 from iat.errors import UsageError
-from iat.train.errors import TrainingError
+from iat.train.faults import TrainingError
 
 # Command modules, in the order `iat --help` lists them.
 COMMANDS = ["train", "eval", "demo", "sweep", "transfer", "audit", "analyze", "reproduce", "export"]

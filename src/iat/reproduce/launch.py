@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar
 import torch
 
 from iat.errors import UsageError
-from iat.train.errors import TrainingError
+from iat.train.faults import TrainingError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,7 +9,7 @@ from iat import runio
 from iat.analysis.probe import ProbeConfig
 from iat.report import stat
 from iat.reproduce.experiment import Experiment
-from iat.reproduce.runs import cached, fingerprint
+from iat.reproduce.tasks import cached, fingerprint
 from iat.robustness import sweep_eps, sweep_steps, transfer_matrix
 
 ROBUSTNESS = {"transfer": transfer_matrix, "sweep-eps": sweep_eps, "sweep-steps": sweep_steps}

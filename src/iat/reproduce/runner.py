@@ -2,7 +2,7 @@
 
 The one orchestrator: `iat reproduce NAME` and `iat demo` (experiments/demo.toml) both run here. Each
 (method, seed) run is a task handed to a launcher (reproduce/launch.py): trained unless it is done, then
-measured (reproduce/runs.py says how "done" is decided, for runs and for measurements). Measurements that
+measured (reproduce/tasks.py says how "done" is decided, for runs and for measurements). Measurements that
 need several runs at once (Tables 5-7) follow in this process. Calling it again continues where it
 stopped: finished runs are skipped, interrupted ones resume from their checkpoint, cached measurements
 are reused, so a second call on a finished experiment trains and measures nothing.
@@ -39,8 +39,8 @@ from iat.reproduce.measure import (
     whitebox_summary,
 )
 from iat.reproduce.paper import paper_entry, published_entry
-from iat.reproduce.report import write_report
-from iat.reproduce.runs import RunTask, run_task, whitebox_plan
+from iat.reproduce.report_md import write_report
+from iat.reproduce.tasks import RunTask, run_task, whitebox_plan
 from iat.train import is_complete
 from iat.version import __version__
 

@@ -28,7 +28,7 @@ from iat import runio
 from iat.config import TrainConfig
 from iat.distributed import world_from_env
 from iat.runs import check_model_size
-from iat.train.errors import CheckpointWriteError, TrainingDiverged, TrainingError, TrainingInterrupted
+from iat.train.faults import CheckpointWriteError, TrainingDiverged, TrainingError, TrainingInterrupted
 from iat.train.loop import train
 from iat.train.resume import is_complete
 from iat.train.state import RunState, epoch_order, lr_at, rng_state, seed_everything, set_rng_state

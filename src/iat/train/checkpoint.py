@@ -19,7 +19,7 @@ from iat.data import DataInfo
 from iat.distributed import SINGLE, World
 from iat.errors import UsageError
 from iat.train.ema import EMA_WEIGHTS
-from iat.train.errors import CheckpointWriteError, diverged
+from iat.train.faults import CheckpointWriteError, diverged
 from iat.train.resume import Prior
 from iat.train.state import RunState, device_name
 from iat.version import __version__

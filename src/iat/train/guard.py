@@ -30,7 +30,7 @@ from iat.config import TrainConfig
 from iat.fp32 import fp32_evaluation
 from iat.methods import get_method
 from iat.train.checkpoint import Checkpointer
-from iat.train.errors import TrainingError
+from iat.train.faults import TrainingError
 from iat.train.state import RunState
 from iat.train.step import TrainData
 

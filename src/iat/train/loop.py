@@ -21,7 +21,7 @@ from iat.distributed import World, process_group
 from iat.errors import UsageError
 from iat.tracking import NO_LOG, RunLog, for_run
 from iat.train.checkpoint import Checkpointer, open_run_dir, run_config
-from iat.train.errors import TrainingError, TrainingInterrupted
+from iat.train.faults import TrainingError, TrainingInterrupted
 from iat.train.guard import check_overfitting
 from iat.train.precision import restored_flags
 from iat.train.resume import find_prior

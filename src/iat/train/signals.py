@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from iat.train.errors import TrainingInterrupted
+from iat.train.faults import TrainingInterrupted
 
 log = logging.getLogger("iat.train")
 

@@ -26,7 +26,7 @@ from iat.data_placement import choose_placement, mmap_file, place, prefetched, t
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
 from iat.train.awp import AWP, with_awp
-from iat.train.errors import compile_failure, diverged
+from iat.train.faults import compile_failure, diverged
 from iat.train.graphs import Choice, GraphedUpdate, layer_choices, no_choice
 from iat.train.model_prep import prepare_model
 from iat.train.precision import Precision, resolve_precision, set_tf32

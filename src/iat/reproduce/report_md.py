@@ -14,7 +14,7 @@ from iat.analysis.plots import plot_probe, plot_sweep, plot_tradeoff, plot_trans
 from iat.report import attack_column, format_cell, format_table, method_label
 from iat.reproduce.experiment import EPS_KEYS, TRAIN_KEYS
 from iat.reproduce.paper import CITATION
-from iat.reproduce.runs import AUTOATTACK_SKIPPED
+from iat.reproduce.tasks import AUTOATTACK_SKIPPED
 from iat.units import format_eps
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "fashion-mnist": "Fashion-MNIST", "mnist": "MNIST",
