@@ -1,0 +1,72 @@
+"""rb:NAME: a RobustBench zoo model loaded offline from a checkpoint in RobustBench's folder layout."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from iat.errors import UsageError
+from iat.zoo import check_zoo_model, import_robustbench, load_zoo_model
+
+NAME = "Ding2020MMA"  # a WRN-28-4 (5.8M parameters): the zoo's smallest CIFAR-10 L-inf model
+needs_rb = pytest.mark.skipif(importlib.util.find_spec("robustbench") is None, reason="robustbench is not installed")
+
+
+@needs_rb
+def test_a_checkpoint_in_robustbenchs_layout_loads_offline_with_its_logits(tmp_path):
+    import_robustbench()  # robustbench 1.1.1 imports only through iat.zoo's compatibility shims
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    torch.manual_seed(0)
+    reference = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf][NAME]["model"]().eval()
+    folder = tmp_path / "models" / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, folder / f"{NAME}.pt")
+    model = load_zoo_model(f"rb:{NAME}", model_dir=tmp_path / "models")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-5)
+    assert sorted(p.name for p in folder.iterdir()) == [f"{NAME}.pt"]  # nothing fetched or added
+
+
+@needs_rb
+@pytest.mark.parametrize("spec, dataset, fragment", [
+    ("rb:Ding2020MMX", "cifar10", "unknown RobustBench model 'rb:Ding2020MMX' for cifar10 Linf (close: Ding2020MMA"),
+    (f"rb:{NAME}", "cifar10", "or add --download to fetch it"),
+    (f"rb:{NAME}", "fashion-mnist", "RobustBench ranks no fashion-mnist models"),
+])
+def test_bad_zoo_input_is_one_line_and_creates_nothing(tmp_path, spec, dataset, fragment):
+    with pytest.raises(UsageError) as e:
+        check_zoo_model(spec, model_dir=tmp_path / "models", dataset=dataset)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_robustbench_missing_is_one_line_naming_the_extra(monkeypatch):
+    import iat.zoo
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(iat.zoo.importlib.util, "find_spec", lambda n, *a: None if n == "robustbench" else real(n, *a))
+    with pytest.raises(UsageError, match=r"pip install 'iat\[robustbench\]'"):
+        check_zoo_model(f"rb:{NAME}")
+
+
+def test_the_robustbench_extra_fits_the_timm_and_autoattack_extras():
+    """`pip install -e '.[robustbench,timm,autoattack]'` resolves only if robustbench's own pins lie inside our
+    extras' ranges (checked here offline; resolved with pip by hand: pip install --dry-run -e '.[...]')."""
+    import sys
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    tomllib = __import__("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    ours = {Requirement(r).name: Requirement(r).specifier for name in ("timm", "autoattack") for r in extras[name]}
+    assert any(Requirement(r).name == "robustbench" for r in extras["robustbench"])
+    pins = {"timm": "1.0.9", "pyautoattack": "0.2.0"}  # robustbench 1.1.1: timm==1.0.9, pyautoattack>=0.2.0
+    for package, version in pins.items():
+        assert ours[package].contains(version), f"{package} {version} is outside our extra's {ours[package]}"
