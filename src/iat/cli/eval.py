@@ -85,6 +85,10 @@ def run(args) -> int:
         return 1
     if not speaks():  # under torchrun: rank 0 prints the table
         return 0
+    if args.out is None:  # the run's own trackers (iat.tracking), if it was trained with --log
+        from iat.tracking import log_eval
+
+        log_eval(args.run_dir, report)
     print_report(args.run_dir, report)
     return 0
 

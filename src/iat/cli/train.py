@@ -115,10 +115,26 @@ def add_parser(sub) -> None:
     for f in fields:
         if f not in required:
             p.add_argument(flag(f.name), **_flag_kwargs(f))
+    add_log_option(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, given the same options (on the CPU "
                    "the final weights are bit-identical to an uninterrupted run's); a finished run is left as is")
     p.set_defaults(run=run)
+
+
+def add_log_option(p: argparse.ArgumentParser) -> None:
+    """--log TRACKERS, shared by train, reproduce and demo (iat.tracking)."""
+    p.add_argument("--log", default=None, metavar="TRACKERS",
+                   help="log each run to experiment trackers, comma-separated: tensorboard (RUN/tensorboard/), "
+                   "mlflow (a file store in RUN/mlruns/, or MLFLOW_TRACKING_URI), wandb (offline in RUN/wandb/ "
+                   "unless WANDB_MODE is set); each needs its extra, e.g. pip install 'iat[tensorboard]'")
+
+
+def request_tracking(args: argparse.Namespace) -> None:
+    """Refuse an unknown or uninstalled tracker in --log, else ask the runs of this command to log to it."""
+    from iat.tracking import parse_log, request
+
+    request(parse_log(args.log) if getattr(args, "log", None) is not None else None)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -128,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     check_model_size(cfg)  # before anything is allocated
+    request_tracking(args)
     if args.resume and is_complete(cfg, args.out):
         print(f"{args.out} is already complete ({cfg.epochs} epochs); nothing to do")
         return 0
