@@ -273,11 +273,7 @@ def fingerprint(root: Path) -> dict[str, tuple]:
 # --------------------------------------------------------------------------------------------- rows
 
 
-# Rows that fail today (a traceback, after the work is done) in commands that test_bad_input's author does not
-# own; they are not run, to keep this file fast. Each owner deletes its entry here once the row passes.
-KNOWN: dict[str, str] = {}  # id -> reason, for rows that are known bugs in a command
-ROWS = [pytest.param(*c[1:], id=c[0], marks=[pytest.mark.xfail(reason=KNOWN[c[0]], run=False)]
-                     if c[0] in KNOWN else []) for c in ALL]
+ROWS = [pytest.param(*c[1:], id=c[0]) for c in ALL]
 
 
 @pytest.mark.parametrize("argv, fragment", ROWS)
