@@ -48,7 +48,7 @@ test-avx2: setup
 	  $(BIN)/python -m pytest -q $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 # Data sets from the internet (torchvision) into $IAT_DATA_DIR (default ~/.cache/iat/data): Fashion-MNIST
 # without root, or the paper's: make data DATA='cifar10 svhn'
