@@ -70,3 +70,53 @@ def test_the_robustbench_extra_fits_the_timm_and_autoattack_extras():
     pins = {"timm": "1.0.9", "pyautoattack": "0.2.0"}  # robustbench 1.1.1: timm==1.0.9, pyautoattack>=0.2.0
     for package, version in pins.items():
         assert ours[package].contains(version), f"{package} {version} is outside our extra's {ours[package]}"
+
+
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_protocol_robustbench_refuses_a_data_set_robustbench_does_not_rank(trained_runs, capsys):
+    from iat.cli import main
+
+    run = trained_runs["pgd"]  # digits, as Fashion-MNIST: no RobustBench leaderboard
+    before = _files(run)
+    assert main(["-q", "eval", str(run), "--protocol", "robustbench"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RobustBench ranks cifar10 and cifar100 models (Linf), not digits" in err, err
+    assert _files(run) == before
+
+
+@needs_rb
+def test_protocol_robustbench_writes_the_claim_and_eval_json(tmp_path, monkeypatch, capsys):
+    """RobustBench's benchmark itself (AutoAttack on 10,000 CIFAR images) is replaced by a stand-in that records
+    how it was called; what iat makes of its answer is real."""
+    import dataclasses
+    import json
+
+    import iat.rbeval
+    from iat import runio
+    from iat.cli import main
+    from iat.config import TrainConfig, build_model
+
+    import_robustbench()
+    import robustbench.eval
+    from robustbench.utils import ModelInfo
+
+    run = tmp_path / "cifar-run"
+    run.mkdir()
+    cfg = TrainConfig(method="pgd", dataset="cifar10", arch="cnn-small", width=4, epochs=1, device="cpu").validate()
+    runio.write_json(run / runio.CONFIG, {**cfg.to_dict(), "in_channels": 3, "num_classes": 10, "image_size": 32})
+    runio.save_weights(run / runio.WEIGHTS, build_model(cfg).state_dict())
+    calls = []
+    monkeypatch.setattr(iat.rbeval, "load_data", lambda *a, **k: None)  # no CIFAR-10 here
+    monkeypatch.setattr(robustbench.eval, "benchmark", lambda model, **kw: calls.append(kw) or (0.8125, 0.4375))
+    assert main(["-q", "eval", str(run), "--protocol", "robustbench", "--device", "cpu"]) == 0
+    [kw] = calls
+    assert (kw["n_examples"], kw["dataset"], kw["threat_model"], kw["eps"]) == (10_000, "cifar10", "Linf", cfg.eps)
+    claim = json.loads((run / "robustbench/model_info/cifar10/Linf/cifar-run.json").read_text())
+    assert list(claim) == [f.name for f in dataclasses.fields(ModelInfo)]
+    assert (claim["eps"], claim["clean_acc"], claim["autoattack_acc"]) == ("8/255", "81.25", "43.75")
+    report = json.loads((run / runio.EVAL).read_text())
+    assert report["protocol"] == "robustbench" and report["n_examples"] == 10_000
+    assert report["results"] == {"clean": {"error": 18.75}, "autoattack": {"error": 56.25}}

@@ -39,6 +39,11 @@ def add_parser(sub) -> None:
                    "(default: auto)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: the run's)")
+    p.add_argument("--protocol", choices=("iat", "robustbench"), default="iat",
+                   help="iat: the attacks of --attacks; robustbench: RobustBench's own evaluation (standard "
+                   "AutoAttack, L-inf, the run's eps, all 10,000 test images; pip install 'iat[robustbench]'), for "
+                   "cifar10 and cifar100 runs: its accuracies go into eval.json, and a claim JSON in RobustBench's "
+                   "model_info layout into RUN/robustbench/ (default: iat)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write eval.json into DIR instead of the run directory (for a run you cannot write to); "
                    "DIR is created if absent, its eval.json records the run's absolute path under `run` and keeps "
@@ -71,6 +76,8 @@ def run(args) -> int:
     from iat.evalstore import EvalNotSaved
     from iat.evaluate import evaluate_run
 
+    if args.protocol == "robustbench":
+        return run_robustbench(args)
     attacks = parse_attack_list(args.attacks)
     try:
         report = evaluate_run(args.run_dir, attacks, eps=args.eps, step_size=args.step_size, restarts=args.restarts,
@@ -90,6 +97,21 @@ def run(args) -> int:
 
         log_eval(args.run_dir, report)
     print_report(args.run_dir, report)
+    return 0
+
+
+def run_robustbench(args) -> int:
+    from iat.errors import UsageError
+    from iat.rbeval import benchmark_run, check_protocol
+    from iat.runs import load_run_config
+
+    check_protocol(load_run_config(args.run_dir).dataset, args.limit)
+    if args.out is not None:
+        raise UsageError("--protocol robustbench writes into the run directory (eval.json and robustbench/); "
+                         "drop --out")
+    claim = benchmark_run(args.run_dir, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size)
+    print(f"{args.run_dir}: RobustBench, {claim['dataset']} {claim['eps']}: clean {claim['clean_acc']}%, "
+          f"AutoAttack {claim['autoattack_acc']}%; claim: {claim['path']}")
     return 0
 
 
