@@ -120,3 +120,75 @@ def test_protocol_robustbench_writes_the_claim_and_eval_json(tmp_path, monkeypat
     report = json.loads((run / runio.EVAL).read_text())
     assert report["protocol"] == "robustbench" and report["n_examples"] == 10_000
     assert report["results"] == {"clean": {"error": 18.75}, "autoattack": {"error": 56.25}}
+
+
+def _zoo_checkpoint(model_dir):
+    """Ding2020MMA's architecture, seeded, saved where RobustBench keeps it; returns the module."""
+    import_robustbench()
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    torch.manual_seed(0)
+    reference = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf][NAME]["model"]().eval()
+    folder = model_dir / "cifar10" / "Linf"
+    folder.mkdir(parents=True)
+    torch.save(reference.state_dict(), folder / f"{NAME}.pt")
+    return reference
+
+
+def _cifar_run(run):
+    """A (untrained) cifar10 run directory written by hand: a run to compare the zoo model with."""
+    from iat import runio
+    from iat.config import TrainConfig, build_model
+
+    run.mkdir()
+    cfg = TrainConfig(method="pgd", dataset="cifar10", arch="cnn-small", width=4, epochs=1, device="cpu").validate()
+    runio.write_json(run / runio.CONFIG, {**cfg.to_dict(), "in_channels": 3, "num_classes": 10, "image_size": 32})
+    runio.save_weights(run / runio.WEIGHTS, build_model(cfg).state_dict())
+
+
+@needs_rb
+def test_rb_models_in_eval_and_transfer_beside_a_run(tmp_path, monkeypatch, capsys):
+    """No CIFAR-10 here: the test split is 8 random images (what is checked is the plumbing, not the numbers)."""
+    import json
+
+    import iat.runs
+    from iat.cli import main
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
+    monkeypatch.setattr(iat.runs, "load_data", lambda *a, limit=None, **k: (x[:limit], y[:limit]))
+    models = tmp_path / "models"
+    reference = _zoo_checkpoint(models)
+    _cifar_run(tmp_path / "run")
+    spec = f"rb:{NAME}"
+    assert main(["-q", "eval", spec, "--model-dir", str(models), "--out", str(tmp_path / "ev"), "--attacks",
+                 "clean,fgsm", "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    with torch.no_grad():
+        clean_error = 100 * (reference(x).argmax(1) != y).float().mean().item()
+    assert report["run"] == spec and report["eps"] == pytest.approx(8 / 255) and report["n_examples"] == 8
+    assert report["results"]["clean"]["error"] == pytest.approx(clean_error)
+    assert main(["-q", "transfer", spec, str(tmp_path / "run"), "--eps", "1/255", "--steps", "1", "--model-dir",
+                 str(models), "--out", str(tmp_path / "tr"), "--device", "cpu"]) == 0
+    points = json.loads((tmp_path / "tr" / "transfer.json").read_text())["points"]
+    assert {(p["source"], p["target"]) for p in points} == {(a, b) for a in (spec, str(tmp_path / "run"))
+                                                            for b in (spec, str(tmp_path / "run"))}
+    assert sorted(p.name for p in (models / "cifar10" / "Linf").iterdir()) == [f"{NAME}.pt"]  # nothing fetched
+
+
+@needs_rb
+@pytest.mark.parametrize("argv, fragment", [
+    (["eval", "rb:Ding2020MMA"], "is a RobustBench model, not a run directory to write into: give --out DIR"),
+    (["eval", "rb:Nobody2099", "--out", "ev"], "unknown RobustBench model 'rb:Nobody2099'"),
+    (["eval", "rb:Ding2020MMA", "--out", "ev"], "or add --download to fetch it"),
+    (["audit", "rb:Ding2020MMA", "--out", "au"], "or add --download to fetch it"),
+])
+def test_bad_rb_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, argv, fragment):
+    from iat.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", *argv, "--model-dir", "models"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -150,14 +150,32 @@ def load_runs(run_dirs: list[str | Path], limit: int | None = None, device: str 
         seen.add(key)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit} must be at least 1")
-    configs = [load_run_config(name) for name in names]
+    configs = _configs(names)
     datasets = {c.dataset for c in configs}
     if len(datasets) > 1:
         pairs = ", ".join(f"{n}: {c.dataset}" for n, c in zip(names, configs))
         raise UsageError(f"the runs were trained on different data sets ({pairs}); compare runs of one data set")
     dev = resolve_device(device)
-    models = [load_run_model(name, dev) for name in names]
+    models = [_model(name, cfg, dev) for name, cfg in zip(names, configs)]
     dataset = configs[0].dataset
     x, y = load_data(dataset, "test", data_dir or configs[0].data_dir, limit=limit,
                      image_size=configs[0].image_size)
     return Runs(names, configs, models, x.to(dev), y.to(dev), dataset, dev)
+
+
+def _configs(names: list[str]) -> list[TrainConfig]:
+    """The runs' configs; a RobustBench zoo model (rb:NAME, iat.zoo) takes the runs' data set (else cifar10)."""
+    from iat.zoo import is_zoo, zoo_config
+
+    runs = {name: load_run_config(name) for name in names if not is_zoo(name)}
+    dataset = next(iter(runs.values())).dataset if runs else "cifar10"
+    return [runs[name] if name in runs else zoo_config(name, dataset) for name in names]
+
+
+def _model(name: str, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    from iat.zoo import current_source, is_zoo, load_zoo_model
+
+    if not is_zoo(name):
+        return load_run_model(name, device)
+    model_dir, download = current_source()
+    return load_zoo_model(name, model_dir, download, cfg.dataset, device)

@@ -10,6 +10,7 @@ a zoo model takes images in [0,1] (its normalization is inside) and returns logi
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.machinery
@@ -17,6 +18,8 @@ import importlib.resources
 import importlib.util
 import sys
 import types
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,35 @@ THREAT = "Linf"  # iat's attacks and training are L-inf
 DATASETS = ("cifar10", "cifar100")  # iat data sets RobustBench ranks (its imagenet is not one of iat's)
 INSTALL = "pip install 'iat[robustbench]'"
 DEFAULT_MODEL_DIR = "models"  # robustbench.utils.load_model's own default
+ZOO_EPS, ZOO_STEP = 8 / 255, 2 / 255  # RobustBench's CIFAR L-inf threat model, and the paper's step at that eps
+
+# Where rb:NAME models come from, for the command that runs: --model-dir and --download (set by `zoo_source`)
+_source: ContextVar[tuple[str, bool]] = ContextVar("zoo_source", default=(DEFAULT_MODEL_DIR, False))
+
+
+@contextlib.contextmanager
+def zoo_source(model_dir: str | Path | None, download: bool = False) -> Iterator[None]:
+    """rb:NAME models loaded inside the block come from `model_dir` (downloaded there only with `download`)."""
+    token = _source.set((str(model_dir or DEFAULT_MODEL_DIR), bool(download)))
+    try:
+        yield
+    finally:
+        _source.reset(token)
+
+
+def current_source() -> tuple[str, bool]:
+    return _source.get()
+
+
+def zoo_config(spec: str, dataset: str):
+    """A stand-in training config for a zoo model among runs: its data set, RobustBench's eps, seed 0 (what the
+    evaluation commands read from a run's config); `extra` names the model. Checks the name and checkpoint."""
+    from iat.config import TrainConfig
+
+    model_dir, download = current_source()
+    name = check_zoo_model(spec, model_dir, download, dataset)
+    return TrainConfig(method="erm", dataset=dataset, arch="preactresnet18", eps=ZOO_EPS, step_size=ZOO_STEP,
+                       seed=0, extra={"robustbench": name})
 
 
 def is_zoo(name: str) -> bool:

@@ -22,6 +22,7 @@ from iat.cli.locking import locked
 from iat.cpu_memory import keep_freed_memory
 from iat.errors import UsageError
 from iat.train.faults import TrainingError
+from iat.zoo import zoo_source
 
 # Command modules, in the order `iat --help` lists them.
 COMMANDS = ["train", "eval", "demo", "sweep", "transfer", "audit", "analyze", "reproduce", "export"]
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # attacks and training on the CPU reuse freed memory (iat.cpu_memory)
     previous = _on_sigterm(_terminated)  # SIGTERM unwinds like Ctrl-C: temporary files and directories removed
     try:
-        with locked(args):
+        with locked(args), zoo_source(getattr(args, "model_dir", None), getattr(args, "rb_download", False)):
             return args.run(args) or 0
     except UsageError as e:
         if not getattr(e, "from_main", False):  # under torchrun, rank 0 alone says what rank 0 found

@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
         f"epochs on up to {SURROGATE['train_size']} training images; about a minute on a CPU). "
         "Example: iat audit runs/pgd --surrogate runs/erm --limit 1000",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `iat train`")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `iat train`, or rb:NAME (a "
+                   "RobustBench model; --model-dir)")
+    opt.add_zoo_options(p)
     p.add_argument("--eps", type=opt.EPS, default=None, help="attack radius (default: the run's training eps)")
     p.add_argument("--step-size", type=opt.STEP, default=None,
                    help="PGD step size (default: eps/4, i.e. 2/255 at 8/255, the paper's ratio)")

@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
         "--limit 30 check never wipes a full evaluation).",
         epilog="Example: iat eval runs/pgd --attacks clean,fgsm,pgd7,pgd20 --eps 8/255 --step-size 2/255",
     )
-    p.add_argument("run_dir", help="a run directory written by `iat train`")
+    p.add_argument("run_dir", help="a run directory written by `iat train`, or rb:NAME (a RobustBench model, with "
+                   "--out DIR; --model-dir)")
+    opt.add_zoo_options(p)
     p.add_argument("--attacks", default="clean,fgsm,pgd7,pgd20",
                    help="comma-separated: clean, fgsm, pgdN (N steps, e.g. pgd1000), autoattack "
                    "(default: clean,fgsm,pgd7,pgd20)")
@@ -79,6 +81,10 @@ def run(args) -> int:
     if args.protocol == "robustbench":
         return run_robustbench(args)
     attacks = parse_attack_list(args.attacks)
+    from iat.zoo import is_zoo
+
+    if is_zoo(args.run_dir):
+        return run_zoo(args, attacks)
     try:
         report = evaluate_run(args.run_dir, attacks, eps=args.eps, step_size=args.step_size, restarts=args.restarts,
                               limit=args.limit, device=args.device, data_dir=args.data_dir,
@@ -112,6 +118,42 @@ def run_robustbench(args) -> int:
     claim = benchmark_run(args.run_dir, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size)
     print(f"{args.run_dir}: RobustBench, {claim['dataset']} {claim['eps']}: clean {claim['clean_acc']}%, "
           f"AutoAttack {claim['autoattack_acc']}%; claim: {claim['path']}")
+    return 0
+
+
+def run_zoo(args, attacks: list[str]) -> int:
+    """`iat eval rb:NAME --out DIR`: a RobustBench model under the same attacks as a run, eval.json into DIR."""
+    import json
+    from pathlib import Path
+
+    from iat.attacks import AttackBudget, default_step
+    from iat.errors import UsageError
+    from iat.evalstore import save_eval
+    from iat.evaluate import evaluate
+    from iat.runs import load_runs
+
+    out = Path(args.out)
+    try:
+        earlier = json.loads((out / "eval.json").read_text()).get("run")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if (out / "config.json").exists() or earlier not in (None, args.run_dir):
+        raise UsageError(f"--out {out} holds another model's results; choose a directory of its own for "
+                         f"{args.run_dir}'s evaluation")
+    if args.weights == "ema":
+        raise UsageError(f"{args.run_dir} has one set of weights, RobustBench's: drop --weights ema")
+    runs = load_runs([args.run_dir], args.limit, args.device, data_dir=args.data_dir)
+    cfg = runs.configs[0]
+    eps = cfg.eps if args.eps is None else args.eps
+    step = args.step_size or (cfg.step_size if args.eps is None else default_step(eps))
+    budget = AttackBudget(eps, step, restarts=args.restarts)
+    results = evaluate(runs.models[0], runs.x, runs.y, attacks, budget=budget, batch_size=args.batch_size,
+                       seed=cfg.seed, progress=not args.quiet)
+    report = {"dataset": runs.dataset, "split": "test", "n_examples": len(runs.x), "eps": eps, "step_size": step,
+              "restarts": args.restarts, "weights": "last", "results": results, "run": args.run_dir,
+              "precision": {"autocast": "fp32", "tf32": False}}
+    save_eval(Path(out), report)
+    print_report(args.run_dir, report)
     return 0
 
 

@@ -21,6 +21,9 @@ from iat.errors import UsageError
 def output_dir(args: argparse.Namespace) -> tuple[Path, str] | None:
     """(directory the command writes, how the user named it), or None for a command that writes nothing."""
     command = args.command
+    first = getattr(args, "run_dir", None) or (getattr(args, "run_dirs", None) or [None])[0]
+    if isinstance(first, str) and first.startswith("rb:") and getattr(args, "out", None) is None:
+        raise UsageError(f"{first} is a RobustBench model, not a run directory to write into: give --out DIR")
     if command == "eval":
         return (Path(args.run_dir), "run directory") if args.out is None else (Path(args.out), "--out")
     if command == "export":  # --out is a file: its folder is what the command writes

@@ -67,3 +67,13 @@ def int_range(lo: int, hi: int):
         return v
 
     return _wrap(in_range)
+
+
+def add_zoo_options(p) -> None:
+    """--model-dir and --download for RobustBench zoo models given as rb:NAME (iat.zoo)."""
+    p.add_argument("--model-dir", default=None, metavar="DIR",
+                   help="rb:NAME (a RobustBench model, pip install 'iat[robustbench]'): the folder of its checkpoints, "
+                   "in RobustBench's layout DIR/DATASET/Linf/NAME.pt (default: models)")
+    p.add_argument("--download", dest="rb_download", action="store_true",
+                   help="rb:NAME: fetch a missing RobustBench checkpoint into --model-dir (otherwise nothing is "
+                   "downloaded)")

@@ -17,6 +17,7 @@ def _common(p) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: the runs')")
     p.add_argument("--out", default=None, help="directory for the JSON and PNG (default: the first RUN_DIR)")
+    opt.add_zoo_options(p)
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                    help="no progress bars or log lines")
 

@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: the runs')")
     p.add_argument("--out", default=None, help="directory for transfer.json (default: the first RUN_DIR)")
+    opt.add_zoo_options(p)
     p.set_defaults(run=run)
 
 
