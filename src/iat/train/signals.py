@@ -9,6 +9,7 @@ it exits the process with 128 + signum, without writing anything: the last check
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -44,6 +45,7 @@ class SignalGuard:
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
         self._previous_fd = -1
         self._exited = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def step_done(self) -> None:
         """The loop finished a step (its duration sets how long a stuck step is given)."""
@@ -70,7 +72,9 @@ class SignalGuard:
             writer.setblocking(False)  # set_wakeup_fd needs it
             self._previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
             self._wakeup = reader, writer
-            threading.Thread(target=self._watch, args=(reader,), name="iat-signal-watchdog", daemon=True).start()
+            self._thread = threading.Thread(target=self._watch, args=(reader,), name="iat-signal-watchdog",
+                                            daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -80,8 +84,14 @@ class SignalGuard:
         self._previous.clear()
         if self._wakeup is not None:
             signal.set_wakeup_fd(self._previous_fd)
-            for end in self._wakeup:
-                end.close()  # the watchdog's recv returns
+            reader, writer = self._wakeup
+            # Wake the watchdog and wait for it: closing a socket does not end a recv blocked on it, and a thread
+            # still blocked there when the interpreter exits can abort the process ("terminate called ...").
+            with contextlib.suppress(OSError):
+                writer.send(b"\0")
+            self._thread.join(timeout=5)
+            reader.close()
+            writer.close()
             self._wakeup = None
 
     def _watch(self, reader: socket.socket) -> None:
