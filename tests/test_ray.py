@@ -186,3 +186,27 @@ def test_an_address_that_does_not_answer_is_found_in_seconds_not_after_rays_retr
         listening.listen()
         assert _unreachable(f"127.0.0.1:{listening.getsockname()[1]}") is None
     assert _unreachable("auto") is None  # no port: Ray finds the cluster itself
+
+
+@needs_ray
+@pytest.mark.slow
+def test_sigterm_stops_a_ray_reproduce_with_143_and_one_line(tmp_path):
+    """Ray's driver installs a C++ SIGTERM handler that dumps a stack and aborts (exit 134); the launcher takes the
+    signal back: the runs in flight are cancelled (their checkpoints stay) and the command exits 143 in one line."""
+    import subprocess
+
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(TINY.replace("epochs = 2", "epochs = 200"))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "iat", "reproduce", str(toml), "--out", str(tmp_path / "out"),
+                             "--launcher", "ray", "--device", "cpu"], env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 180
+    while not any("runs on Ray" in line for line in lines):
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+        lines.append(proc.stderr.readline())
+    time.sleep(3)  # the tasks are running
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "interrupted (SIGTERM)" in err and "logging.cc" not in err, err

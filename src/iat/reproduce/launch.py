@@ -25,13 +25,13 @@ from typing import Protocol, TypeVar
 import torch
 
 from iat.errors import UsageError
+from iat.reproduce.stopping import SIGNALS, Stopped
 from iat.train.faults import TrainingError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 LAUNCHERS = ("local", "ray")
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_RETRIES = 3  # a worker that dies (as Ray's max_retries); an exception raised by the run itself is not retried
 PARENT_GONE_GRACE_S = 120.0  # a worker whose parent died stops its run (checkpointing) within this, or exits
 
@@ -57,18 +57,6 @@ def default_jobs(device: str, runs_per_gpu: int = 1) -> int:
         return on_gpus(device) * runs_per_gpu
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cores, 6))
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped the launcher: running runs wrote their checkpoints, none started after it.
-
-    `signum` gives the exit code (128 + signum: 130 for Ctrl-C, 143 for SIGTERM).
-    """
-
-    def __init__(self, signum: int):
-        super().__init__(f"{signal.Signals(signum).name}: stopped; every run wrote its checkpoint; "
-                         "continue with the same command")
-        self.signum = signum
 
 
 @dataclass

@@ -15,8 +15,10 @@ Without --ray-address the launcher starts a local Ray for the experiment and sto
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -27,6 +29,7 @@ from typing import TypeVar
 import torch
 
 from iat.errors import UsageError
+from iat.reproduce.stopping import SIGNALS, Stopped
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -195,12 +198,20 @@ class RayLauncher:
         if not tasks:
             return []
         self.connect()
+        stop: list[int] = []
+        previous = {}
+        # Ray's driver installs a C++ handler that dumps a stack and aborts (exit 134) on SIGTERM: take the
+        # signals back for the run, so they stop it as the local launcher's do (exit 143/130, one line).
+        with contextlib.suppress(ValueError):  # not the main thread: signals stay the caller's business
+            previous = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum)) for sig in SIGNALS}
         try:
-            return self._run(fn, tasks)
+            return self._run(fn, tasks, stop)
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
             self.close()
 
-    def _run(self, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
+    def _run(self, fn: Callable[[T], R], tasks: Sequence[T], stop: list[int]) -> list[R]:
         ray = self.ray
         for out in dict.fromkeys(t.out for t in tasks if hasattr(t, "out")):
             self.check_shared(out)
@@ -220,7 +231,12 @@ class RayLauncher:
                 while waiting and len(running) < jobs:
                     i = waiting.pop(0)
                     running[remote.remote(fn, tasks[i], threads, cwd)] = (i, time.perf_counter())
-                [ref], _ = ray.wait(list(running), num_returns=1)
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+                if stop:  # the runs in flight are cancelled below; each resumes from its checkpoint next time
+                    raise Stopped(stop[0])
+                if not ready:
+                    continue
+                [ref] = ready
                 i, submitted = running.pop(ref)
                 results[i] = self._get(ref)
                 label = getattr(tasks[i], "run_dir", f"task {i + 1}")
