@@ -3,14 +3,11 @@ paths no file system takes, refused in one line before anything is created."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from conftest import tiny_config
-from reliability_helpers import SRC, TINY_TRAIN, iat_process, lock_held_elsewhere, train_tiny_run, wait_for
+from reliability_helpers import TINY_TRAIN, iat_process, lock_held_elsewhere, train_tiny_run, wait_for
 
 from iat import runio
 from iat.cli import main
@@ -34,20 +31,12 @@ def test_two_trains_into_one_out_the_second_is_refused_naming_the_first(tmp_path
 def test_eval_on_a_run_being_written_is_refused(tmp_path, trained_runs):
     run = tmp_path / "run"
     shutil.copytree(trained_runs["erm"], run)
-    code = "import sys, time\nfrom iat import runio\nwith runio.lock_dir(sys.argv[1]):\n" \
-           "    print('locked', flush=True); time.sleep(60)\n"
-    env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(run)], env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere(run) as proc:
         before = sorted(p.name for p in run.iterdir())
         second = iat_process("eval", str(run), "--attacks", "clean", "--limit", "10")
         _, err = second.communicate(timeout=120)
         assert second.returncode == 2 and err.count("\n") == 1 and f"process {proc.pid}" in err, err
         assert sorted(p.name for p in run.iterdir()) == before
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_train_into_an_empty_dir_holding_only_a_stale_lock_file(tmp_path):
