@@ -33,9 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from train_step import timing_batches  # benchmarks/ is on the path when this file runs
 
 from iat.config import TrainConfig
-from iat.data import load_data
 from iat.errors import UsageError
 from iat.train.state import RunState
 from iat.train.step import Step, make_objective
@@ -106,14 +106,7 @@ def main() -> int:
     except UsageError as e:
         print(f"baselines_cost.py: {e}", file=sys.stderr)
         return 2
-    n = args.batch_size * (min(args.steps, 4) + 1)
-    if Path(args.data_dir).is_dir():
-        x, y = load_data("fashion-mnist", "train", args.data_dir, limit=n)
-    else:  # speed does not depend on the pixels: random images where the data set is absent
-        print(f"{args.data_dir} is absent: random 28x28 images")
-        x, y = torch.rand(n, 1, 28, 28), torch.randint(10, (n,))
-    batches = [(x[i:i + args.batch_size].to(device), y[i:i + args.batch_size].to(device))
-               for i in range(0, n, args.batch_size)]
+    batches = timing_batches(args.data_dir, args.batch_size, args.steps, device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}, "
           f"{args.arch} (width {args.width or 'its own'}), PGD-7, batch {args.batch_size}, {args.steps} rounds, "
           f"device {device}")

@@ -112,6 +112,18 @@ def measure(variants: list[str], cfg: TrainConfig, batches: list, device: torch.
     return times
 
 
+def timing_batches(data_dir: str, batch_size: int, steps: int, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+    """A few Fashion-MNIST batches on `device` for timing (random 28x28 images where the data set is absent: speed
+    does not depend on the pixels); shared with baselines_cost.py."""
+    n = batch_size * (min(steps, 4) + 1)
+    if Path(data_dir).is_dir():
+        x, y = load_data("fashion-mnist", "train", data_dir, limit=n)
+    else:
+        print(f"{data_dir} is absent: random 28x28 images")
+        x, y = torch.rand(n, 1, 28, 28), torch.randint(10, (n,))
+    return [(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)) for i in range(0, n, batch_size)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arch", default="preactresnet18")
@@ -126,14 +138,7 @@ def main() -> None:
     device = torch.device(args.device)
     cfg = TrainConfig(method="iat-mixup", dataset="fashion-mnist", arch=args.arch, width=args.width, eps=0.1,
                       step_size=0.025, attack_steps=7, batch_size=args.batch_size, device=args.device)
-    n = args.batch_size * (min(args.steps, 4) + 1)
-    if Path(args.data_dir).is_dir():
-        x, y = load_data("fashion-mnist", "train", args.data_dir, limit=n)
-    else:  # speed does not depend on the pixels: random images where the data set is absent
-        print(f"{args.data_dir} is absent: random 28x28 images")
-        x, y = torch.rand(n, 1, 28, 28), torch.randint(10, (n,))
-    batches = [(x[i:i + args.batch_size].to(device), y[i:i + args.batch_size].to(device))
-               for i in range(0, n, args.batch_size)]
+    batches = timing_batches(args.data_dir, args.batch_size, args.steps, device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}, "
           f"{args.arch} iat-mixup PGD-7, batch {args.batch_size}, {args.steps} timed steps, device {device}")
     variants = args.variants.split(",")
