@@ -16,17 +16,24 @@ import torch
 
 
 @contextmanager
+def kept_flags() -> Iterator[None]:
+    """torch's process-wide numeric flags (TF32 for matmuls and cuDNN, cuDNN autotuning) put back on exit."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+@contextmanager
 def fp32_evaluation() -> Iterator[dict]:
     """Autocast, TF32 and cuDNN autotuning off inside, restored after; yields what ran (eval.json)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.benchmark = False
-    try:
+    with kept_flags():
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
         with torch.autocast("cpu", enabled=False):
             if torch.cuda.is_available():
                 with torch.autocast("cuda", enabled=False):
                     yield {"autocast": "fp32", "tf32": False}
             else:
                 yield {"autocast": "fp32", "tf32": False}
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved

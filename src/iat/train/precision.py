@@ -22,6 +22,7 @@ import torch
 from iat.config import TrainConfig
 from iat.cpu_kernels import BF16_SLOWDOWN, native_bf16
 from iat.errors import UsageError
+from iat.fp32 import kept_flags
 
 log = logging.getLogger("iat.train")
 
@@ -85,10 +86,9 @@ def set_tf32(on: bool) -> None:
 def restored_flags() -> Iterator[None]:
     """Put torch's process-wide flags back as they were on exit: a library call that trains (and sets TF32,
     cuDNN autotuning and dynamo's recompile limit for its run) leaves the caller's process as it found it."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
     recompile_limit = torch._dynamo.config.recompile_limit
     try:
-        yield
+        with kept_flags():
+            yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
         torch._dynamo.config.recompile_limit = recompile_limit
