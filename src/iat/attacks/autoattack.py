@@ -43,16 +43,18 @@ class AutoAttack(Attack):
         super().__init__(model, eps)
         self.seed = int(seed)
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         from pyautoattack import AutoAttack as _AutoAttack  # the optional extra: imported only when run
 
+        x, y = x.detach(), y.detach()
         if len(x) == 0:
             return x
-        # Attack.__call__ has frozen the parameters: AutoAttack calls backward() and gives them no gradient
-        aa = _AutoAttack(self.model, eps=self.eps, norm="Linf", version="standard", seed=self.seed, device=x.device)
-        x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+        with self.attacking(x):  # the parameters frozen: AutoAttack calls backward() and gives them no gradient
+            aa = _AutoAttack(self.model, eps=self.eps, norm="Linf", version="standard", seed=self.seed,
+                             device=x.device)
+            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
         self_check(x, x_adv, self.eps)
-        return x_adv
+        return x_adv.detach()
 
     def describe(self) -> dict:
         return {**super().describe(), "version": "standard", "components": list(COMPONENTS), "seed": self.seed}

@@ -95,6 +95,9 @@ def _swap_in_buffer_copies(model: nn.Module) -> list[tuple[nn.Module, str, torch
 class Attack:
     """Base class: `attack(x, y)` returns adversarial images in [0,1], detached.
 
+    A subclass writes its loop in `__call__`, inside `with self.attacking(x):`, which holds what every
+    attack shares: the range check, the precision, and the model frozen in the attack's BatchNorm mode.
+
     bn_mode: 'eval' (default) runs the model in eval mode while attacking; 'train' runs it in train
     mode (BatchNorm uses batch statistics) but restores the running statistics afterwards, so an
     attack never changes the model. Either way the model's own mode is restored on exit, and the
@@ -113,18 +116,13 @@ class Attack:
         self.model, self.eps, self.bn_mode, self.loss_fn = model, parse_eps(eps, "eps"), bn_mode, loss_fn
         self.autocast, self.check_range = autocast, check_range
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def input_grad(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """d loss / d x at x_adv; parameters get no gradient."""
-        return input_grad(self.model, self.loss_fn, x_adv, y)
-
-    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Back into the eps-ball around x, then into [0,1]."""
-        return project(x_adv, x, self.eps)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    @contextmanager
+    def attacking(self, x: torch.Tensor) -> Iterator[None]:
+        """The context of an attack's loop: `x` checked to be in [0,1] (with `check_range`), fp32 unless
+        `autocast`, the model frozen in `bn_mode` (and restored on exit), gradients enabled."""
         if self.check_range and x.numel() and (x.min() < 0 or x.max() > 1):
             raise ValueError(
                 f"attack inputs must be images in [0,1] (normalization lives inside the model); "
@@ -132,8 +130,11 @@ class Attack:
             )
         precision = nullcontext() if self.autocast else torch.autocast(x.device.type, enabled=False)
         with precision, frozen(self.model, self.bn_mode), torch.enable_grad():
-            x_adv = self.perturb(x.detach(), y.detach())
-        return x_adv.detach()
+            yield
+
+    def input_grad(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """d loss / d x at x_adv; parameters get no gradient."""
+        return input_grad(self.model, self.loss_fn, x_adv, y)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())

@@ -14,5 +14,7 @@ class FGSM(Attack):
     Usage: `x_adv = FGSM(model, eps=8/255)(x, y)`.
     """
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return signed_step(x, input_grad(self.model, self.loss_fn, x, y), self.eps, x, self.eps)
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = x.detach(), y.detach()
+        with self.attacking(x):
+            return signed_step(x, input_grad(self.model, self.loss_fn, x, y), self.eps, x, self.eps)

@@ -25,9 +25,11 @@ class FGSMRS(Attack):
         super().__init__(model, eps, bn_mode, loss_fn, autocast=autocast, check_range=check_range)
         self.alpha = ALPHA_RATIO * self.eps if alpha is None else float(alpha)
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x_adv = uniform_start(x, self.eps)
-        return signed_step(x_adv, input_grad(self.model, self.loss_fn, x_adv, y), self.alpha, x, self.eps)
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = x.detach(), y.detach()
+        with self.attacking(x):
+            x_adv = uniform_start(x, self.eps)
+            return signed_step(x_adv, input_grad(self.model, self.loss_fn, x_adv, y), self.alpha, x, self.eps)
 
     def describe(self) -> dict:
         return {**super().describe(), "alpha": round(self.alpha, 6)}

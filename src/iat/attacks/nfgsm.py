@@ -33,11 +33,13 @@ class NFGSM(Attack):
         """How far from x the result can be: noise + step."""
         return self.noise + self.alpha
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # The start and the step are the core's, with balls (of radius noise, then noise + step) that
         # the unprojected points never leave: so the only projection that acts is the clip to [0,1].
-        x_adv = uniform_start(x, self.noise)
-        return signed_step(x_adv, input_grad(self.model, self.loss_fn, x_adv, y), self.alpha, x, self.radius)
+        x, y = x.detach(), y.detach()
+        with self.attacking(x):
+            x_adv = uniform_start(x, self.noise)
+            return signed_step(x_adv, input_grad(self.model, self.loss_fn, x_adv, y), self.alpha, x, self.radius)
 
     def describe(self) -> dict:
         return {**super().describe(), "noise": round(self.noise, 6), "alpha": round(self.alpha, 6)}

@@ -36,11 +36,13 @@ class PGD(Attack):
     def step(self, x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return signed_step(x_adv, grad, self.step_size, x, self.eps)
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x_adv = self.start(x)
-        for _ in range(self.steps):
-            x_adv = self.step(x_adv, x, input_grad(self.model, self.loss_fn, x_adv, y))
-        return x_adv
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = x.detach(), y.detach()
+        with self.attacking(x):
+            x_adv = self.start(x)
+            for _ in range(self.steps):
+                x_adv = self.step(x_adv, x, input_grad(self.model, self.loss_fn, x_adv, y))
+        return x_adv.detach()
 
     def describe(self) -> dict:
         return {**super().describe(), "step_size": round(self.step_size, 6), "steps": self.steps,

@@ -47,7 +47,7 @@ class TRADESPGD(NoiseStartPGD):
     def __init__(self, model, eps: float, step_size: float, steps: int, **kwargs):
         super().__init__(model, eps, step_size, steps, loss_fn=kl_loss, **kwargs)
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target = F.softmax(self.model(x), dim=1)  # (N, C)
-        return super().perturb(x, target)  # loss_fn(logits, target): the "labels" are f(x)
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.attacking(x), torch.no_grad():
+            target = F.softmax(self.model(x.detach()), dim=1)  # (N, C)
+        return super().__call__(x, target)  # loss_fn(logits, target): the "labels" are f(x)
