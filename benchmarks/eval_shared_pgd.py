@@ -13,7 +13,7 @@ import torch
 from iat.attacks import AttackBudget
 from iat.data import load_data
 from iat.evaluate import evaluate
-from iat.runs import load_run_config, load_run_model
+from iat.rundir.read import load_run_config, load_run_model
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from iat.attacks.worstcase import error_pct, predict
 from iat.data import load_data
 from iat.demo import demo_experiment
 from iat.evaluate import evaluate
-from iat.runs import load_run_model
+from iat.rundir.read import load_run_model
 from iat.units import parse_int_list
 
 

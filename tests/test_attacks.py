@@ -9,7 +9,7 @@ from conftest import DIGITS_EPS, DIGITS_STEP
 from iat.attacks import FGSM, PGD, AttackBudget, make_attack, parse_attack_name
 from iat.errors import UsageError
 from iat.evaluate import evaluate
-from iat.runs import load_run_model
+from iat.rundir.read import load_run_model
 
 ATTACKS = {
     "fgsm": lambda m, eps: FGSM(m, eps=eps),

@@ -18,7 +18,7 @@ from iat.attacks import AttackBudget
 from iat.data import load_data
 from iat.robustness import audit, audit_model, audit_table
 from iat.robustness.masking import STATUSES
-from iat.runs import load_run_model
+from iat.rundir.read import load_run_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LIMIT = 200

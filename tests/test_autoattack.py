@@ -14,7 +14,7 @@ import iat.attacks.autoattack as aa_module
 from iat.attacks import AttackBudget, AutoAttack, autoattack_available, parse_attack_name
 from iat.data import load_data
 from iat.evaluate import evaluate
-from iat.runs import load_run_model
+from iat.rundir.read import load_run_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 needs_extra = pytest.mark.skipif(not autoattack_available(),

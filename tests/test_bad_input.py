@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from iat import runio
 from iat.cli import COMMANDS, build_parser, main
+from iat.rundir import files
 
 TRAIN = ["train", "--method", "erm", "--dataset", "digits", "--arch", "cnn-small", "--width", "8", "--epochs", "1",
          "--train-size", "200", "--batch-size", "50", "--device", "cpu"]
@@ -214,8 +214,8 @@ def sandbox(tmp_path_factory) -> Path:
                                  batch_size=50, device="cpu"), root / "good", progress=False)
     finally:
         torch.set_num_threads(threads)
-    weights = (good / runio.WEIGHTS).read_bytes()
-    config = json.loads((good / runio.CONFIG).read_text())
+    weights = (good / files.WEIGHTS).read_bytes()
+    config = json.loads((good / files.CONFIG).read_text())
 
     def variant(name: str, drop=(), **files: bytes | str) -> None:
         shutil.copytree(good, root / name)
@@ -225,17 +225,17 @@ def sandbox(tmp_path_factory) -> Path:
             path = root / name / f.replace("__", ".")
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
 
-    checkpoint = (good / runio.CHECKPOINT).read_bytes()
+    checkpoint = (good / files.CHECKPOINT).read_bytes()
     variant("good-copy")
-    variant("unfinished", drop=[runio.WEIGHTS])
-    variant("bad-checkpoint", drop=[runio.WEIGHTS], checkpoint__pt=checkpoint[: len(checkpoint) // 2])
-    variant("empty-checkpoint", drop=[runio.WEIGHTS], checkpoint__pt=b"")
+    variant("unfinished", drop=[files.WEIGHTS])
+    variant("bad-checkpoint", drop=[files.WEIGHTS], checkpoint__pt=checkpoint[: len(checkpoint) // 2])
+    variant("empty-checkpoint", drop=[files.WEIGHTS], checkpoint__pt=b"")
     foreign = {"model": {"w": torch.zeros(1)}, "epoch": 0}
-    variant("foreign-checkpoint", drop=[runio.WEIGHTS], checkpoint__pt=_torch_bytes(foreign))
-    state = torch.load(good / runio.CHECKPOINT, weights_only=True)
+    variant("foreign-checkpoint", drop=[files.WEIGHTS], checkpoint__pt=_torch_bytes(foreign))
+    state = torch.load(good / files.CHECKPOINT, weights_only=True)
     state["model"].pop(next(iter(state["model"])))  # a weight of another model: one tensor missing
-    variant("other-model-checkpoint", drop=[runio.WEIGHTS], checkpoint__pt=_torch_bytes(state))
-    variant("truncated-config", config__json=(good / runio.CONFIG).read_text()[:40])
+    variant("other-model-checkpoint", drop=[files.WEIGHTS], checkpoint__pt=_torch_bytes(state))
+    variant("truncated-config", config__json=(good / files.CONFIG).read_text()[:40])
     variant("config-list", config__json="[1, 2, 3]")
     variant("config-bad-lr", config__json=json.dumps({**config, "lr": "fast"}))
     variant("corrupt-weights", model__safetensors=os.urandom(len(weights)))

@@ -13,8 +13,8 @@ import torch
 from conftest import tiny_config
 from reliability_helpers import cli_args, train_tiny_run
 
-from iat import runio
 from iat.cli import main
+from iat.rundir import files
 from iat.train import train
 
 
@@ -24,8 +24,8 @@ def interrupted(tmp_path_factory):
     cfg = tiny_config("pgd", epochs=2, train_size=96, batch_size=16, attack_steps=1, checkpoint_every=3)
     out = tmp_path_factory.mktemp("ckpt") / "run"
     train(cfg, out, progress=False)
-    (out / runio.WEIGHTS).unlink()  # the last checkpoint is at the end of epoch 2: make it resumable again
-    ckpt = runio.load_checkpoint(out / runio.CHECKPOINT)
+    (out / files.WEIGHTS).unlink()  # the last checkpoint is at the end of epoch 2: make it resumable again
+    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
     return cfg, out, ckpt
 
 
@@ -61,11 +61,11 @@ def test_a_checkpoint_field_that_does_not_fit_is_one_line_naming_it(tmp_path, in
     if field == "model.head.weight":
         field = "model." + next(k for k in ckpt["model"] if k.endswith("weight"))
         named = field
-    runio.save_checkpoint(out / runio.CHECKPOINT, damage(ckpt, field, value))
+    files.save_checkpoint(out / files.CHECKPOINT, damage(ckpt, field, value))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     code = main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and named in err and str(out / runio.CHECKPOINT) in err, err
+    assert code == 2 and err.count("\n") == 1 and named in err and str(out / files.CHECKPOINT) in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
@@ -74,7 +74,7 @@ def test_a_momentum_buffer_of_the_wrong_shape_is_one_line(tmp_path, interrupted,
     out = tmp_path / "run"
     shutil.copytree(src, out)
     ckpt = damage(ckpt, "optimizer.state.0.momentum_buffer", torch.zeros(2, 2))
-    runio.save_checkpoint(out / runio.CHECKPOINT, ckpt)
+    files.save_checkpoint(out / files.CHECKPOINT, ckpt)
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "optimizer.state.0.momentum_buffer" in err, err
@@ -86,7 +86,7 @@ def test_nan_in_a_checkpoints_weights_is_refused(tmp_path, interrupted, capsys):
     shutil.copytree(src, out)
     name = next(k for k in ckpt["model"] if k.endswith("weight"))
     ckpt = damage(ckpt, f"model.{name}", torch.full_like(ckpt["model"][name], float("nan")))
-    runio.save_checkpoint(out / runio.CHECKPOINT, ckpt)
+    files.save_checkpoint(out / files.CHECKPOINT, ckpt)
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NaN" in err, err
@@ -99,23 +99,23 @@ def test_nan_in_a_checkpoints_weights_is_refused(tmp_path, interrupted, capsys):
 def test_resume_rebuilds_damaged_final_weights_from_the_final_checkpoint(tmp_path, damage, capsys):
     cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16)
     out = train(cfg, tmp_path / "run", progress=False)
-    good = (out / runio.WEIGHTS).read_bytes()
+    good = (out / files.WEIGHTS).read_bytes()
     if damage == "garbage":
-        (out / runio.WEIGHTS).write_bytes(b"\x00" * 40)
+        (out / files.WEIGHTS).write_bytes(b"\x00" * 40)
     else:
-        state = runio.load_weights(out / runio.WEIGHTS)
+        state = files.load_weights(out / files.WEIGHTS)
         name = next(k for k in state if k.endswith("weight"))
         state[name] = torch.full_like(state[name], float("nan"))
-        runio.save_weights(out / runio.WEIGHTS, state)
+        files.save_weights(out / files.WEIGHTS, state)
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 0
-    assert (out / runio.WEIGHTS).read_bytes() == good
+    assert (out / files.WEIGHTS).read_bytes() == good
 
 
 def test_resume_with_damaged_weights_and_no_final_checkpoint_says_how_to_recover(tmp_path, capsys):
     cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16)
     out = train(cfg, tmp_path / "run", progress=False)
-    (out / runio.WEIGHTS).write_bytes(b"\x00" * 40)
-    (out / runio.CHECKPOINT).unlink()
+    (out / files.WEIGHTS).write_bytes(b"\x00" * 40)
+    (out / files.CHECKPOINT).unlink()
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no checkpoint.pt" in err and "restore" in err, err
@@ -129,7 +129,7 @@ def tiny_run(tmp_path_factory):
 def test_a_non_utf8_checkpoint_path_is_read(tmp_path, tiny_run):
     weird = Path(os.fsdecode(bytes(tmp_path) + b"/r\xff"))
     shutil.copytree(tiny_run, weird)
-    assert runio.load_checkpoint(weird / runio.CHECKPOINT)["epoch"] == 1
+    assert files.load_checkpoint(weird / files.CHECKPOINT)["epoch"] == 1
 
 
 # ----------------------------------------------------------- metrics rows, config.json's `resumes`
@@ -150,11 +150,11 @@ def test_metrics_rows_that_are_not_one_per_finished_epoch_are_refused(tmp_path, 
     cfg, src, ckpt = interrupted
     out = tmp_path / "run"
     shutil.copytree(src, out)
-    runio.save_checkpoint(out / runio.CHECKPOINT, {**ckpt, "epoch": epoch, "step": step, "metrics": rows})
+    files.save_checkpoint(out / files.CHECKPOINT, {**ckpt, "epoch": epoch, "step": step, "metrics": rows})
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{named} " in err and str(out / runio.CHECKPOINT) in err, err
+    assert err.count("\n") == 1 and f"{named} " in err and str(out / files.CHECKPOINT) in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
@@ -168,7 +168,7 @@ def test_a_hand_edited_resumes_entry_is_one_line(tmp_path, interrupted, capsys, 
     cfg, src, _ = interrupted
     out = tmp_path / "run"
     shutil.copytree(src, out)
-    runio.write_json(out / runio.CONFIG, {**runio.read_json(out / runio.CONFIG), "resumes": resumes})
+    files.write_json(out / files.CONFIG, {**files.read_json(out / files.CONFIG), "resumes": resumes})
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
@@ -179,10 +179,10 @@ def test_a_hand_edited_resumes_entry_is_one_line(tmp_path, interrupted, capsys, 
 def test_a_resume_with_nothing_to_resume_records_the_options_it_runs_with(tmp_path):
     cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16, channels_last=False)
     out = train(cfg, tmp_path / "run", progress=False)
-    for name in (runio.CHECKPOINT, runio.METRICS, runio.WEIGHTS):  # as if killed before its first checkpoint
+    for name in (files.CHECKPOINT, files.METRICS, files.WEIGHTS):  # as if killed before its first checkpoint
         (out / name).unlink()
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 0  # channels_last: the default
-    config = runio.read_json(out / runio.CONFIG)
+    config = files.read_json(out / files.CONFIG)
     assert config["channels_last"] is True and "resumes" not in config
 
 
@@ -195,8 +195,8 @@ def test_final_weights_that_do_not_fit_the_model_are_rebuilt_not_complete(tmp_pa
 
     cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16)
     out = train(cfg, tmp_path / "run", progress=False)
-    good = (out / runio.WEIGHTS).read_bytes()
-    state = runio.load_weights(out / runio.WEIGHTS)
+    good = (out / files.WEIGHTS).read_bytes()
+    state = files.load_weights(out / files.WEIGHTS)
     name = next(k for k in state if k.endswith("bias"))
     if damage == "float64":
         state[name] = state[name].double()
@@ -204,10 +204,10 @@ def test_final_weights_that_do_not_fit_the_model_are_rebuilt_not_complete(tmp_pa
         state[name + "_"] = state.pop(name)
     else:
         state["stray"] = torch.zeros(3)
-    runio.save_weights(out / runio.WEIGHTS, state)
+    files.save_weights(out / files.WEIGHTS, state)
     assert not is_complete(cfg, out)  # reproduce retrains (rebuilds) it instead of calling it "already trained"
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 0
-    assert (out / runio.WEIGHTS).read_bytes() == good
+    assert (out / files.WEIGHTS).read_bytes() == good
 
 
 # ---------------------------------------------------------------------------- the data resumed on
@@ -230,7 +230,7 @@ def test_resuming_on_other_data_of_the_same_size_is_refused(tmp_path, capsys):
             "--train-size", "32", "--batch-size", "16", "--device", "cpu"]
     out = tmp_path / "run"
     assert main(["-q", "train", *args, "--data-dir", str(first), "--out", str(out)]) == 0
-    (out / runio.WEIGHTS).unlink()  # the final checkpoint stays: resuming trains nothing, writes the weights
+    (out / files.WEIGHTS).unlink()  # the final checkpoint stays: resuming trains nothing, writes the weights
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(["-q", "train", *args, "--data-dir", str(other), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from iat import runio
 from iat.cli import main
 from iat.distributed import World
+from iat.rundir import files
 from iat.train import TrainingError, train
 from iat.train import guard as guard_mod
 from iat.train.checkpoint import Checkpointer
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rows(run) -> list[dict]:
-    return [json.loads(line) for line in (run / runio.METRICS).read_text().splitlines()]
+    return [json.loads(line) for line in (run / files.METRICS).read_text().splitlines()]
 
 
 def test_the_rule():
@@ -50,8 +50,8 @@ def test_planted_collapse_stops_and_keeps_the_last_good_checkpoint(tmp_path, mon
         train(tiny_config("pgd", attack="fgsm-rs", epochs=4, train_size=128), out, progress=False)
     assert isinstance(e.value, TrainingError) and "\n" not in str(e.value)
     assert "50.0%" in str(e.value) and "2.0%" in str(e.value)
-    assert runio.load_checkpoint(out / runio.CHECKPOINT)["epoch"] == 2  # epoch 3's was never written
-    assert not (out / runio.WEIGHTS).exists()
+    assert files.load_checkpoint(out / files.CHECKPOINT)["epoch"] == 2  # epoch 3's was never written
+    assert not (out / files.WEIGHTS).exists()
     got = rows(out)
     assert [r["guard_pgd_acc"] for r in got] == [0.4, 0.5, 0.02]
     assert got[-1]["catastrophic_overfitting"] is True and "catastrophic_overfitting" not in got[1]
@@ -60,7 +60,7 @@ def test_planted_collapse_stops_and_keeps_the_last_good_checkpoint(tmp_path, mon
     # The user who wants the run anyway resumes it without the guard, from the last good checkpoint.
     train(tiny_config("pgd", attack="fgsm-rs", epochs=4, train_size=128, co_guard="off"), out, resume=True,
           progress=False)
-    assert (out / runio.WEIGHTS).is_file() and [r["epoch"] for r in rows(out)] == [1, 2, 3, 4]
+    assert (out / files.WEIGHTS).is_file() and [r["epoch"] for r in rows(out)] == [1, 2, 3, 4]
 
 
 def test_cli_says_it_in_one_line_and_exits_1(tmp_path, monkeypatch, capsys):
@@ -76,7 +76,7 @@ def test_cli_says_it_in_one_line_and_exits_1(tmp_path, monkeypatch, capsys):
 def test_honest_run_stays_quiet(tmp_path):
     run = train(tiny_config("iat-mixup", attack="fgsm-rs", epochs=4), tmp_path / "run", progress=False)
     got = rows(run)
-    assert (run / runio.WEIGHTS).is_file() and len(got) == 4
+    assert (run / files.WEIGHTS).is_file() and len(got) == 4
     assert not any(r.get("catastrophic_overfitting") for r in got)
     assert all(0 <= r["guard_pgd_acc"] <= r["guard_clean_acc"] <= 1 for r in got)
     assert got[-1]["guard_pgd_acc"] > 0.2  # it measures something real: a robust model on digits
@@ -86,7 +86,7 @@ def test_guard_does_not_change_the_trained_weights(tmp_path):
     """It draws from its own generator and restores torch's RNG: guarded and unguarded runs are bit-equal."""
     a = train(tiny_config("pgd", co_guard="on", epochs=2, train_size=256), tmp_path / "on", progress=False)
     b = train(tiny_config("pgd", co_guard="off", epochs=2, train_size=256), tmp_path / "off", progress=False)
-    assert (a / runio.WEIGHTS).read_bytes() == (b / runio.WEIGHTS).read_bytes()
+    assert (a / files.WEIGHTS).read_bytes() == (b / files.WEIGHTS).read_bytes()
     assert "guard_pgd_acc" in rows(a)[0] and "guard_pgd_acc" not in rows(b)[0]
 
 

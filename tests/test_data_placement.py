@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from iat import data_placement, runio
+from iat import data_placement
 from iat.config import TrainConfig
 from iat.data import load_data
 from iat.errors import UsageError
+from iat.rundir import files
 from iat.train import step as step_module
 from iat.train import train
 from iat.train.step import TrainData
@@ -55,7 +56,7 @@ def test_streamed_placements_hold_the_bytes_off_the_device_and_batch_them_alike(
 
 
 def digest(run) -> str:
-    return hashlib.sha256((run / runio.WEIGHTS).read_bytes()).hexdigest()
+    return hashlib.sha256((run / files.WEIGHTS).read_bytes()).hexdigest()
 
 
 def test_device_host_and_mmap_placements_train_bit_identical_weights(tmp_path):

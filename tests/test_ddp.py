@@ -21,13 +21,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from iat import runio
 from iat.cli import main
 from iat.config import TrainConfig, build_model
 from iat.data import dataset_info
 from iat.distributed import SINGLE, World, rank_seed
 from iat.errors import UsageError
 from iat.evaluate import evaluate_run
+from iat.rundir import files
 from iat.train import train
 from iat.train.loop import check_world, smallest_batch
 from iat.train.step import TrainData
@@ -172,17 +172,17 @@ def test_two_ranks_agree_and_match_one_process_without_batchnorm(tmp_path, one_t
     assert done.returncode == 0, done.stderr
     assert "all 2 ranks hold the same weights" in done.stderr  # checked by the run itself before saving
     assert done.stdout.count("trained erm") == 1  # rank 0 speaks
-    config = runio.read_json(tmp_path / "two" / runio.CONFIG)
+    config = files.read_json(tmp_path / "two" / files.CONFIG)
     assert config["world_size"] == 2 and config["torch_threads"] == 1
 
     one = train(TrainConfig(method="erm", dataset="digits", arch="mlp6", width=8, epochs=2, train_size=train_size,
                             batch_size=batch_size, lr=0.5, seed=1, device="cpu"),
                 tmp_path / "one", progress=False)
-    assert runio.read_json(one / runio.CONFIG)["world_size"] == 1
-    a, b = load_file(one / runio.WEIGHTS), load_file(tmp_path / "two" / runio.WEIGHTS)
+    assert files.read_json(one / files.CONFIG)["world_size"] == 1
+    a, b = load_file(one / files.WEIGHTS), load_file(tmp_path / "two" / files.WEIGHTS)
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
-    rows = [jsonl(run_dir / runio.METRICS) for run_dir in (one, tmp_path / "two")]
+    rows = [jsonl(run_dir / files.METRICS) for run_dir in (one, tmp_path / "two")]
     assert [r["train_loss"] for r in rows[0]] == pytest.approx([r["train_loss"] for r in rows[1]], rel=1e-6)
     assert rows[0][0]["train_loss"] > rows[0][1]["train_loss"]  # it learned something
 
@@ -203,10 +203,10 @@ def stop_rank_1(out: Path, *more: str, sig: int, checkpoints: int) -> str:
                              text=True)
     inodes: list[int] = []
     deadline = time.monotonic() + 90
-    while len(inodes) < checkpoints or not any(p.name.startswith(".checkpoint.pt.") for p in runio.temp_files(out)):
+    while len(inodes) < checkpoints or not any(p.name.startswith(".checkpoint.pt.") for p in files.temp_files(out)):
         assert agent.poll() is None and time.monotonic() < deadline, "the run ended before the moment to stop it"
         try:
-            ino = (out / runio.CHECKPOINT).stat().st_ino
+            ino = (out / files.CHECKPOINT).stat().st_ino
             if not inodes or inodes[-1] != ino:
                 inodes.append(ino)
         except FileNotFoundError:
@@ -216,7 +216,7 @@ def stop_rank_1(out: Path, *more: str, sig: int, checkpoints: int) -> str:
     assert pid is not None
     os.kill(pid, sig)
     _, err = agent.communicate(timeout=90)
-    assert agent.returncode != 0 and not (out / runio.WEIGHTS).exists(), err[-2000:]
+    assert agent.returncode != 0 and not (out / files.WEIGHTS).exists(), err[-2000:]
     return err
 
 
@@ -229,7 +229,7 @@ def killed(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp") / "killed"
     err = stop_rank_1(out, sig=signal.SIGTERM, checkpoints=1)
     assert "exitcode  : 143" in err  # rank 1 checkpointed with rank 0 and exited 128 + SIGTERM
-    ckpt = runio.load_checkpoint(out / runio.CHECKPOINT)
+    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
     assert len(ckpt["ranks"]) == 2 and 0 < ckpt["epoch"] * 4 + ckpt["step"] < 12
     stop_rank_1(out, "--resume", sig=signal.SIGKILL, checkpoints=1)
     return out
@@ -241,10 +241,10 @@ def test_kill_9_of_a_rank_then_resume_is_bit_exact(reference, killed, tmp_path):
     shutil.copytree(killed, out)
     done = run(torchrun("train", *KILL_ARGS, "--out", str(out), "--resume", "-q"))
     assert done.returncode == 0, done.stderr
-    assert sha(out / runio.WEIGHTS) == sha(reference / runio.WEIGHTS)
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in jsonl(out / runio.METRICS)]
+    assert sha(out / files.WEIGHTS) == sha(reference / files.WEIGHTS)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in jsonl(out / files.METRICS)]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"}
-                     for r in jsonl(reference / runio.METRICS)]
+                     for r in jsonl(reference / files.METRICS)]
 
 
 def test_resuming_with_another_world_size_is_refused(killed, tmp_path, capsys):
@@ -271,7 +271,7 @@ def test_eval_under_torchrun_gives_the_numbers_of_one_process(trained_runs, tmp_
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("| pgd5") == 1  # rank 0 prints the table
     one = evaluate_run(runs[0], attacks.split(","), restarts=2, batch_size=64, device="cpu")
-    two = runio.read_json(runs[1] / runio.EVAL)
+    two = files.read_json(runs[1] / files.EVAL)
     assert two["results"] == one["results"]
     assert 0 < one["results"]["clean"]["error"] < one["results"]["pgd5"]["error"] < 100
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from reliability_helpers import train_tiny_run
 
-from iat import runio
 from iat.cli import main
+from iat.rundir import files
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,12 @@ def test_eval_keeps_earlier_results_a_new_call_does_not_redo(tmp_path, tiny_run,
     shutil.copytree(tiny_run, run)
     assert main(["-q", "eval", str(run), "--attacks", "clean,fgsm", "--limit", "20"]) == 0
     assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "10"]) == 0
-    saved = json.loads((run / runio.EVAL).read_text())
+    saved = json.loads((run / files.EVAL).read_text())
     assert saved["n_examples"] == 10 and list(saved["results"]) == ["clean"]  # the documented format: this call
     kept = {(e["attack"], e["n_examples"]) for e in saved["history"]}
     assert kept == {("clean", 20), ("fgsm", 20), ("clean", 10)}
     assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "10"]) == 0  # a redo replaces its entry
-    assert len(json.loads((run / runio.EVAL).read_text())["history"]) == 3
+    assert len(json.loads((run / files.EVAL).read_text())["history"]) == 3
 
 
 def test_eval_prints_the_table_when_eval_json_cannot_be_written(tmp_path, tiny_run, capsys, monkeypatch):
@@ -47,11 +47,11 @@ def test_eval_prints_the_table_when_eval_json_cannot_be_written(tmp_path, tiny_r
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runio, "write_json", full)
+    monkeypatch.setattr(files, "write_json", full)
     assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "10"]) == 1
     out, err = capsys.readouterr()
     assert "clean" in out and err.count("\n") == 1 and "No space left" in err, (out, err)
-    assert not (run / runio.EVAL).exists()
+    assert not (run / files.EVAL).exists()
 
 
 @contextlib.contextmanager
@@ -83,7 +83,7 @@ def test_eval_of_a_read_only_run_writes_elsewhere_with_out(tmp_path, tiny_run, c
         assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "20", "--out", str(out)]) == 0
         assert main(["-q", "eval", str(run), "--attacks", "fgsm", "--limit", "20", "--out", str(out)]) == 0
     assert sorted(p.name for p in run.iterdir()) == before  # the run directory is as it was
-    saved = json.loads((out / runio.EVAL).read_text())
+    saved = json.loads((out / files.EVAL).read_text())
     assert saved["run"] == str(run.resolve()) and set(saved["results"]) == {"fgsm"}
     assert {e["attack"] for e in saved["history"]} == {"clean", "fgsm"}  # the first call's result kept
     capsys.readouterr()
@@ -102,7 +102,7 @@ def test_eval_out_names_the_run_by_its_absolute_path(tmp_path, tiny_run, capsys,
     monkeypatch.chdir(tmp_path / "b")
     assert main(["-q", "eval", "a/r", "--attacks", "fgsm", "--limit", "10", "--out", str(evals)]) == 2  # another one
     assert "not of" in capsys.readouterr().err
-    saved = json.loads((evals / runio.EVAL).read_text())
+    saved = json.loads((evals / files.EVAL).read_text())
     assert saved["run"] == str(tmp_path / "a" / "r") and {e["attack"] for e in saved["history"]} == {"clean", "fgsm"}
 
 
@@ -114,14 +114,14 @@ def test_eval_out_refuses_a_directory_of_another_runs_results(tmp_path, tiny_run
     capsys.readouterr()
     unnamed = tmp_path / "unnamed"  # an eval.json copied out of a run directory: whose is it?
     unnamed.mkdir()
-    (unnamed / runio.EVAL).write_text(json.dumps({"results": {"clean": {"error": 1.0}}}))
+    (unnamed / files.EVAL).write_text(json.dumps({"results": {"clean": {"error": 1.0}}}))
     for target in (other, evals, unnamed):  # another run's directory; another run's eval.json; no run named
         before = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
         assert main(["-q", "eval", str(mine), "--attacks", "clean", "--limit", "10", "--out", str(target)]) == 2
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1 and "choose a directory of its own" in err, err
         assert {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()} == before
-    (unnamed / runio.EVAL).write_text("[]")  # damaged: replaced, as inside a run directory
+    (unnamed / files.EVAL).write_text("[]")  # damaged: replaced, as inside a run directory
     assert main(["-q", "eval", str(mine), "--attacks", "clean", "--limit", "10", "--out", str(unnamed)]) == 0
 
 
@@ -131,10 +131,10 @@ def test_eval_out_refuses_a_directory_of_another_runs_results(tmp_path, tiny_run
 def nan_run(tiny_run, root: Path, name: str) -> Path:
     run = root / name
     shutil.copytree(tiny_run, run)
-    state = runio.load_weights(run / runio.WEIGHTS)
+    state = files.load_weights(run / files.WEIGHTS)
     key = next(k for k in state if k.endswith("running_var"))
     state[key] = -torch.ones_like(state[key])  # a negative BatchNorm variance: NaN after the square root
-    runio.save_weights(run / runio.WEIGHTS, state)
+    files.save_weights(run / files.WEIGHTS, state)
     return run
 
 
@@ -162,7 +162,7 @@ def test_load_model_raises_the_projects_error_for_non_finite_weights(tmp_path, t
         iat.load_model(nan_run(tiny_run, tmp_path, "bad"))
     deep = tmp_path / "deep"
     shutil.copytree(tiny_run, deep)
-    (deep / runio.CONFIG).write_text("[" * 100_000)
+    (deep / files.CONFIG).write_text("[" * 100_000)
     with pytest.raises(UsageError, match="nested too deeply"):
         iat.load_model(deep)
 
@@ -174,10 +174,10 @@ def overflowing_run(tiny_run, root: Path) -> Path:
     """A copy whose last layer's weights are finite but so large (3e38) that its logits overflow to inf."""
     run = root / "overflow"
     shutil.copytree(tiny_run, run)
-    state = runio.load_weights(run / runio.WEIGHTS)
+    state = files.load_weights(run / files.WEIGHTS)
     head = [k for k, v in state.items() if k.endswith("weight") and v.dim() == 2][-1]
     state[head] = torch.full_like(state[head], 3e38)
-    runio.save_weights(run / runio.WEIGHTS, state)
+    files.save_weights(run / files.WEIGHTS, state)
     return run
 
 
@@ -204,14 +204,14 @@ def test_the_audits_logits_check_fails_on_nan_outputs():
 def test_eval_refuses_a_weights_tensor_of_another_dtype_instead_of_casting_it(tmp_path, tiny_run, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    state = runio.load_weights(run / runio.WEIGHTS)
+    state = files.load_weights(run / files.WEIGHTS)
     name = next(k for k in state if k.endswith("weight"))
     state[name] = state[name].half()
-    runio.save_weights(run / runio.WEIGHTS, state)
+    files.save_weights(run / files.WEIGHTS, state)
     assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "10"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and f"tensor {name} is float16" in err, err
-    assert not (run / runio.EVAL).exists()
+    assert not (run / files.EVAL).exists()
 
 
 # ------------------------------------------------------------------------------- bounded work

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 import iat
-from iat import runio
 from iat.cli import main
 from iat.export import CARD_MARK
+from iat.rundir import files
 
 # Runs with no site processing (so the editable install's .pth, which puts iat's source on the path, is not
 # read) and only torch's site-packages folder on the path; iat is also blocked outright, in case it is
@@ -60,7 +60,7 @@ def test_program_loads_without_iat_and_gives_iat_logits(trained_runs, tmp_path):
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
 
     weights = load_file(out.with_suffix(".safetensors"))
-    saved = runio.load_weights(trained_runs["pgd"] / runio.WEIGHTS)
+    saved = files.load_weights(trained_runs["pgd"] / files.WEIGHTS)
     assert weights.keys() == saved.keys()
     assert all(torch.equal(weights[k], saved[k]) for k in saved)
 
@@ -73,7 +73,7 @@ def test_model_card_takes_the_largest_evaluation_at_the_runs_eps(trained_runs, t
                {"attack": "pgd20", "eps": 0.1, "n_examples": 30, "error": 60.0, **entry},
                {"attack": "pgd20", "eps": 0.1, "n_examples": 500, "error": 41.25, **entry},
                {"attack": "pgd20", "eps": 0.3, "n_examples": 1797, "error": 99.0, **entry}]  # another eps
-    (run / runio.EVAL).write_text(json.dumps({"results": {}, "history": history}))
+    (run / files.EVAL).write_text(json.dumps({"results": {}, "history": history}))
     assert _export(run, tmp_path / "m.pt2") == 0
     card = (tmp_path / "README.md").read_text()
     assert card.startswith(CARD_MARK)

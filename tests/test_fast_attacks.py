@@ -11,7 +11,7 @@ from conftest import DIGITS_EPS, tiny_config
 from iat.attacks import FGSMRS, NFGSM, PGD, training_attack
 from iat.data import load_data
 from iat.errors import UsageError
-from iat.runs import load_run_model
+from iat.rundir.read import load_run_model
 from iat.train import train
 
 # name -> (the attack at eps, its documented radius as a multiple of eps)

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import iat.train.step
-from iat import runio
 from iat.cli import main
+from iat.rundir import files
 
 ARGS = ["--method", "mixup", "--dataset", "digits", "--arch", "cnn-small", "--width", "8", "--epochs", "2",
         "--train-size", "300", "--batch-size", "50", "--seed", "1", "--device", "cpu", "--checkpoint-every", "2"]
@@ -84,10 +84,10 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
     assert rc == 1
     line = one_line(err)
     assert "loss became nan at epoch 1, step 5" in line and "last good checkpoint" in line and "--lr" in line
-    ckpt = runio.load_checkpoint(out / runio.CHECKPOINT)
+    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
     assert (ckpt["epoch"], ckpt["step"]) == (0, 4)  # the checkpoint of step 4 survives
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
-    assert not (out / runio.WEIGHTS).exists() and runio.temp_files(out) == []
+    assert not (out / files.WEIGHTS).exists() and files.temp_files(out) == []
 
 
 def test_infinite_weights_are_never_checkpointed(tmp_path, monkeypatch, capsys):
@@ -100,7 +100,7 @@ def test_infinite_weights_are_never_checkpointed(tmp_path, monkeypatch, capsys):
     at_step(monkeypatch, 4, poison)  # step 4 is followed by a checkpoint
     rc, _, err = iat_train(capsys, out)
     assert rc == 1 and "weights became NaN or infinite" in one_line(err)
-    ckpt = runio.load_checkpoint(out / runio.CHECKPOINT)
+    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
     assert (ckpt["epoch"], ckpt["step"]) == (0, 2)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
@@ -121,13 +121,13 @@ def test_signal_checkpoints_exits_and_resumes_bit_exact(reference, tmp_path, mon
     assert rc == code
     line = one_line(err)
     assert f"{sig.name} at epoch 2, step 3" in line and "checkpoint written" in line and "--resume" in line
-    ckpt = runio.load_checkpoint(out / runio.CHECKPOINT)
+    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 3)
-    assert not (out / runio.WEIGHTS).exists()
+    assert not (out / files.WEIGHTS).exists()
     monkeypatch.undo()
     rc, _, err = iat_train(capsys, out, "--resume")
     assert rc == 0, err
-    assert sha(out / runio.WEIGHTS) == sha(reference / runio.WEIGHTS)
+    assert sha(out / files.WEIGHTS) == sha(reference / files.WEIGHTS)
 
 
 def test_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path, monkeypatch, capsys):
@@ -135,7 +135,7 @@ def test_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path, monke
     saved = {}
 
     def twice(model, loss):
-        saved["bytes"] = (out / runio.CHECKPOINT).read_bytes()
+        saved["bytes"] = (out / files.CHECKPOINT).read_bytes()
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)  # the impatient user
         return loss
@@ -144,8 +144,8 @@ def test_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path, monke
     handler = signal.getsignal(signal.SIGINT)
     rc, _, err = iat_train(capsys, out)
     assert rc == 130 and "the last checkpoint is kept" in one_line(err)
-    assert (out / runio.CHECKPOINT).read_bytes() == saved["bytes"]
-    assert runio.temp_files(out) == []
+    assert (out / files.CHECKPOINT).read_bytes() == saved["bytes"]
+    assert files.temp_files(out) == []
     assert signal.getsignal(signal.SIGINT) is handler  # train() gives the handler back
 
 
@@ -158,18 +158,18 @@ def test_ctrl_c_on_a_real_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not (out / runio.CHECKPOINT).exists():
+    while not (out / files.CHECKPOINT).exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "SIGINT" in one_line(err) and "--resume" in err
-    ckpt = runio.load_checkpoint(out / runio.CHECKPOINT)
+    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
     assert ckpt["epoch"] < 10
     done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert (out / runio.WEIGHTS).exists()
+    assert (out / files.WEIGHTS).exists()
 
 
 # ------------------------------------------------------------------------------------ full disk
@@ -188,36 +188,36 @@ def enospc_on(monkeypatch, name: str, nth: int) -> None:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(fd)
 
-    monkeypatch.setattr(runio.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "fsync", fsync)
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(reference, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     history = []
-    real_save = runio.save_checkpoint
+    real_save = files.save_checkpoint
 
     def save_and_remember(path, state):
         real_save(path, state)
         history.append(Path(path).read_bytes())
 
-    monkeypatch.setattr(runio, "save_checkpoint", save_and_remember)
-    enospc_on(monkeypatch, runio.CHECKPOINT, 3)
+    monkeypatch.setattr(files, "save_checkpoint", save_and_remember)
+    enospc_on(monkeypatch, files.CHECKPOINT, 3)
     rc, _, err = iat_train(capsys, out)
     assert rc == 1
     line = one_line(err)
     assert "No space left on device" in line and "previous checkpoint is intact" in line and "--resume" in line
-    assert len(history) == 2 and (out / runio.CHECKPOINT).read_bytes() == history[-1]
-    assert runio.temp_files(out) == [] and not (out / runio.WEIGHTS).exists()
+    assert len(history) == 2 and (out / files.CHECKPOINT).read_bytes() == history[-1]
+    assert files.temp_files(out) == [] and not (out / files.WEIGHTS).exists()
     monkeypatch.undo()
     rc, _, err = iat_train(capsys, out, "--resume")  # space freed: the run finishes as if nothing happened
     assert rc == 0, err
-    assert sha(out / runio.WEIGHTS) == sha(reference / runio.WEIGHTS)
+    assert sha(out / files.WEIGHTS) == sha(reference / files.WEIGHTS)
 
 
 @pytest.mark.parametrize("fail_in", ["write", "fsync", "replace"])
 def test_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, fail_in):
     target = tmp_path / "file.json"
-    runio.write_json(target, {"old": True})
+    files.write_json(target, {"old": True})
     before = target.read_bytes()
     error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -241,11 +241,11 @@ def test_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, monk
                 self.f.write(data[:1])
                 raise error
 
-        monkeypatch.setattr(runio.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
+        monkeypatch.setattr(files.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
     else:
-        monkeypatch.setattr(runio.os, fail_in, fail)
+        monkeypatch.setattr(files.os, fail_in, fail)
     with pytest.raises(OSError):
-        runio.write_json(target, {"new": True})
+        files.write_json(target, {"new": True})
     monkeypatch.undo()
     assert target.read_bytes() == before
-    assert runio.temp_files(tmp_path) == []
+    assert files.temp_files(tmp_path) == []

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from iat import runio
 from iat.config import TrainConfig
 from iat.cpu_kernels import cpu_model, kernel_level
 from iat.methods import method_names
+from iat.rundir import files
 from iat.train import train
 
 GOLDEN_FILE = Path(__file__).with_name("golden_hashes.json")
@@ -61,7 +61,7 @@ def golden_config(arch: str, method: str, channels_last: bool = False) -> TrainC
 def train_digest(arch: str, method: str, layout: str, out: Path) -> str:
     """sha256 of the weights of the case, trained with one thread (the caller sets it)."""
     out = train(golden_config(arch, method, channels_last=layout == "channels_last"), out, progress=False)
-    return hashlib.sha256((out / runio.WEIGHTS).read_bytes()).hexdigest()
+    return hashlib.sha256((out / files.WEIGHTS).read_bytes()).hexdigest()
 
 
 @pytest.fixture

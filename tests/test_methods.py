@@ -18,7 +18,7 @@ from iat.methods import (
 )
 from iat.mixing import ManifoldMixup, Mixup, NoMix, mixed_loss
 from iat.models import create_model
-from iat.runs import load_run_model
+from iat.rundir.read import load_run_model
 
 
 def test_the_six_methods_of_the_tables():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from iat import runio
+from iat.rundir import files
 
 # Trains 3 epochs of 2 steps; the first step of epoch 2 (after epoch 1's checkpoint) hangs in a native call
 # that ignores Python's signals: the main thread blocks SIGINT/SIGTERM and sleeps in libc with the GIL
@@ -59,14 +59,14 @@ def start_hanging_run(tmp_path: Path, hang_limit: float) -> tuple[subprocess.Pop
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_a_run_stuck_in_native_code_with_its_checkpoint_intact(tmp_path, signum):
     proc, out = start_hanging_run(tmp_path, hang_limit=2.0)
-    checkpoint = (out / runio.CHECKPOINT).read_bytes()
+    checkpoint = (out / files.CHECKPOINT).read_bytes()
     sent = time.monotonic()
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, err
     assert time.monotonic() - sent < 30
     assert "did not stop within" in err and "stuck in native code at epoch 2" in err and "intact" in err
-    assert (out / runio.CHECKPOINT).read_bytes() == checkpoint  # epoch 1's, untouched
+    assert (out / files.CHECKPOINT).read_bytes() == checkpoint  # epoch 1's, untouched
 
 
 def test_a_second_signal_exits_at_once_even_when_stuck(tmp_path):

@@ -115,7 +115,7 @@ def test_analyze_norms_command(two_runs, tmp_path, capsys):
     for rows in result["runs"].values():
         assert [r["layer"] for r in rows][-1] == "head" and len(rows) == 6  # mlp6: six weight matrices
         assert {"layer", "frobenius", "spectral"} <= set(rows[0])
-    from iat.runs import load_run_model  # the numbers are the model's own
+    from iat.rundir.read import load_run_model  # the numbers are the model's own
 
     first = load_run_model(two_runs[0]).head.weight
     assert result["runs"][two_runs[0]][-1]["spectral"] == pytest.approx(

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from reliability_helpers import SRC, TINY_TRAIN, train_tiny_run
 
-from iat import runio
 from iat.cli import main
+from iat.rundir import files
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_a_full_disk_is_one_line_and_exit_1(tmp_path, tiny_run, capsys, monkeypa
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runio, "atomic_write_bytes", full)
+    monkeypatch.setattr(files, "atomic_write_bytes", full)
     argv = ["analyze", "probe", str(tiny_run), "--n", "20", "--epochs", "1", "--out", str(tmp_path / "o")]
     assert main(["-q", *argv]) == 1
     err = capsys.readouterr().err

@@ -6,8 +6,8 @@ import pytest
 from conftest import tiny_config
 from reliability_helpers import TINY_TRAIN, train_tiny_run
 
-from iat import runio
 from iat.cli import main
+from iat.rundir import files
 from iat.train import train
 
 
@@ -19,7 +19,7 @@ def tiny_run(tmp_path_factory):
 def test_a_last_batch_of_one_joins_the_one_before(tmp_path):
     cfg = tiny_config("erm", arch="preactresnet18", width=2, epochs=1, train_size=33, batch_size=16)
     out = train(cfg, tmp_path / "run", progress=False)
-    assert (out / runio.WEIGHTS).is_file()
+    assert (out / files.WEIGHTS).is_file()
 
 
 @pytest.mark.parametrize("argv, fragment", [

@@ -11,13 +11,14 @@ import pytest
 import torch
 from conftest import step_config
 
-from iat import cpu_kernels, runio
+from iat import cpu_kernels
 from iat.attacks import AttackBudget
 from iat.config import TrainConfig
 from iat.cpu_kernels import native_bf16
 from iat.errors import UsageError
 from iat.evaluate import evaluate, evaluate_run
 from iat.fp32 import fp32_evaluation
+from iat.rundir import files
 from iat.train import precision as precision_module
 from iat.train import train
 from iat.train.precision import Precision, resolve_precision, set_tf32
@@ -67,12 +68,12 @@ def test_without_amp_everything_is_fp32():
 
 def test_amp_trains_on_the_cpu_and_records_what_ran(tmp_path):
     out = train(cfg_of(amp=True), tmp_path / "run", progress=False)
-    config = json.loads((out / runio.CONFIG).read_text())
+    config = json.loads((out / files.CONFIG).read_text())
     assert config["amp"] is True and config["amp_dtype"] == "bf16" and config["attack_precision"] == "fp32"
     assert config["precision"] == {"autocast": "bf16", "attack": "fp32", "tf32": False, "grad_scaler": False,
                                    "bf16_emulated": not native_bf16()}
     assert config["tf32"] == "off" and config["device_name"] == "cpu"
-    assert (out / runio.WEIGHTS).exists()
+    assert (out / files.WEIGHTS).exists()
 
 
 def test_attack_precision_amp_without_amp_says_it_does_nothing(caplog):
@@ -163,7 +164,7 @@ def test_eval_json_records_the_precision(tmp_path):
     out = train(cfg_of(method="erm"), tmp_path / "run", progress=False)
     report = evaluate_run(out, ["clean"], limit=20, device="cpu")
     assert report["precision"] == {"autocast": "fp32", "tf32": False}
-    assert json.loads((out / runio.EVAL).read_text())["precision"] == report["precision"]
+    assert json.loads((out / files.EVAL).read_text())["precision"] == report["precision"]
 
 
 def test_an_fp16_attack_is_refused_its_input_gradients_are_not_loss_scaled(monkeypatch):

@@ -20,10 +20,10 @@ from conftest import tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iat import runio
 from iat.cli import main
 from iat.errors import UsageError
-from iat.runs import load_run_model
+from iat.rundir import files
+from iat.rundir.read import load_run_model
 from iat.train import train
 from iat.train.resume import check_checkpoint
 from iat.train.state import RunState
@@ -104,15 +104,15 @@ def test_config_json_contents(tiny_run, tmp_path_factory, key, value, raw):
     run = tmp_path_factory.mktemp("cfg") / "run"
     shutil.copytree(tiny_run, run)
     if raw is None:
-        config = json.loads((run / runio.CONFIG).read_text())
+        config = json.loads((run / files.CONFIG).read_text())
         config[key] = value
-        (run / runio.CONFIG).write_text(json.dumps(config))
+        (run / files.CONFIG).write_text(json.dumps(config))
     else:
-        (run / runio.CONFIG).write_bytes(raw.encode("utf-8", "surrogateescape") if raw != "\xff" else b"\xff")
+        (run / files.CONFIG).write_bytes(raw.encode("utf-8", "surrogateescape") if raw != "\xff" else b"\xff")
     try:
         load_run_model(run, "cpu")
     except UsageError as e:
-        assert "\n" not in str(e) and str(run / runio.CONFIG) in str(e) or "model.safetensors" in str(e), str(e)
+        assert "\n" not in str(e) and str(run / files.CONFIG) in str(e) or "model.safetensors" in str(e), str(e)
 
 
 @st.composite
@@ -137,12 +137,12 @@ def damaged_checkpoints(draw, ckpt: dict):
 
 @pytest.fixture(scope="module")
 def good_checkpoint(tiny_run):
-    return runio.load_checkpoint(tiny_run / runio.CHECKPOINT)
+    return files.load_checkpoint(tiny_run / files.CHECKPOINT)
 
 
 def test_checkpoint_contents(good_checkpoint, tmp_path):
     cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16, checkpoint_every=1)
-    path = tmp_path / runio.CHECKPOINT
+    path = tmp_path / files.CHECKPOINT
 
     @FAST
     @given(ckpt=damaged_checkpoints(good_checkpoint))

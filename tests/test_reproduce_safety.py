@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from iat import runio
 from iat.cli import main
+from iat.rundir import files
 
 
 def test_reproduce_check_out_ignores_a_killed_first_writes_temporary(tmp_path):
@@ -16,7 +16,7 @@ def test_reproduce_check_out_ignores_a_killed_first_writes_temporary(tmp_path):
 
     exp = load_experiment("table2", "smoke")
     (tmp_path / ".experiment.json.ab12cd.tmp").write_text("{")
-    (tmp_path / runio.LOCK).write_text("")
+    (tmp_path / files.LOCK).write_text("")
     check_out(tmp_path, exp)  # no UsageError: nothing but bookkeeping
 
 
@@ -36,7 +36,7 @@ def test_reproduce_damaged_metrics_is_not_a_traceback(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / runio.METRICS).write_text('{"seconds": 2}\n[[[\n')
+    (run / files.METRICS).write_text('{"seconds": 2}\n[[[\n')
     assert train_seconds([run]) == 0.0
 
 

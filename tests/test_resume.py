@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from iat import runio
+from iat.rundir import files
 
 ARGS = ["--method", "iat-manifold-mixup", "--dataset", "digits", "--arch", "cnn-small", "--width", "8",
         "--epochs", "3", "--train-size", "300", "--batch-size", "50", "--attack-steps", "1",
@@ -69,7 +69,7 @@ def checkpoint_versions(out: Path):
 
         def ready() -> bool:
             try:
-                st = (out / runio.CHECKPOINT).stat()
+                st = (out / files.CHECKPOINT).stat()
             except FileNotFoundError:
                 return False
             if not seen or seen[-1] != st.st_ino:
@@ -80,14 +80,14 @@ def checkpoint_versions(out: Path):
 
 
 def metrics_rows(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / runio.METRICS).read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / files.METRICS).read_text().splitlines()]
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # wall time differs
 
 
 def assert_finished_like(run: Path, reference: Path) -> None:
-    assert sha(run / runio.WEIGHTS) == sha(reference / runio.WEIGHTS)
+    assert sha(run / files.WEIGHTS) == sha(reference / files.WEIGHTS)
     assert metrics_rows(run) == metrics_rows(reference) and len(metrics_rows(run)) == 3
-    assert runio.temp_files(run) == []
+    assert files.temp_files(run) == []
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +100,11 @@ def reference(tmp_path_factory) -> Path:
 
 def assert_whole(out: Path) -> None:
     """The real files of a run directory are whole (readable), whatever was killed half-way."""
-    if (out / runio.CONFIG).exists():
-        runio.read_json(out / runio.CONFIG)
-    if (out / runio.CHECKPOINT).exists():
-        runio.load_checkpoint(out / runio.CHECKPOINT)
-    if (out / runio.METRICS).exists():
+    if (out / files.CONFIG).exists():
+        files.read_json(out / files.CONFIG)
+    if (out / files.CHECKPOINT).exists():
+        files.load_checkpoint(out / files.CHECKPOINT)
+    if (out / files.METRICS).exists():
         metrics_rows(out)
 
 
@@ -125,8 +125,8 @@ def test_sigkill_during_writes_then_resume_is_bit_exact(reference, tmp_path):
     for i, moment in enumerate(SELF_KILLS):
         killed = iat_train(out, *(["--resume"] if i else []), IAT_TEST_KILL_IN_WRITE=moment)
         assert killed.returncode == -signal.SIGKILL, f"{moment}: {killed.stderr}"
-        assert not (out / runio.WEIGHTS).exists()
-        assert [p.name.split(".")[1] for p in runio.temp_files(out)] == [moment.split(".")[0]], moment
+        assert not (out / files.WEIGHTS).exists()
+        assert [p.name.split(".")[1] for p in files.temp_files(out)] == [moment.split(".")[0]], moment
         assert_whole(out)
     finished = iat_train(out, "--resume")
     assert finished.returncode == 0, finished.stderr
@@ -138,7 +138,7 @@ def test_outside_kill_at_three_moments_then_resume_is_bit_exact(reference, tmp_p
     """`kill -9` from outside: before the first checkpoint, mid-epoch, during a (slowed) checkpoint write."""
     out = tmp_path / "run"
     proc = spawn(out)
-    assert kill_when(proc, lambda: (out / runio.CONFIG).exists())  # before the first checkpoint (usually)
+    assert kill_when(proc, lambda: (out / files.CONFIG).exists())  # before the first checkpoint (usually)
     assert_whole(out)
 
     versions = checkpoint_versions(out)
@@ -147,8 +147,8 @@ def test_outside_kill_at_three_moments_then_resume_is_bit_exact(reference, tmp_p
     assert_whole(out)
 
     proc = spawn(out, "--resume", IAT_TEST_WRITE_DELAY="0.3")  # each write pauses half-way: a wide window
-    assert kill_when(proc, lambda: any(p.name.startswith(".checkpoint.pt.") for p in runio.temp_files(out)))
-    assert runio.temp_files(out)
+    assert kill_when(proc, lambda: any(p.name.startswith(".checkpoint.pt.") for p in files.temp_files(out)))
+    assert files.temp_files(out)
     assert_whole(out)
 
     finished = iat_train(out, "--resume")
@@ -188,21 +188,21 @@ def _resume_from_every_checkpoint(tmp_path, monkeypatch):
                       batch_size=50, attack_steps=1, eps=0.1, step_size=0.05, seed=5, device="cpu",
                       checkpoint_every=1)
     saved = []
-    real_save = runio.save_checkpoint
+    real_save = files.save_checkpoint
 
     def keep(path, state):
         real_save(path, state)
         saved.append(Path(path).read_bytes())
 
-    monkeypatch.setattr(runio, "save_checkpoint", keep)
+    monkeypatch.setattr(files, "save_checkpoint", keep)
     full = train(cfg, tmp_path / "full", progress=False)
-    monkeypatch.setattr(runio, "save_checkpoint", real_save)
+    monkeypatch.setattr(files, "save_checkpoint", real_save)
     assert len(saved) == 6  # 3 steps per epoch, 2 epochs: one checkpoint per step
     for i, blob in enumerate(saved):
         out = tmp_path / f"from-{i}"
         out.mkdir()
-        shutil.copy(full / runio.CONFIG, out / runio.CONFIG)
-        (out / runio.CHECKPOINT).write_bytes(blob)
+        shutil.copy(full / files.CONFIG, out / files.CONFIG)
+        (out / files.CHECKPOINT).write_bytes(blob)
         train(cfg, out, resume=True, progress=False)
-        assert sha(out / runio.WEIGHTS) == sha(full / runio.WEIGHTS), f"resume from checkpoint {i + 1}"
+        assert sha(out / files.WEIGHTS) == sha(full / files.WEIGHTS), f"resume from checkpoint {i + 1}"
         assert metrics_rows(out) == metrics_rows(full)

@@ -7,8 +7,8 @@ import logging
 
 from conftest import tiny_config
 
-from iat import runio
 from iat.config import TrainConfig
+from iat.rundir import files
 from iat.train import train
 from iat.train.resume import first_difference
 
@@ -41,19 +41,19 @@ def test_a_speed_option_changed_on_resume_is_warned_and_recorded(tmp_path, caplo
     change them, and config.json's `resumes` then says what trained the rest of the run."""
     cfg = tiny_config("erm", epochs=1, train_size=96, batch_size=32)
     out = train(cfg, tmp_path / "run", progress=False)
-    (out / runio.WEIGHTS).unlink()  # its last checkpoint (end of epoch 1) resumes, training nothing
+    (out / files.WEIGHTS).unlink()  # its last checkpoint (end of epoch 1) resumes, training nothing
     with caplog.at_level(logging.WARNING, logger="iat.train"):
         train(dataclasses.replace(cfg, channels_last=False), out, resume=True, progress=False)
-    config = runio.read_json(out / runio.CONFIG)
+    config = files.read_json(out / files.CONFIG)
     assert config["channels_last"] is True  # the run's start, as it was
     assert config["resumes"] == [{"epoch": 2, "step": 0, "changed": {"channels_last": False}}]  # after epoch 1
     assert "channels_last=False (the run so far: channels_last=True)" in caplog.text
 
     for again in (False, False, True):  # the same as the last part: nothing to say; back to channels_last: said
         caplog.clear()
-        (out / runio.WEIGHTS).unlink()
+        (out / files.WEIGHTS).unlink()
         with caplog.at_level(logging.WARNING, logger="iat.train"):
             train(dataclasses.replace(cfg, channels_last=again), out, resume=True, progress=False)
         assert ("resumed at" in caplog.text) == again
-    assert [r["changed"] for r in runio.read_json(out / runio.CONFIG)["resumes"]] == [
+    assert [r["changed"] for r in files.read_json(out / files.CONFIG)["resumes"]] == [
         {"channels_last": False}, {"channels_last": True}]

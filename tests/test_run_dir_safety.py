@@ -9,15 +9,15 @@ import pytest
 from conftest import tiny_config
 from reliability_helpers import TINY_TRAIN, iat_process, lock_held_elsewhere, train_tiny_run, wait_for
 
-from iat import runio
 from iat.cli import main
+from iat.rundir import files
 
 
 def test_two_trains_into_one_out_the_second_is_refused_naming_the_first(tmp_path):
     out = tmp_path / "run"
     first = iat_process("train", *TINY_TRAIN, "--out", str(out), env={"IAT_TEST_WRITE_DELAY": "2"})
     try:
-        wait_for(lambda: (out / runio.LOCK).is_file() and (out / runio.LOCK).read_text().count("\n") >= 2)
+        wait_for(lambda: (out / files.LOCK).is_file() and (out / files.LOCK).read_text().count("\n") >= 2)
         second = iat_process("train", *TINY_TRAIN, "--out", str(out))
         _, err = second.communicate(timeout=120)
         assert second.returncode == 2, err
@@ -25,7 +25,7 @@ def test_two_trains_into_one_out_the_second_is_refused_naming_the_first(tmp_path
     finally:
         _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
-    assert (out / runio.WEIGHTS).is_file() and not (out / runio.LOCK).exists()
+    assert (out / files.WEIGHTS).is_file() and not (out / files.LOCK).exists()
 
 
 def test_eval_on_a_run_being_written_is_refused(tmp_path, trained_runs):
@@ -42,9 +42,9 @@ def test_eval_on_a_run_being_written_is_refused(tmp_path, trained_runs):
 def test_train_into_an_empty_dir_holding_only_a_stale_lock_file(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / runio.LOCK).write_text("999999\niat train\n")  # a killed holder's: the kernel released its lock
+    (out / files.LOCK).write_text("999999\niat train\n")  # a killed holder's: the kernel released its lock
     assert main(["-q", "train", *TINY_TRAIN, "--out", str(out)]) == 0
-    assert (out / runio.WEIGHTS).is_file()
+    assert (out / files.WEIGHTS).is_file()
 
 
 # ------------------------------------------------------------------------- nested run directories
@@ -61,7 +61,7 @@ def test_an_experiments_worker_locks_the_run_directory_it_trains(tmp_path):
     with lock_held_elsewhere(run) as holder:
         with pytest.raises(UsageError, match=f"run directory {run} is in use by process {holder.pid}"):
             run_task(RunTask(cfg, run, tmp_path, done=False, progress=False))
-        assert [p.name for p in run.iterdir()] == [runio.LOCK]  # nothing trained beside the holder
+        assert [p.name for p in run.iterdir()] == [files.LOCK]  # nothing trained beside the holder
 
 
 # ---------------------------------------------------------------- paths no file system takes

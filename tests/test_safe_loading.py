@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import iat
-from iat import runio
 from iat.errors import UsageError
+from iat.rundir import files
 
 SRC = Path(iat.__file__).parent
 
@@ -67,10 +67,10 @@ def test_the_payload_is_real(tmp_path):
 @pytest.mark.parametrize("kind", list(malicious_files(Path("x"))))
 def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, kind):
     marker = tmp_path / "pwned"
-    path = tmp_path / runio.CHECKPOINT
+    path = tmp_path / files.CHECKPOINT
     path.write_bytes(malicious_files(marker)[kind])
     with pytest.raises(UsageError) as e:
-        runio.load_checkpoint(path)
+        files.load_checkpoint(path)
     message = str(e.value)
     assert "\n" not in message and "refused for safety" in message and str(path) in message
     assert "delete" in message  # says what to do
@@ -92,14 +92,14 @@ def run_with_malicious_checkpoint(tiny_run, tmp_path):
     """A copy of a finished tiny run, unfinished again, whose checkpoint.pt is a malicious pickle."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    (run / runio.WEIGHTS).unlink()
+    (run / files.WEIGHTS).unlink()
     marker = tmp_path / "pwned"
-    (run / runio.CHECKPOINT).write_bytes(malicious_files(marker)["hidden in the optimizer"])
+    (run / files.CHECKPOINT).write_bytes(malicious_files(marker)["hidden in the optimizer"])
     return run, marker
 
 
 def train_args(run: Path) -> list[str]:
-    cfg = runio.read_json(run / runio.CONFIG)
+    cfg = files.read_json(run / files.CONFIG)
     return ["train", "--method", cfg["method"], "--dataset", cfg["dataset"], "--arch", cfg["arch"],
             "--width", str(cfg["width"]), "--epochs", str(cfg["epochs"]), "--batch-size", str(cfg["batch_size"]),
             "--lr", str(cfg["lr"]), "--eps", str(cfg["eps"]), "--step-size", str(cfg["step_size"]),
@@ -124,7 +124,7 @@ def test_pickle_in_place_of_weights_is_refused(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     marker = tmp_path / "pwned"
-    (run / runio.WEIGHTS).write_bytes(torch_saved({"w": Payload(marker)}))
+    (run / files.WEIGHTS).write_bytes(torch_saved({"w": Payload(marker)}))
     with pytest.raises(UsageError, match="not a valid safetensors file"):
         iat.load_model(run)
     assert not marker.exists()

@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import step_config
 
-from iat import runio
 from iat.config import TrainConfig
 from iat.mixing import Mixup
+from iat.rundir import files
 from iat.train import train
 from iat.train.state import RunState
 from iat.train.step import Step, TrainData, make_objective
@@ -26,7 +26,7 @@ cfg_of = step_config  # tests/conftest.py
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
-    return runio.load_weights(out / runio.WEIGHTS)
+    return files.load_weights(out / files.WEIGHTS)
 
 
 @pytest.mark.parametrize("method", ["iat-mixup", "iat-manifold-mixup", "erm"])
@@ -74,8 +74,8 @@ def test_mixing_draws_on_the_cpu_are_the_ones_drawn_before():
 def test_channels_last_trains_the_same_model_up_to_rounding(tmp_path, channels_last_allowed):
     plain = train(cfg_of(channels_last=False), tmp_path / "plain", progress=False)
     cl = train(cfg_of(), tmp_path / "cl", progress=False)  # the default, where the CPU's kernels allow it
-    assert json.loads((cl / runio.CONFIG).read_text())["channels_last_used"] is True
-    assert json.loads((plain / runio.CONFIG).read_text())["channels_last_used"] is False
+    assert json.loads((cl / files.CONFIG).read_text())["channels_last_used"] is True
+    assert json.loads((plain / files.CONFIG).read_text())["channels_last_used"] is False
     a, b = weights(plain), weights(cl)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
@@ -110,7 +110,7 @@ def test_compile_trains_a_tiny_model_on_the_cpu(tmp_path):
     cfg = cfg_of(arch="mlp6", width=8, method="iat-mixup")
     plain = train(cfg, tmp_path / "plain", progress=False)
     compiled = train(TrainConfig(**{**cfg.__dict__, "compile": True}), tmp_path / "compiled", progress=False)
-    assert json.loads((compiled / runio.CONFIG).read_text())["compile"] is True
+    assert json.loads((compiled / files.CONFIG).read_text())["compile"] is True
     a, b = weights(plain), weights(compiled)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
     torch._dynamo.reset()
@@ -133,7 +133,7 @@ def test_a_compile_failure_is_one_line_and_the_run_continues_without_it(tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--compile failed" in err and "No working C++ compiler" in err, err
     torch._dynamo.reset()
-    assert main([*argv, "--resume"]) == 0 and (run / runio.WEIGHTS).exists()  # as the message says
+    assert main([*argv, "--resume"]) == 0 and (run / files.WEIGHTS).exists()  # as the message says
 
 
 @pytest.mark.cuda

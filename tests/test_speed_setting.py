@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import step_config
 
-from iat import runio
+from iat.rundir import files
 from iat.train import speed
 from iat.train.loop import train
 
@@ -36,5 +36,5 @@ def test_fast_on_a_cpu_uses_bf16_only_where_the_cpu_has_it(monkeypatch, bf16):
 def test_config_json_records_the_speed_and_the_options_it_stood_for(tmp_path, monkeypatch):
     monkeypatch.setattr(speed, "native_bf16", lambda: True)
     out = train(step_config(speed="fast"), tmp_path / "run", progress=False)
-    config = json.loads((out / runio.CONFIG).read_text())
+    config = json.loads((out / files.CONFIG).read_text())
     assert config["speed"] == "fast" and config["amp"] is True and config["attack_precision"] == "amp"

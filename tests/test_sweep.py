@@ -13,7 +13,7 @@ from iat.cli import main
 from iat.data import load_data
 from iat.evaluate import evaluate
 from iat.robustness import sweep_eps, sweep_steps, sweep_table
-from iat.runs import load_run_model
+from iat.rundir.read import load_run_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LIMIT = 150

@@ -12,7 +12,7 @@ from iat.config import TrainConfig
 from iat.errors import UsageError
 from iat.mixing import MixDraw
 from iat.models import create_model
-from iat.runs import check_model_size
+from iat.rundir.read import check_model_size
 
 pytest.importorskip("timm", reason="timm not installed (pip install 'iat[timm]')")
 
@@ -60,7 +60,7 @@ def test_unknown_name_width_and_missing_timm(monkeypatch):
 
 
 def test_iat_mixup_trains_a_timm_model(tmp_path):
-    from iat.runs import load_run_model
+    from iat.rundir.read import load_run_model
     from iat.train import train
 
     cfg = TrainConfig(method="iat-mixup", dataset="digits", arch="timm:test_byobnet", epochs=1, batch_size=32,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from iat import runio
 from iat.cli import main
+from iat.rundir import files
 from iat.train.loop import POSTFIX_EVERY
 
 # 1297 digits training images in batches of 32: 41 steps per epoch, so the progress cadence (20) and the
@@ -52,7 +52,7 @@ def logged_run(tmp_path_factory) -> Path:
     log, env = ",".join(INSTALLED), {"MLFLOW_TRACKING_URI": "", "WANDB_MODE": "offline"}
     killed = iat_train(out, "--log", log, IAT_TEST_KILL_IN_WRITE="checkpoint.pt:4", **env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert not (out / runio.WEIGHTS).exists()
+    assert not (out / files.WEIGHTS).exists()
     finished = iat_train(out, "--log", log, "--resume", **env)
     assert finished.returncode == 0, finished.stderr
     with pytest.MonkeyPatch.context() as mp:
@@ -76,14 +76,14 @@ def test_tensorboard_reader_sees_each_step_once_epochs_and_eval(logged_run):
     loss = events.Scalars("train/loss")
     assert [e.step for e in loss] == expected_steps()  # in order, none twice, none lost
     assert all(e.value > 0 for e in loss)
-    metrics = [json.loads(line) for line in (out / runio.METRICS).read_text().splitlines()]
+    metrics = [json.loads(line) for line in (out / files.METRICS).read_text().splitlines()]
     lr_by_epoch = [metrics[(e.step - 1) // STEPS_PER_EPOCH]["lr"] for e in loss]
     assert [e.value for e in events.Scalars("train/lr")] == pytest.approx(lr_by_epoch, rel=1e-6)
     epoch_loss = events.Scalars("epoch/train_loss")
     assert [e.step for e in epoch_loss] == epoch_ends()
     assert [e.value for e in epoch_loss] == pytest.approx([m["train_loss"] for m in metrics], rel=1e-6)
     evaluated = events.Scalars("eval/clean_error")
-    eval_json = json.loads((out / runio.EVAL).read_text())
+    eval_json = json.loads((out / files.EVAL).read_text())
     assert [(e.step, e.value) for e in evaluated] == [
         (STEPS_PER_EPOCH * EPOCHS, pytest.approx(eval_json["results"]["clean"]["error"]))]
     assert "config/text_summary" in events.Tags()["tensors"]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from iat import runio
 from iat.config import TrainConfig
 from iat.distributed import World
+from iat.rundir import files
 from iat.train import CheckpointWriteError, TrainingDiverged, TrainingInterrupted
 from iat.train.checkpoint import Checkpointer
 from iat.train.signals import SignalGuard
@@ -80,7 +80,7 @@ def test_a_checkpoint_restores_the_run_state_exactly(tmp_path):
     Checkpointer(tmp_path).save(state)
     expected = torch.rand(3)  # the RNG moves on after the checkpoint ...
     other = RunState.create(CFG, CPU)
-    other.restore(runio.load_checkpoint(tmp_path / runio.CHECKPOINT), tmp_path / runio.CHECKPOINT, 4)
+    other.restore(files.load_checkpoint(tmp_path / files.CHECKPOINT), tmp_path / files.CHECKPOINT, 4)
     assert torch.equal(torch.rand(3), expected)  # ... and is back where it was
     assert (other.epoch, other.step, other.running["count"]) == (0, 2, 64)
     for a, b in zip(state.model.state_dict().values(), other.model.state_dict().values()):
@@ -93,12 +93,12 @@ def test_the_checkpointer_refuses_non_finite_weights_and_reports_a_full_disk(tmp
         next(state.model.parameters()).fill_(float("inf"))
     with pytest.raises(TrainingDiverged, match="weights became NaN or infinite"):
         Checkpointer(tmp_path).save(state)
-    assert not (tmp_path / runio.CHECKPOINT).exists()
+    assert not (tmp_path / files.CHECKPOINT).exists()
 
     def full(path, content):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(runio, "write_jsonl", full)
+    monkeypatch.setattr(files, "write_jsonl", full)
     with pytest.raises(CheckpointWriteError, match="No space left on device.*previous checkpoint is intact"):
         Checkpointer(tmp_path).save_metrics([])
 

@@ -13,7 +13,7 @@ from iat.attacks.worstcase import error_pct, predict
 from iat.data import load_data
 from iat.evaluate import evaluate
 from iat.robustness import transfer_matrix, transfer_table
-from iat.runs import load_run_model
+from iat.rundir.read import load_run_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LIMIT = 150

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from conftest import step_config
 
-from iat import runio
 from iat.cli import main
 from iat.config import build_model
+from iat.rundir import files
 from iat.train import train
 from iat.train.ema import EMA, EMA_WEIGHTS
 from iat.train.state import RunState
@@ -88,7 +88,7 @@ def test_an_awp_update_is_the_optimizer_step_at_the_perturbed_point_with_no_trac
 
 
 def _digest(out: Path) -> str:
-    return sha(out / runio.WEIGHTS)
+    return sha(out / files.WEIGHTS)
 
 
 def test_ema_and_an_awp_that_never_starts_train_the_same_weights_as_plain_runs(tmp_path):
@@ -105,7 +105,7 @@ def test_ema_and_an_awp_that_never_starts_train_the_same_weights_as_plain_runs(t
 
 def test_the_averaged_model_has_batchnorm_statistics_of_its_own(tmp_path):
     out = train(step_config(method="erm", epochs=2, ema=0.9), tmp_path / "run", progress=False)
-    last, ema = runio.load_weights(out / runio.WEIGHTS), runio.load_weights(out / EMA_WEIGHTS)
+    last, ema = files.load_weights(out / files.WEIGHTS), files.load_weights(out / EMA_WEIGHTS)
     means = [k for k in last if k.endswith("running_mean")]
     assert means and all(not torch.equal(last[k], ema[k]) for k in means)
     assert all(ema[k.replace("running_mean", "num_batches_tracked")] == 2 for k in means)  # 64 images, batch 32
@@ -137,19 +137,19 @@ def test_kill_9_mid_run_then_resume_is_bit_exact(tmp_path, method, modifiers):
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     resumed = _iat_train(out, *more, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    for name in (runio.WEIGHTS, EMA_WEIGHTS):
+    for name in (files.WEIGHTS, EMA_WEIGHTS):
         assert sha(out / name) == sha(tmp_path / "ref" / name), name
 
 
 def test_eval_takes_the_averaged_weights_by_default_and_records_both(tmp_path, capsys):
     out = train(step_config(method="erm", epochs=1, ema=0.9), tmp_path / "run", progress=False)
     assert main(["eval", str(out), "--attacks", "clean", "--limit", "50", "--device", "cpu", "-q"]) == 0
-    report = json.loads((out / runio.EVAL).read_text())
+    report = json.loads((out / files.EVAL).read_text())
     assert report["weights"] == "ema" and set(report["results_by_weights"]) == {"last", "ema"}
     assert sorted(e["weights"] for e in report["history"]) == ["ema", "last"]
     assert main(["eval", str(out), "--attacks", "clean", "--limit", "50", "--device", "cpu", "-q",
                  "--weights", "last"]) == 0
-    report = json.loads((out / runio.EVAL).read_text())
+    report = json.loads((out / files.EVAL).read_text())
     assert report["weights"] == "last" and len(report["history"]) == 2  # the same entry, measured again
 
 
@@ -181,4 +181,4 @@ def test_eval_of_averaged_weights_a_run_does_not_have_is_one_line(tmp_path, caps
     assert main(["eval", str(out), "--attacks", "clean", "--weights", "ema", "--device", "cpu", "-q"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "not trained with --ema" in lines[0], lines
-    assert not (out / runio.EVAL).exists()
+    assert not (out / files.EVAL).exists()

@@ -11,7 +11,7 @@ from iat.attacks import FGSM, PGD, AttackBudget, ce_loss, dlr_loss, margin_loss
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.data import load_data
 from iat.evaluate import evaluate, evaluate_run
-from iat.runs import load_run_model
+from iat.rundir.read import load_run_model
 from iat.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -95,9 +95,9 @@ def test_protocol_robustbench_writes_the_claim_and_eval_json(tmp_path, monkeypat
     import json
 
     import iat.rbeval
-    from iat import runio
     from iat.cli import main
     from iat.config import TrainConfig, build_model
+    from iat.rundir import files
 
     import_robustbench()
     import robustbench.eval
@@ -106,8 +106,8 @@ def test_protocol_robustbench_writes_the_claim_and_eval_json(tmp_path, monkeypat
     run = tmp_path / "cifar-run"
     run.mkdir()
     cfg = TrainConfig(method="pgd", dataset="cifar10", arch="cnn-small", width=4, epochs=1, device="cpu").validate()
-    runio.write_json(run / runio.CONFIG, {**cfg.to_dict(), "in_channels": 3, "num_classes": 10, "image_size": 32})
-    runio.save_weights(run / runio.WEIGHTS, build_model(cfg).state_dict())
+    files.write_json(run / files.CONFIG, {**cfg.to_dict(), "in_channels": 3, "num_classes": 10, "image_size": 32})
+    files.save_weights(run / files.WEIGHTS, build_model(cfg).state_dict())
     calls = []
     monkeypatch.setattr(iat.rbeval, "load_data", lambda *a, **k: None)  # no CIFAR-10 here
     monkeypatch.setattr(robustbench.eval, "benchmark", lambda model, **kw: calls.append(kw) or (0.8125, 0.4375))
@@ -117,7 +117,7 @@ def test_protocol_robustbench_writes_the_claim_and_eval_json(tmp_path, monkeypat
     claim = json.loads((run / "robustbench/model_info/cifar10/Linf/cifar-run.json").read_text())
     assert list(claim) == [f.name for f in dataclasses.fields(ModelInfo)]
     assert (claim["eps"], claim["clean_acc"], claim["autoattack_acc"]) == ("8/255", "81.25", "43.75")
-    report = json.loads((run / runio.EVAL).read_text())
+    report = json.loads((run / files.EVAL).read_text())
     assert report["protocol"] == "robustbench" and report["n_examples"] == 10_000
     assert report["results"] == {"clean": {"error": 18.75}, "autoattack": {"error": 56.25}}
 
@@ -138,13 +138,13 @@ def _zoo_checkpoint(model_dir):
 
 def _cifar_run(run):
     """A (untrained) cifar10 run directory written by hand: a run to compare the zoo model with."""
-    from iat import runio
     from iat.config import TrainConfig, build_model
+    from iat.rundir import files
 
     run.mkdir()
     cfg = TrainConfig(method="pgd", dataset="cifar10", arch="cnn-small", width=4, epochs=1, device="cpu").validate()
-    runio.write_json(run / runio.CONFIG, {**cfg.to_dict(), "in_channels": 3, "num_classes": 10, "image_size": 32})
-    runio.save_weights(run / runio.WEIGHTS, build_model(cfg).state_dict())
+    files.write_json(run / files.CONFIG, {**cfg.to_dict(), "in_channels": 3, "num_classes": 10, "image_size": 32})
+    files.save_weights(run / files.WEIGHTS, build_model(cfg).state_dict())
 
 
 @needs_rb
@@ -152,12 +152,12 @@ def test_rb_models_in_eval_and_transfer_beside_a_run(tmp_path, monkeypatch, caps
     """No CIFAR-10 here: the test split is 8 random images (what is checked is the plumbing, not the numbers)."""
     import json
 
-    import iat.runs
+    import iat.rundir.read
     from iat.cli import main
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
-    monkeypatch.setattr(iat.runs, "load_data", lambda *a, limit=None, **k: (x[:limit], y[:limit]))
+    monkeypatch.setattr(iat.rundir.read, "load_data", lambda *a, limit=None, **k: (x[:limit], y[:limit]))
     models = tmp_path / "models"
     reference = _zoo_checkpoint(models)
     _cifar_run(tmp_path / "run")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def load_model(run_dir: str | Path, device: str = "cpu") -> nn.Module:
     """The trained model of a run directory, in eval mode, on `device`."""
-    from iat.runs import load_run_model
+    from iat.rundir.read import load_run_model
 
     return load_run_model(run_dir, device)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
-from iat import runio
 from iat.analysis.plots import plot_tradeoff
 from iat.report import method_label, whitebox_table
 from iat.reproduce.experiment import DEMO, Experiment, load_experiment
 from iat.reproduce.launch import make_launcher
 from iat.reproduce.runner import run_experiment
 from iat.reproduce.tasks import AUTOATTACK_SKIPPED
+from iat.rundir import files
 from iat.units import format_eps
 
 
@@ -119,9 +119,9 @@ def run_demo(exp: Experiment, out: str | Path, *, seeds: int = 1, device: str = 
               f"Wall time of this call {seconds / 60:.1f} min.\n\n" + autoattack_note(s, autoattack))
     claim = claim_check(summary) + (autoattack_claims(summary, autoattack) if autoattack else [])
     results["claim"] = claim
-    runio.write_json(out / "results.json", results)
+    files.write_json(out / "results.json", results)
     footer = "\n" + "\n".join(f"- {line}" for line in claim) + "\n" if claim else ""
-    runio.atomic_write_bytes(out / "table.md", (header + table + "\n" + footer).encode())
+    files.atomic_write_bytes(out / "table.md", (header + table + "\n" + footer).encode())
     plot_tradeoff(summary, out / "tradeoff.png", f"iat demo: {s.dataset}, {s.arch}, {s.epochs} epochs, "
                   f"eps {format_eps(s.eval_eps, 'short')}, {seeds} seed(s)", autoattack_n=n_aa)
     results["table"] = table

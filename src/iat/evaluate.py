@@ -3,7 +3,7 @@
 An example counts as robust only if it is classified correctly clean and at every point the attack
 visits, in every restart (the worst case; see iat.attacks.worstcase), so attacks spend work only on
 examples still classified correctly, and drop each one the moment it is misclassified. Loading run
-directories is iat.runs' job; this module only evaluates.
+directories is iat.rundir.read's job; this module only evaluates.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from iat import runio
 from iat.attacks import AttackBudget, default_step, frozen, make_attack, parse_attack_name, require_autoattack
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.config import resolve_device
 from iat.data import load_data
 from iat.distributed import SINGLE, World, process_group
 from iat.errors import UsageError
-from iat.evalstore import check_eval_out, save_eval
 from iat.fp32 import fp32_evaluation
-from iat.runs import WEIGHT_FILES, load_run_config, load_run_model
+from iat.rundir import files
+from iat.rundir.evals import check_eval_out, save_eval
+from iat.rundir.read import WEIGHT_FILES, load_run_config, load_run_model
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,6 @@ def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_
             report["results_by_weights"] = dict(by_weights)
         if out is not None:
             report["run"] = str(run_dir.resolve())  # absolute: the check above compares it from any directory
-        # merged with earlier results (iat.evalstore); EvalNotSaved if it cannot be written
-        world.on_main(lambda report=report: save_eval(run_dir if out is None else runio.make_dir(out), report))
+        # merged with earlier results (iat.rundir.evals); EvalNotSaved if it cannot be written
+        world.on_main(lambda report=report: save_eval(run_dir if out is None else files.make_dir(out), report))
     return report

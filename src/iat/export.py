@@ -23,10 +23,10 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from iat import runio
 from iat.config import TrainConfig, flag
 from iat.errors import UsageError
-from iat.runs import WEIGHT_FILES, load_run_config, load_run_model
+from iat.rundir import files
+from iat.rundir.read import WEIGHT_FILES, load_run_config, load_run_model
 from iat.units import format_eps
 
 SUFFIX = ".pt2"
@@ -58,7 +58,7 @@ class PlainForward(nn.Module):
 
 def export_paths(out: str | Path) -> Exported:
     """The three paths an export to `out` (FILE.pt2) writes; UsageError for a path that cannot be one."""
-    out = runio.check_path(out, "--out")
+    out = files.check_path(out, "--out")
     if out.suffix != SUFFIX:
         raise UsageError(f"--out {out} must end in {SUFFIX} (torch.export's file type), e.g. --out model.pt2")
     if out.is_dir():
@@ -93,16 +93,16 @@ def export_run(run_dir: str | Path, out: str | Path, weights: str = "last") -> E
     run_dir = Path(run_dir)
     paths = export_paths(out)
     cfg = load_run_config(run_dir)
-    config = runio.read_json(run_dir / runio.CONFIG)
+    config = files.read_json(run_dir / files.CONFIG)
     model = load_run_model(run_dir, "cpu", weights)
     shape = (int(config.get("in_channels", 1)), int(config.get("image_size") or 0))
     program = export_program(model, shape[0], shape[1])
     weights_blob = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     card = model_card(run_dir, cfg, config, paths, weights)
-    runio.make_dir(paths.program.parent)
-    runio.atomic_write_bytes(paths.program, program)
-    runio.atomic_write_bytes(paths.weights, weights_blob)
-    runio.atomic_write_bytes(paths.card, card.encode())
+    files.make_dir(paths.program.parent)
+    files.atomic_write_bytes(paths.program, program)
+    files.atomic_write_bytes(paths.weights, weights_blob)
+    files.atomic_write_bytes(paths.card, card.encode())
     return paths
 
 
@@ -159,7 +159,7 @@ def _flag_words(name: str, value: object, default: object) -> list[str]:
 def eval_numbers(run_dir: Path, eps: float, weights: str) -> dict[str, dict]:
     """Per attack of the card: the eval.json entry at the run's eps on the most images (clean: at any eps)."""
     try:
-        report = runio.read_json(run_dir / runio.EVAL) if (run_dir / runio.EVAL).is_file() else {}
+        report = files.read_json(run_dir / files.EVAL) if (run_dir / files.EVAL).is_file() else {}
     except UsageError:
         return {}  # a damaged eval.json: the card says the run is not evaluated
     history = report.get("history", []) if isinstance(report, dict) else []

@@ -35,8 +35,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from iat import runio
 from iat.errors import UsageError
+from iat.rundir import files
 
 log = logging.getLogger("iat.tracking")
 
@@ -257,7 +257,7 @@ class RunLog:
             except Exception as e:  # a tracker failing at its end must not hide the run's own outcome
                 log.warning("tracking: %s could not be closed (%s)", tracker.name, _line(e))
         if self.trackers:
-            runio.write_json(self.run_dir / STATE_FILE, self.state)
+            files.write_json(self.run_dir / STATE_FILE, self.state)
 
 
 NO_LOG = RunLog(Path("."), [], {})
@@ -285,7 +285,7 @@ def open_log(run_dir: str | Path, names: tuple[str, ...], config: Mapping[str, A
             trackers.append(BACKENDS[name](run_dir, config, state, resume_step))
         except Exception as e:  # the tracker's own failure (a server not reachable): train without it
             log.warning("tracking: %s could not start (%s); the run continues without it", name, _line(e))
-    runio.write_json(path, state)  # the run ids, before any step: an interrupted run resumes the same logged run
+    files.write_json(path, state)  # the run ids, before any step: an interrupted run resumes the same logged run
     return RunLog(run_dir, trackers, state)
 
 

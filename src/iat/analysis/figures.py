@@ -24,9 +24,9 @@ def readable(text: str) -> str:
 
 def save_png(fig, path: str | Path, dpi: int = 120) -> None:
     """Write `fig` to `path` atomically and close it."""
-    from iat import runio
+    from iat.rundir import files
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     pyplot().close(fig)
-    runio.atomic_write_bytes(path, buf.getvalue())
+    files.atomic_write_bytes(path, buf.getvalue())

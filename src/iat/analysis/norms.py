@@ -22,7 +22,7 @@ from iat.analysis.figures import pyplot, readable, save_png
 from iat.attacks import frozen
 from iat.data import dataset_info
 from iat.report import format_table
-from iat.runs import check_finished, load_run_config, load_run_model
+from iat.rundir.read import check_finished, load_run_config, load_run_model
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from iat.config import resolve_device
 from iat.data import load_data
 from iat.errors import UsageError
 from iat.report import format_table
-from iat.runs import check_finished, load_run_config, load_run_model
+from iat.rundir.read import check_finished, load_run_config, load_run_model
 
 log = logging.getLogger(__name__)
 

@@ -75,8 +75,8 @@ def run(args) -> int:
     import sys
 
     from iat.distributed import speaks
-    from iat.evalstore import EvalNotSaved
     from iat.evaluate import evaluate_run
+    from iat.rundir.evals import EvalNotSaved
 
     if args.protocol == "robustbench":
         return run_robustbench(args)
@@ -109,7 +109,7 @@ def run(args) -> int:
 def run_robustbench(args) -> int:
     from iat.errors import UsageError
     from iat.rbeval import benchmark_run, check_protocol
-    from iat.runs import load_run_config
+    from iat.rundir.read import load_run_config
 
     check_protocol(load_run_config(args.run_dir).dataset, args.limit)
     if args.out is not None:
@@ -128,9 +128,9 @@ def run_zoo(args, attacks: list[str]) -> int:
 
     from iat.attacks import AttackBudget, default_step
     from iat.errors import UsageError
-    from iat.evalstore import save_eval
     from iat.evaluate import evaluate
-    from iat.runs import load_runs
+    from iat.rundir.evals import save_eval
+    from iat.rundir.read import load_runs
 
     out = Path(args.out)
     try:

@@ -1,8 +1,8 @@
 """One writer per directory: the directory each command writes, locked for the command's whole run.
 
-`iat COMMAND` takes `runio.lock_dir` on the directory it writes before it reads or checks anything
+`iat COMMAND` takes `files.lock_dir` on the directory it writes before it reads or checks anything
 there, so two commands on one directory never interleave their files: the second one exits 2 with
-one line naming the first one's process (see iat.runio).
+one line naming the first one's process (see iat.rundir.files).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from iat import runio
 from iat.distributed import world_from_env
 from iat.errors import UsageError
+from iat.rundir import files
 
 
 def output_dir(args: argparse.Namespace) -> tuple[Path, str] | None:
@@ -47,7 +47,7 @@ def check_paths(args: argparse.Namespace) -> None:
         values = getattr(args, attr, None)
         for value in values if isinstance(values, list) else [values]:
             if isinstance(value, str):
-                runio.check_path(value, what)
+                files.check_path(value, what)
 
 
 def locked(args: argparse.Namespace) -> AbstractContextManager:
@@ -62,8 +62,8 @@ def locked(args: argparse.Namespace) -> AbstractContextManager:
     if what != "--out" and not path.is_dir():
         return contextlib.nullcontext()  # not a run directory: the command says so in its own words
     if what == "run directory" and not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"run directory {path} is not writable, so {runio.EVAL} could not be saved; "
+        raise UsageError(f"run directory {path} is not writable, so {files.EVAL} could not be saved; "
                          "make it writable, or write eval.json elsewhere with --out DIR")
-    runio.check_out_dir(path, what)
-    return runio.lock_dir(path, what)
+    files.check_out_dir(path, what)
+    return files.lock_dir(path, what)
 

@@ -67,20 +67,20 @@ def _finish(result: dict, args) -> int:
 
 
 def run_eps(args) -> int:
-    from iat import runio
     from iat.robustness import sweep_eps
+    from iat.rundir import files
 
-    runio.check_out_dir(args.out or args.run_dirs[0])
+    files.check_out_dir(args.out or args.run_dirs[0])
     result = sweep_eps(args.run_dirs, args.eps, args.steps, step_size=args.step_size, limit=args.limit,
                        device=args.device, data_dir=args.data_dir, batch_size=args.batch_size, progress=not args.quiet)
     return _finish(result, args)
 
 
 def run_steps(args) -> int:
-    from iat import runio
     from iat.robustness import sweep_steps
+    from iat.rundir import files
 
-    runio.check_out_dir(args.out or args.run_dirs[0])
+    files.check_out_dir(args.out or args.run_dirs[0])
     result = sweep_steps(args.run_dirs, args.steps, eps=args.eps, step_size=args.step_size, limit=args.limit,
                          device=args.device, data_dir=args.data_dir, batch_size=args.batch_size,
                          progress=not args.quiet)

@@ -14,7 +14,7 @@ from pathlib import Path
 from iat.cli import options as opt
 from iat.config import TrainConfig, choices_of, flag, is_on_off, kind_of
 from iat.distributed import speaks
-from iat.runs import check_model_size
+from iat.rundir.read import check_model_size
 from iat.train import TrainingError, TrainingInterrupted, is_complete, train
 from iat.units import format_eps
 

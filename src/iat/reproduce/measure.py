@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from iat import runio
 from iat.analysis.probe import ProbeConfig
 from iat.report import stat
 from iat.reproduce.experiment import Experiment
 from iat.reproduce.tasks import cached, fingerprint
 from iat.robustness import sweep_eps, sweep_steps, transfer_matrix
+from iat.rundir import files
 
 ROBUSTNESS = {"transfer": transfer_matrix, "sweep-eps": sweep_eps, "sweep-steps": sweep_steps}
 
@@ -42,7 +42,7 @@ def autoattack_summary(reports: PerSeed, methods: dict) -> dict:
 
 
 def norms_summary(out: Path, runs: dict[str, list[Path]], rows: PerSeed) -> dict:
-    runio.write_json(out / "norms.json", {"runs": {str(r): x for m in runs for r, x in zip(runs[m], rows[m])}})
+    files.write_json(out / "norms.json", {"runs": {str(r): x for m in runs for r, x in zip(runs[m], rows[m])}})
     methods = {
         m: [{"layer": layer["layer"], "shape": layer["shape"],
              "frobenius": stat([seed[i]["frobenius"] for seed in per_seed]),
@@ -93,7 +93,7 @@ def probe_config(exp: Experiment) -> ProbeConfig:
 def probe_summary(exp: Experiment, out: Path, runs: dict[str, list[Path]], results: PerSeed) -> dict:
     pcfg = dataclasses.asdict(probe_config(exp))
     per_run = {str(r): x for m in runs for r, x in zip(runs[m], results[m])}
-    runio.write_json(out / "probe.json", {**pcfg, "runs": per_run})
+    files.write_json(out / "probe.json", {**pcfg, "runs": per_run})
     methods = {m: {"accuracy": stat([r["accuracy"] for r in rs]), "n_examples": rs[0]["n_examples"],
                    "dim": rs[0]["dim"]} for m, rs in results.items()}
     return {"config": pcfg, "methods": methods}
@@ -123,7 +123,7 @@ def measure_robustness(exp: Experiment, out: Path, runs: dict[str, list[Path]], 
         result = cached(out, f"{exp.kind}-seed{seed}", key, compute)
         points += result["points"]
         extra = {k: v for k, v in result.items() if k != "points"}
-    runio.write_json(out / f"{exp.kind}.json", {**extra, "points": points})
+    files.write_json(out / f"{exp.kind}.json", {**extra, "points": points})
     head = {"eps": s.eval_eps} if steps_sweep else {"steps": s.eval_steps}
     return {**head, "step_size": s.eval_step_size, "points": group_points(exp.kind, points, runs), "suite": extra}
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iat import runio
 from iat.analysis.norms import plot_norms
 from iat.analysis.plots import plot_probe, plot_sweep, plot_tradeoff, plot_transfer, plot_whitebox
 from iat.report import attack_column, format_cell, format_table, method_label
 from iat.reproduce.experiment import EPS_KEYS, TRAIN_KEYS
 from iat.reproduce.paper import CITATION
 from iat.reproduce.tasks import AUTOATTACK_SKIPPED
+from iat.rundir import files
 from iat.units import format_eps
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "fashion-mnist": "Fashion-MNIST", "mnist": "MNIST",
@@ -358,5 +358,5 @@ def write_report(results: dict, out: Path) -> str:
         lines += whitebox_section(results, out)
     lines += published_section(results) + settings_section(results) + notes_section(results)
     text = "\n".join(lines)
-    runio.atomic_write_bytes(out / "report.md", text.encode())
+    files.atomic_write_bytes(out / "report.md", text.encode())
     return text

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-from iat import runio
 from iat.config import resolve_device
 from iat.data import load_data
 from iat.errors import UsageError
@@ -41,6 +40,7 @@ from iat.reproduce.measure import (
 from iat.reproduce.paper import paper_entry, published_entry
 from iat.reproduce.report_md import write_report
 from iat.reproduce.tasks import RunTask, run_task, whitebox_plan
+from iat.rundir import files
 from iat.train import is_complete
 from iat.version import __version__
 
@@ -72,8 +72,8 @@ def manifest(exp: Experiment) -> dict:
 
 def check_out(out: Path, exp: Experiment) -> None:
     """Refuse an --out that cannot be a directory or holds something else: another experiment, scale, settings."""
-    runio.check_out_dir(out)
-    if not out.is_dir() or runio.is_empty(out):  # a lock file or a killed first write's temporaries: new
+    files.check_out_dir(out)
+    if not out.is_dir() or files.is_empty(out):  # a lock file or a killed first write's temporaries: new
         return
     path = out / MANIFEST
     if not path.is_file():
@@ -174,8 +174,8 @@ def run_experiment(exp: Experiment, out: Path, *, seeds: int = 1, device: str = 
     tasks = plan(exp, out, seeds=seeds, device=device, data_dir=data_dir, progress=progress)
 
     started = time.perf_counter()
-    runio.make_dir(out)
-    runio.write_json(out / MANIFEST, manifest(exp))
+    files.make_dir(out)
+    files.write_json(out / MANIFEST, manifest(exp))
     log.info("%s at %s scale, %d seed(s), into %s", exp.name, exp.scale, seeds, out)
     measured = launch(launcher, tasks)
     names = entries(exp, seeds)
@@ -218,7 +218,7 @@ def train_seconds(run_dirs: list[Path]) -> float:
     """Training time of the runs, from their metrics.jsonl (epochs trained by earlier calls included)."""
     total = 0.0
     for run in run_dirs:
-        path = run / runio.METRICS
+        path = run / files.METRICS
         if path.is_file():
             try:
                 rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -241,6 +241,6 @@ def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 1, scale
     out = Path(out) if out is not None else Path(f"reproduce-{exp.name}")
     results = run_experiment(exp, out, seeds=seeds, device=device, data_dir=data_dir, progress=progress,
                              launcher=make_launcher(launcher, jobs, device, ray_address, runs_per_gpu))
-    runio.write_json(out / RESULTS, results)
+    files.write_json(out / RESULTS, results)
     write_report(results, out)
     return results

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from iat import runio
 from iat.analysis.norms import run_norms
 from iat.analysis.probe import ProbeConfig, probe_run
 from iat.attacks import AttackBudget
@@ -27,7 +26,8 @@ from iat.data import load_data
 from iat.evaluate import evaluate, evaluate_run
 from iat.methods import METHODS
 from iat.reproduce.experiment import Settings
-from iat.runs import load_run_model
+from iat.rundir import files
+from iat.rundir.read import load_run_model
 from iat.train import train
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 def fingerprint(run_dir: Path) -> list[int]:
     """Size and modification time of a run's weights: a retrained run measures afresh."""
-    st = (run_dir / runio.WEIGHTS).stat()
+    st = (run_dir / files.WEIGHTS).stat()
     return [st.st_size, st.st_mtime_ns]
 
 
@@ -53,7 +53,7 @@ def cached(out: Path, name: str, key: dict, compute: Callable[[], object]):
             return data["value"]
     value = compute()
     path.parent.mkdir(exist_ok=True)
-    runio.write_json(path, {"key": key, "value": value})
+    files.write_json(path, {"key": key, "value": value})
     return value
 
 
@@ -131,7 +131,7 @@ def run_task(task: RunTask) -> dict:
     """Train (or resume) the run unless it is done, then measure it; {"whitebox"/"norms"/"probe": value}."""
     # The experiment's lock covers OUT, not the run directories inside it: without a lock of its own, a plain
     # `iat train --out OUT/RUN --resume` (or `iat eval OUT/RUN`) would write the run while this task does.
-    with runio.lock_dir(task.run_dir, "run directory"):
+    with files.lock_dir(task.run_dir, "run directory"):
         return _run_task(task)
 
 

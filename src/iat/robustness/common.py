@@ -6,7 +6,7 @@ from pathlib import Path
 
 from iat.attacks import AttackBudget
 from iat.errors import UsageError
-from iat.runs import Runs
+from iat.rundir.read import Runs
 
 
 def budgets_at(eps_list: list[float], steps: int, step_size: float | None = None) -> list[AttackBudget]:

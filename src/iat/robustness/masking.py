@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iat import runio
 from iat.attacks import STEP_RULE, AttackBudget, dlr_loss, frozen, margin_loss, require_autoattack
 from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.errors import UsageError
@@ -49,7 +48,8 @@ from iat.robustness.checks import (
 )
 from iat.robustness.surrogate import SURROGATE, train_surrogate
 from iat.robustness.transfer import transfer_correct
-from iat.runs import load_runs
+from iat.rundir import files
+from iat.rundir.read import load_runs
 
 AUDIT_JSON = "audit.json"
 DEFAULT_STEPS_LIST = (1, 2, 5, 10, 20, 50, 100)
@@ -194,8 +194,8 @@ def audit_table(result: dict) -> str:
 
 
 def write_audit(result: dict, out: str | Path) -> Path:
-    out = runio.make_dir(out)
-    runio.write_json(out / AUDIT_JSON, result)
+    out = files.make_dir(out)
+    files.write_json(out / AUDIT_JSON, result)
     return out / AUDIT_JSON
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from iat.config import TrainConfig, resolve_device
-from iat.runs import load_run_model
+from iat.rundir.read import load_run_model
 from iat.train import train
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ import io
 import logging
 from pathlib import Path
 
-from iat import runio
 from iat.analysis.figures import pyplot, readable
 from iat.attacks import STEP_RULE, AttackBudget
 from iat.attacks.worstcase import error_pct, predict, survivors
@@ -22,7 +21,8 @@ from iat.errors import UsageError
 from iat.fp32 import fp32_evaluation
 from iat.report import format_table
 from iat.robustness.common import budgets_at, common_eps, run_labels, short_eps
-from iat.runs import load_runs
+from iat.rundir import files
+from iat.rundir.read import load_runs
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,8 @@ def sweep_plot(result: dict) -> bytes:
 def write_sweep(result: dict, out: str | Path) -> list[Path]:
     """Write sweep-eps/steps .json and .png into `out` (created if missing); return the paths."""
     axis = _axis(result)
-    out = runio.make_dir(out)
+    out = files.make_dir(out)
     json_name, png_name = (SWEEP_EPS_JSON, SWEEP_EPS_PNG) if axis == "eps" else (SWEEP_STEPS_JSON, SWEEP_STEPS_PNG)
-    runio.write_json(out / json_name, result)
-    runio.atomic_write_bytes(out / png_name, sweep_plot(result))
+    files.write_json(out / json_name, result)
+    files.atomic_write_bytes(out / png_name, sweep_plot(result))
     return [out / json_name, out / png_name]

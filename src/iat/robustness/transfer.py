@@ -22,7 +22,7 @@ from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.fp32 import fp32_evaluation
 from iat.report import format_table
 from iat.robustness.common import budgets_at, run_labels, short_eps
-from iat.runs import load_runs
+from iat.rundir.read import load_runs
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The run directory and its files: config.json once, then checkpoints, metrics and the final weights.
 
-Every write is atomic (iat.runio): a write that fails (a full disk) raises CheckpointWriteError and
+Every write is atomic (iat.rundir.files): a write that fails (a full disk) raises CheckpointWriteError and
 leaves the previous file intact; weights that became NaN or infinite are never checkpointed.
 """
 
@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from iat import runio
 from iat.config import SPEED_KEYS, TrainConfig
 from iat.data import DataInfo
 from iat.distributed import SINGLE, World
 from iat.errors import UsageError
+from iat.rundir import files
 from iat.train.ema import EMA_WEIGHTS
 from iat.train.faults import CheckpointWriteError, diverged
 from iat.train.resume import Prior
@@ -42,19 +42,19 @@ def open_run_dir(out: Path, config: dict, prior: Prior, resume: bool) -> None:
     if prior.config is not None and prior.checkpoint is not None:
         check_same_data(out, prior.config, config)
     created = not out.exists()
-    runio.make_dir(out)
+    files.make_dir(out)
     if resume:
-        for p in runio.clean_temp_files(out):
+        for p in files.clean_temp_files(out):
             log.info("removed %s, left by an interrupted write", p)
     # A resumed run with no checkpoint trains from scratch: its config.json must describe this start, not an
     # attempt that wrote nothing else (a --compile that failed before the first checkpoint would stay recorded).
     if prior.config is None or prior.checkpoint is None:
         try:
-            runio.write_json(out / runio.CONFIG, config)
+            files.write_json(out / files.CONFIG, config)
         except OSError as e:
             if created:
                 out.rmdir()
-            raise CheckpointWriteError(f"could not write {out / runio.CONFIG} ({e.strerror or e}); "
+            raise CheckpointWriteError(f"could not write {out / files.CONFIG} ({e.strerror or e}); "
                                        "free space or choose another --out") from None
     else:
         for key in ("torch_version", "torch_threads"):
@@ -63,7 +63,7 @@ def open_run_dir(out: Path, config: dict, prior: Prior, resume: bool) -> None:
                             "not be bit-identical to an uninterrupted one", out, key, prior.config[key], config[key])
         record_speed_changes(out, config, prior)
     if prior.checkpoint is not None:
-        runio.write_jsonl(out / runio.METRICS, prior.checkpoint["metrics"])  # drop rows written after it
+        files.write_jsonl(out / files.METRICS, prior.checkpoint["metrics"])  # drop rows written after it
         log.info("resuming %s at epoch %d, step %d", out, prior.checkpoint["epoch"] + 1, prior.checkpoint["step"])
     elif resume:
         log.info("nothing to resume in %s: starting the run", out)
@@ -99,9 +99,9 @@ def record_speed_changes(out: Path, config: dict, prior: Prior) -> None:
                 ", ".join(f"{k}={v}" for k, v in changed.items()), ", ".join(f"{k}={last[k]}" for k in changed))
     updated = {**prior.config, "resumes": [*prior.config.get("resumes", []), {**where, "changed": changed}]}
     try:
-        runio.write_json(out / runio.CONFIG, updated)
+        files.write_json(out / files.CONFIG, updated)
     except OSError as e:
-        raise CheckpointWriteError(f"could not write {out / runio.CONFIG} ({e.strerror or e}); free space, then "
+        raise CheckpointWriteError(f"could not write {out / files.CONFIG} ({e.strerror or e}); free space, then "
                                    "resume again") from None
     prior.config = updated
 
@@ -137,14 +137,14 @@ class Checkpointer:
             raise diverged("the weights became NaN or infinite", self.out, state.epoch, state.step)
         if state.ema is not None and state.epoch == state.cfg.epochs and not state.step:
             # before the last checkpoint: a run killed between the two resumes from the one before and writes it
-            self.world.on_main(lambda: self._write_here(EMA_WEIGHTS, runio.save_weights, ema_weights(state)))
-        self._write(runio.CHECKPOINT, runio.save_checkpoint, state.checkpoint())
+            self.world.on_main(lambda: self._write_here(EMA_WEIGHTS, files.save_weights, ema_weights(state)))
+        self._write(files.CHECKPOINT, files.save_checkpoint, state.checkpoint())
 
     def save_metrics(self, metrics: list[dict]) -> None:
-        self._write(runio.METRICS, runio.write_jsonl, metrics)
+        self._write(files.METRICS, files.write_jsonl, metrics)
 
     def save_weights(self, model: torch.nn.Module) -> None:
-        self._write(runio.WEIGHTS, runio.save_weights, model.state_dict())
+        self._write(files.WEIGHTS, files.save_weights, model.state_dict())
 
 
 def ema_weights(state: RunState) -> dict[str, torch.Tensor]:

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from iat import runio
 from iat.config import TrainConfig, resolve_device
 from iat.distributed import World, process_group
 from iat.errors import UsageError
+from iat.rundir import files
 from iat.tracking import NO_LOG, RunLog, for_run
 from iat.train.checkpoint import Checkpointer, open_run_dir, run_config
 from iat.train.faults import TrainingError, TrainingInterrupted
@@ -70,7 +70,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, r
     state = RunState.create(cfg, device, world)
     objective = make_objective(cfg, state.model)
     if prior.checkpoint is not None:
-        state.restore(prior.checkpoint, out / runio.CHECKPOINT, steps_per_epoch)
+        state.restore(prior.checkpoint, out / files.CHECKPOINT, steps_per_epoch)
 
     config = run_config(cfg, device=device, info=data.info, n=len(data), world_size=world.size)
     step = Step.for_run(cfg, state, objective, out=out, device=device, wrap=world.wrap)

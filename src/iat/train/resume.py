@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from iat import runio
 from iat.config import RESUME_KEYS, SPEED_KEYS, TrainConfig
 from iat.errors import UsageError
+from iat.rundir import files
 
 log = logging.getLogger("iat.train")
 
@@ -51,20 +51,20 @@ def check_resumable(cfg: TrainConfig, out: Path) -> dict | None:
         return None
     if not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory; choose another --out")
-    if not (out / runio.CONFIG).is_file():
-        if runio.is_empty(out):
+    if not (out / files.CONFIG).is_file():
+        if files.is_empty(out):
             return None  # killed before config.json was written: start afresh
-        raise UsageError(f"--out {out} is not a run directory of `iat train` (no {runio.CONFIG}); "
+        raise UsageError(f"--out {out} is not a run directory of `iat train` (no {files.CONFIG}); "
                          "choose another --out, or drop --resume to train into a new directory")
-    saved = runio.read_json(out / runio.CONFIG)
+    saved = files.read_json(out / files.CONFIG)
     if not isinstance(saved, dict):
-        raise UsageError(f"{out / runio.CONFIG} is not an iat run configuration; the file is damaged")
+        raise UsageError(f"{out / files.CONFIG} is not an iat run configuration; the file is damaged")
     diff = first_difference(cfg, saved)
     if diff:
         raise UsageError(f"--resume {out}: {diff}")
     why = resumes_damage(saved.get("resumes", []))
     if why:
-        raise UsageError(f"{out / runio.CONFIG}: `resumes` {why}; the file is damaged: restore it, or remove "
+        raise UsageError(f"{out / files.CONFIG}: `resumes` {why}; the file is damaged: restore it, or remove "
                          "the `resumes` entry if you edited it")
     return saved
 
@@ -111,7 +111,7 @@ def is_complete(cfg: TrainConfig, out: str | Path) -> bool:
     """
     out = Path(out)
     saved = check_resumable(cfg, out)
-    return saved is not None and (out / runio.WEIGHTS).is_file() and weights_damage(cfg, out) is None
+    return saved is not None and (out / files.WEIGHTS).is_file() and weights_damage(cfg, out) is None
 
 
 def weights_damage(cfg: TrainConfig, out: Path) -> str | None:
@@ -119,23 +119,23 @@ def weights_damage(cfg: TrainConfig, out: Path) -> str | None:
 
     A file that loads but lacks a tensor, has an extra one or one of another dtype is damage too: it is no
     finished run, and a final checkpoint can rebuild it."""
-    from iat.runs import weights_mismatch  # iat.runs imports the data and model modules: only when needed
+    from iat.rundir.read import weights_mismatch  # it imports the data and model modules: only when needed
 
     try:
-        state = runio.load_weights(out / runio.WEIGHTS)
+        state = files.load_weights(out / files.WEIGHTS)
     except UsageError as e:
         return str(e).split("; ", 1)[0]
     mismatch = weights_mismatch(cfg, state)
-    return f"{out / runio.WEIGHTS} does not fit the run's model ({mismatch})" if mismatch else None
+    return f"{out / files.WEIGHTS} does not fit the run's model ({mismatch})" if mismatch else None
 
 
 def check_new_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory; choose another --out")
-    if out.is_dir() and not runio.is_empty(out):
+    if out.is_dir() and not files.is_empty(out):
         raise UsageError(f"--out {out} already exists and is not empty; pass --resume to continue it, "
                          "or choose another directory")
-    runio.check_out_dir(out)
+    files.check_out_dir(out)
 
 
 @dataclass
@@ -149,7 +149,7 @@ class Prior:
 
 def find_prior(cfg: TrainConfig, out: Path, resume: bool) -> Prior:
     """Check `out` for a new run, or read what a resumed run continues from."""
-    for name in (runio.CONFIG, runio.METRICS, runio.CHECKPOINT, runio.WEIGHTS):
+    for name in (files.CONFIG, files.METRICS, files.CHECKPOINT, files.WEIGHTS):
         if (out / name).exists() and not (out / name).is_file():
             raise UsageError(f"{out / name} is a directory (or another non-file), not the run's {name}; "
                              "remove it, or choose another --out")
@@ -157,12 +157,12 @@ def find_prior(cfg: TrainConfig, out: Path, resume: bool) -> Prior:
         check_new_out(out)
         return Prior()
     saved = check_resumable(cfg, out)
-    damage = weights_damage(cfg, out) if saved is not None and (out / runio.WEIGHTS).is_file() else None
-    if saved is not None and (out / runio.WEIGHTS).is_file() and damage is None:
+    damage = weights_damage(cfg, out) if saved is not None and (out / files.WEIGHTS).is_file() else None
+    if saved is not None and (out / files.WEIGHTS).is_file() and damage is None:
         return Prior(saved, complete=True)
     ckpt = None
-    if saved is not None and (out / runio.CHECKPOINT).is_file():
-        ckpt = check_checkpoint(cfg, out / runio.CHECKPOINT, runio.load_checkpoint(out / runio.CHECKPOINT))
+    if saved is not None and (out / files.CHECKPOINT).is_file():
+        ckpt = check_checkpoint(cfg, out / files.CHECKPOINT, files.load_checkpoint(out / files.CHECKPOINT))
     if damage is not None:
         check_rebuildable(cfg, out, damage, ckpt)
     return Prior(saved, ckpt)
@@ -171,14 +171,14 @@ def find_prior(cfg: TrainConfig, out: Path, resume: bool) -> Prior:
 def check_rebuildable(cfg: TrainConfig, out: Path, damage: str, ckpt: dict | None) -> None:
     """A finished run's final weights are damaged: they are rebuilt from a checkpoint of the last epoch
     (resuming from it trains nothing and writes them again); without one, say how to recover."""
-    weights = out / runio.WEIGHTS
+    weights = out / files.WEIGHTS
     if ckpt is None:
-        raise UsageError(f"{damage}, and there is no {runio.CHECKPOINT} to rebuild them from; restore {weights} "
+        raise UsageError(f"{damage}, and there is no {files.CHECKPOINT} to rebuild them from; restore {weights} "
                          f"or train the run again into a new --out")
     if ckpt["epoch"] != cfg.epochs or ckpt["step"]:
-        raise UsageError(f"{damage}, and {out / runio.CHECKPOINT} is at epoch {ckpt['epoch']} of {cfg.epochs}; "
+        raise UsageError(f"{damage}, and {out / files.CHECKPOINT} is at epoch {ckpt['epoch']} of {cfg.epochs}; "
                          f"delete {weights} and resume again to train the remaining epochs from the checkpoint")
-    log.warning("%s: %s; rebuilding it from %s", out, damage, out / runio.CHECKPOINT)
+    log.warning("%s: %s; rebuilding it from %s", out, damage, out / files.CHECKPOINT)
 
 
 # -------------------------------------------------------------------- a checkpoint, field by field
@@ -214,7 +214,7 @@ def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimize
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
             raise bad(f"running.{key}", f"is {_show(value)}, not a finite number of at least 0")
     _check_tensors("model", ckpt["model"], model.state_dict(), foreign)
-    runio.check_finite_state(ckpt["model"], f"{path} (model)")
+    files.check_finite_state(ckpt["model"], f"{path} (model)")
     _check_optimizer(ckpt["optimizer"], optimizer, bad)
     _check_rng(ckpt["rng"], bad)
 

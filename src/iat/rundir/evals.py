@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from iat import runio
 from iat.errors import UsageError
+from iat.rundir import files
 
 SETTINGS = ("eps", "step_size", "restarts", "n_examples", "weights")  # weights: 'last' or 'ema' (iat eval --weights)
 
@@ -64,31 +64,31 @@ def check_eval_out(run_dir: Path, out: Path) -> None:
     """Refuse an `iat eval --out` directory whose eval.json belongs to another run (its history would mix
     two models' results): another run's directory, or an eval.json written for another run. `out` is not
     `run_dir` itself."""
-    if (out / runio.CONFIG).exists():
-        raise UsageError(f"--out {out} is another run's directory; its {runio.EVAL} is that run's: choose a "
+    if (out / files.CONFIG).exists():
+        raise UsageError(f"--out {out} is another run's directory; its {files.EVAL} is that run's: choose a "
                          "directory of its own for this run's evaluation")
     try:
-        earlier = json.loads((out / runio.EVAL).read_text())
+        earlier = json.loads((out / files.EVAL).read_text())
     except (OSError, ValueError, RecursionError):
         return  # none yet, or damaged (replaced)
     if not isinstance(earlier, dict):
         return  # damaged (replaced), as earlier_history treats it
     run = earlier.get("run")
     if not isinstance(run, str):
-        raise UsageError(f"--out {out} holds an {runio.EVAL} that names no run (one written inside a run directory): "
+        raise UsageError(f"--out {out} holds an {files.EVAL} that names no run (one written inside a run directory): "
                          "choose a directory of its own for this run's evaluation")
     if Path(run) != run_dir.resolve():
-        raise UsageError(f"--out {out} holds the {runio.EVAL} of {run}, not of {run_dir.resolve()}: choose a "
+        raise UsageError(f"--out {out} holds the {files.EVAL} of {run}, not of {run_dir.resolve()}: choose a "
                          "directory of its own for this run's evaluation")
 
 
 def save_eval(run_dir: Path, report: dict) -> dict:
     """Write `run_dir`/eval.json (merged with the earlier one; `run_dir` is `--out` where given); return
     what was written. A failed write (read-only directory, full disk) raises EvalNotSaved holding the results."""
-    path = run_dir / runio.EVAL
+    path = run_dir / files.EVAL
     content = merged(report, earlier_history(path))
     try:
-        runio.write_json(path, content)
+        files.write_json(path, content)
     except OSError as e:
         raise EvalNotSaved(f"could not write {path} ({e.strerror or e}); the results above are not saved: free "
                            "space or make the directory writable (or write elsewhere with --out DIR), then evaluate "

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iat import runio
 from iat.config import TrainConfig, build_model, check_input_size, resolve_device
 from iat.data import load_data
 from iat.errors import UsageError
 from iat.models import MixableNet
+from iat.rundir import files
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
@@ -29,17 +29,17 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     if not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} " + ("is a file, not a run directory of `iat train`"
                                                          if run_dir.exists() else "does not exist"))
-    raw = runio.read_json(run_dir / runio.CONFIG)
+    raw = files.read_json(run_dir / files.CONFIG)
     if not isinstance(raw, dict) or "arch" not in raw or "dataset" not in raw:
-        raise UsageError(f"{run_dir / runio.CONFIG} is not an iat run configuration (no arch/dataset)")
+        raise UsageError(f"{run_dir / files.CONFIG} is not an iat run configuration (no arch/dataset)")
     try:
         return TrainConfig.from_dict(raw).validate()
     except UsageError as e:  # worded for a flag ("--epochs -1 ..."): name the file and the key instead
         message = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), str(e))
-        raise UsageError(f"{run_dir / runio.CONFIG}: {_short(message)}; the file is damaged: restore it or "
+        raise UsageError(f"{run_dir / files.CONFIG}: {_short(message)}; the file is damaged: restore it or "
                          "train the run again") from None
     except (TypeError, ValueError, RecursionError, OverflowError) as e:  # e.g. a value too long to print
-        raise UsageError(f"{run_dir / runio.CONFIG} has malformed values ({_short(str(e) or type(e).__name__)}); "
+        raise UsageError(f"{run_dir / files.CONFIG} has malformed values ({_short(str(e) or type(e).__name__)}); "
                          "the file is damaged: restore it or train the run again") from None
 
 
@@ -48,7 +48,7 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-WEIGHT_FILES = {"last": runio.WEIGHTS, "ema": "model_ema.safetensors"}  # iat eval --weights; ema: iat.train.ema
+WEIGHT_FILES = {"last": files.WEIGHTS, "ema": "model_ema.safetensors"}  # iat eval --weights; ema: iat.train.ema
 
 
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", weights: str = "last") -> MixableNet:
@@ -59,12 +59,12 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", weig
     if weights == "ema" and not (run_dir / WEIGHT_FILES["ema"]).is_file():
         raise UsageError(f"{run_dir / WEIGHT_FILES['ema']} is missing: the run was not trained with --ema (or has "
                          "not finished); use --weights last")
-    state = runio.load_weights(run_dir / WEIGHT_FILES[weights])  # refuses NaN, inf, negative variances
-    check_model_size(cfg, f"{run_dir / runio.CONFIG}: width")
+    state = files.load_weights(run_dir / WEIGHT_FILES[weights])  # refuses NaN, inf, negative variances
+    check_model_size(cfg, f"{run_dir / files.CONFIG}: width")
     try:
         model = build_model(cfg)
     except (RuntimeError, MemoryError) as e:  # a config.json width no machine holds
-        raise UsageError(f"{run_dir / runio.CONFIG}: its model cannot be built ({_short(str(e), 120)}); "
+        raise UsageError(f"{run_dir / files.CONFIG}: its model cannot be built ({_short(str(e), 120)}); "
                          "the file is damaged: restore it") from None
     mismatch = weights_mismatch(cfg, state)
     if mismatch:  # load_state_dict would cast an int32 tensor silently and score it
@@ -74,7 +74,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", weig
         model.load_state_dict(state)
     except (RuntimeError, ValueError, TypeError) as e:
         detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise UsageError(f"{run_dir / runio.WEIGHTS} does not match the architecture {cfg.arch!r} of its "
+        raise UsageError(f"{run_dir / files.WEIGHTS} does not match the architecture {cfg.arch!r} of its "
                          f"config.json ({_short(detail, 220)})") from None
     return model.to(device).eval()
 
@@ -118,8 +118,8 @@ def check_finished(run_dirs: list[str | Path]) -> None:
         raise UsageError("give at least one run directory")
     for run_dir in run_dirs:
         load_run_config(run_dir)
-        if not (Path(run_dir) / runio.WEIGHTS).is_file():
-            raise UsageError(f"{Path(run_dir) / runio.WEIGHTS} is missing: the run has not finished training "
+        if not (Path(run_dir) / files.WEIGHTS).is_file():
+            raise UsageError(f"{Path(run_dir) / files.WEIGHTS} is missing: the run has not finished training "
                              "(resume it with `iat train ... --resume`)")
 
 

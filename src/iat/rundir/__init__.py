@@ -1,0 +1,1 @@
+"""Run directories, the folders `iat train` writes and every other command reads."""
