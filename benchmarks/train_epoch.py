@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from train_step import plain_step
+from train_step import iat_step
 
 from iat.config import TrainConfig, build_model
 from iat.data import load_data
@@ -45,8 +45,8 @@ def plain_epoch(cfg: TrainConfig, out: Path) -> None:
     order = torch.randperm(len(x))
     for i in range(0, len(x), cfg.batch_size):
         idx = order[i:i + cfg.batch_size]
-        plain_step(model, optimizer, x[idx], y[idx], eps=cfg.eps, alpha=cfg.step_size, steps=cfg.attack_steps,
-                   backward_attack=True)
+        iat_step(model, optimizer, x[idx], y[idx], eps=cfg.eps, step_size=cfg.step_size, steps=cfg.attack_steps,
+                 attack_param_grads=True)
     torch.save(model.state_dict(), out / "model.pt")
 
 

@@ -1,14 +1,17 @@
-"""Benchmark: images/s of one IAT-Mixup training step (Algorithm 1, PGD-7), iat's Step against two
+"""Benchmark: images/s of one IAT-Mixup training step (Algorithm 1, PGD-7), iat's step against two
 plain implementations, in one process on the same model, data and machine.
 
-- plain-backward: the locuslab `train_pgd.py` style: the attack's loss calls `loss.backward()`
-                  (parameter gradients computed and thrown away at every attack step).
-- plain-inputgrad: a plain loop whose attack takes input-only gradients (torch.autograd.grad).
-- iat variants:   `Step` as `iat train` builds it: `default` (fp32, channels_last), `contiguous`
-                  (--no-channels-last), `amp` (--amp: bf16 update passes, fp32 attack), `amp-attack`
-                  (--amp --attack-precision amp: the attack in bf16 too), `compile` (--compile),
+- plain-backward: examples/iat_in_one_page.py's `iat_step` with `attack_param_grads=True`: the attack also
+                  computes the parameters' gradients and drops them, the cost of locuslab's `train_pgd.py`
+                  (its attack calls `loss.backward()`).
+- plain-inputgrad: the same page's `iat_step` as it stands: input-only attack gradients (torch.autograd.grad).
+- iat variants:   `iat.train.engine.build_update`, `iat train`'s own step: `default` (fp32, channels_last),
+                  `contiguous` (--no-channels-last), `amp` (--amp: bf16 update passes, fp32 attack),
+                  `amp-attack` (--amp --attack-precision amp: the attack in bf16 too), `compile` (--compile),
                   `compile-amp-attack`.
-Each variant builds its own model, takes one warm-up step (compilation, allocator), then the variants take
+Each variant builds its own model under PyTorch's stock numeric flags (STOCK_FLAGS) and keeps the flags it set
+for itself (iat's TF32 and cuDNN options): every one of its steps runs under them, and the caller's flags are
+back after it (`own_flags`). Each takes one warm-up step (compilation, allocator), then the variants take
 turns: --steps rounds, each a timed step of every variant on the same batch, so that a change in the
 machine's load or clock during the run hits every variant alike. The median step time, images/s and the
 ratio to plain-backward are printed and written as JSON (--json), with every timed step.
@@ -23,17 +26,21 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from iat.config import TrainConfig
+from iat.config import TrainConfig, build_model
 from iat.data import load_data
-from iat.train.state import RunState
-from iat.train.step import Step, make_objective
+from iat.fp32 import kept_flags
+from iat.train.engine import build_update
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from iat_in_one_page import iat_step  # noqa: E402  (the plain loop: Algorithm 1 on one page)
 
 VARIANTS = ("plain-backward", "plain-inputgrad", "contiguous", "default", "amp", "amp-attack", "compile",
             "compile-amp-attack")
@@ -42,48 +49,73 @@ IAT_OPTIONS = {"contiguous": {"channels_last": False}, "default": {},  # default
                "compile": {"compile": True}, "compile-amp-attack": {"compile": True, "amp": True,
                                                                      "attack_precision": "amp"}}
 
+# torch's process-wide numeric flags, as PyTorch sets them in a fresh process: cuDNN convolutions may use TF32,
+# CUDA matmuls may not, no cuDNN autotuning. A plain loop that sets nothing runs with these.
+STOCK_FLAGS = {"matmul_tf32": False, "cudnn_tf32": True, "cudnn_benchmark": False}
+# What `iat train --speed fast` sets on CUDA (--tf32 --cudnn-benchmark): the plain loop's fairest rival flags.
+FAST_FLAGS = {"matmul_tf32": True, "cudnn_tf32": True, "cudnn_benchmark": True}
 
-def plain_step(model, optimizer, x, y, *, eps: float, alpha: float, steps: int, backward_attack: bool) -> None:
-    """One IAT-Mixup update written out: mixed clean loss, PGD-7 from a uniform start, mixed adversarial loss."""
-    def mixed(inp):
-        lam = torch.distributions.Beta(torch.tensor(1.0), torch.tensor(1.0)).sample()
-        perm = torch.randperm(len(inp))
-        logits = model(lam * inp + (1 - lam) * inp[perm])
-        return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
 
-    model.train()
-    loss_clean = mixed(x)
-    model.eval()
-    delta = torch.empty_like(x).uniform_(-eps, eps)
-    delta = ((x + delta).clamp(0, 1) - x).detach()
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        loss = F.cross_entropy(model(x + delta), y, reduction="sum")
-        if backward_attack:
-            loss.backward()  # locuslab style: parameter gradients too
-            grad = delta.grad
-        else:
-            (grad,) = torch.autograd.grad(loss, delta)
-        delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
-        delta = ((x + delta).clamp(0, 1) - x).detach()
-    model.train()
-    loss = (loss_clean + mixed(x + delta)) / 2
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+def torch_flags() -> dict:
+    """The flags of STOCK_FLAGS as they are now."""
+    return {"matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+
+def matmul_precision() -> str | None:
+    """torch.get_float32_matmul_precision(), or None where torch refuses to tell (after a mix of its legacy
+    and new TF32 setters, torch 2.9+)."""
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        return None
+
+
+@contextmanager
+def own_flags(flags: dict = STOCK_FLAGS) -> Iterator[None]:
+    """Inside: torch's numeric flags as `flags` says; on exit: the caller's, float32_matmul_precision included."""
+    precision = matmul_precision()
+    try:
+        with kept_flags():
+            torch.backends.cuda.matmul.allow_tf32 = flags["matmul_tf32"]
+            torch.backends.cudnn.allow_tf32 = flags["cudnn_tf32"]
+            torch.backends.cudnn.benchmark = flags["cudnn_benchmark"]
+            yield
+    finally:
+        if precision is not None and matmul_precision() != precision:
+            torch.set_float32_matmul_precision(precision)  # a variant that set it: kept_flags does not keep it
+
+
+def plain_update(cfg: TrainConfig, device: torch.device, *, attack_param_grads: bool
+                 ) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """`update(x, y)`: the one-page `iat_step` on a fresh model of `cfg` and its SGD, as a plain script builds them."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    def update(x: torch.Tensor, y: torch.Tensor) -> None:
+        iat_step(model, optimizer, x, y, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.attack_steps,
+                 alpha=cfg.mixup_alpha, attack_param_grads=attack_param_grads)
+
+    return update
 
 
 def make_runner(variant: str, cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One training step of `variant` on its own fresh model and optimizer."""
+    """One training step of `variant` on its own fresh model and optimizer, under its own flags: PyTorch's stock
+    ones as changed by the variant's construction (iat's --tf32, --cudnn-benchmark), set again at every step."""
     vcfg = TrainConfig(**{**cfg.__dict__, **IAT_OPTIONS.get(variant, {})})
-    state = RunState.create(vcfg, device)
-    if variant.startswith("plain"):
-        def run(x, y):
-            plain_step(state.model, state.optimizer, x, y, eps=cfg.eps, alpha=cfg.step_size,
-                       steps=cfg.attack_steps, backward_attack=variant == "plain-backward")
-        return run
-    step = Step.for_run(vcfg, state, make_objective(vcfg, state.model), out=Path("unused"), device=device)
-    return lambda x, y: step(state, x, y)
+    with own_flags(STOCK_FLAGS):
+        if variant.startswith("plain"):
+            update = plain_update(vcfg, device, attack_param_grads=variant == "plain-backward")
+        else:
+            update = build_update(vcfg, device)
+        flags = torch_flags()
+
+    def run(x: torch.Tensor, y: torch.Tensor) -> None:
+        with own_flags(flags):
+            update(x, y)
+
+    return run
 
 
 def measure(variants: list[str], cfg: TrainConfig, batches: list, device: torch.device, rounds: int) -> dict:
