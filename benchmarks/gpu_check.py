@@ -259,7 +259,7 @@ def profile_top(step: Callable[[torch.Tensor, torch.Tensor], None], batch: int, 
 SPEED_VARIANTS = ["plain-backward", "plain-inputgrad", "plain-inputgrad-tf32-cudnn", "iat-fp32",
                   "iat-graphs-tf32-amp", "iat-graphs-tf32-amp-attack-cudnn"]
 COMPILED_VARIANTS = ["iat-graphs-compile-tf32-amp-attack-cudnn", "iat-graphs-compile-tf32-amp-cudnn"]
-PROFILED = COMPILED_VARIANTS[0]  # its first batch size
+PROFILED = COMPILED_VARIANTS[0]  # at the first batch size: iat's fastest setting, one compiled graphed step
 QUICK_VARIANTS = ["plain-backward", "plain-inputgrad", "plain-inputgrad-tf32-cudnn", "iat-fp32", "iat-amp-attack"]
 
 
@@ -285,7 +285,10 @@ def speed(variants: list[str] = SPEED_VARIANTS, reserve: float = 200, batches: t
                     row = time_steps(step, batch, warmup + (5 if "compile" in variant else 0), timed, device=device)
                     row["flags"] = torch_flags()
                     if variant == profiled and batch == batches[0]:
-                        row["profile"] = profile_top(step, batch, device)
+                        try:  # a profiler that fails keeps the row's timing
+                            row["profile"] = profile_top(step, batch, device)
+                        except Exception as e:
+                            row["profile_error"] = f"{type(e).__name__}: {e}"
                 return row
 
             guarded(out, f"{variant}@{batch}", run)
@@ -440,6 +443,8 @@ def tables(results: dict) -> str:
             lines.append(f"| {variant} | {batch} | {flags_text(row.get('flags'))} | {row['ms_per_step']} | "
                          f"{row['images_per_s']} | {row['cifar_epoch_s']} | {tflops} | {' | '.join(ratios)} |")
             profiled = (key, row["profile"]) if "profile" in row else profiled
+            if "profile_error" in row:
+                lines.append(f"| profile of {variant} | {batch} | | {row['profile_error'][:80]} | | | | | |")
         else:
             lines.append(f"| {variant} | {batch} | | {(row.get('error') or row.get('skipped', '?'))[:80]} | | | | | |")
     if profiled:
