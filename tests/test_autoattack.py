@@ -68,4 +68,7 @@ def test_eval_reports_autoattack_like_any_attack(trained_runs, tmp_path, capsys)
     report = json.loads((run / "eval.json").read_text())
     assert list(report["results"]) == ["clean", "autoattack"] and "autoattack" in out
     assert report["results"]["autoattack"]["error"] == 100.0
+    # one process attacks all 8 (clean-correct) examples; under torchrun each rank records its share
+    split = {k: v for k, v in report["results"]["autoattack"].items() if k != "error"}
+    assert split["batch_size"] == 500 and split["examples_per_rank"] == [8] and len(split["seconds_per_rank"]) == 1
     assert "apgd-t" in repr(AutoAttack(torch.nn.Linear(1, 1), eps=0.1, seed=3))

@@ -102,6 +102,14 @@ class World:
         dist.gather_object(obj, out, dst=0, group=_control)
         return out
 
+    def all_gather(self, obj: T) -> list[T]:
+        """Every rank's `obj` in rank order, on every rank."""
+        if self.size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, obj, group=_control)
+        return out
+
     def agree_stop(self, signum: int | None) -> int | None:
         """The signal any rank has received (the largest number), so that all stop after the same step."""
         if self.size == 1:

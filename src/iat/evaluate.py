@@ -9,6 +9,7 @@ directories is iat.rundir.read's job; this module only evaluates.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -40,14 +41,15 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
     world: World = SINGLE,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict]:
     """{attack name: {"error": %}} for each attack name ('clean', 'fgsm', 'pgdN', 'autoattack').
 
     budget: eps, PGD step size and restarts (its steps are not used: each name says its own).
     Every attack is seeded with `seed` before it runs, so the same call gives the same numbers.
     PGD runs `budget.restarts` times from random starts; each restart attacks only the examples that
     survived the ones before. Parameters get no gradient and the model's mode is restored. Under
-    torchrun (`world`) the ranks share FGSM's and PGD's batches and merge their masks: the same numbers.
+    torchrun (`world`) the ranks share the batches of FGSM, PGD and AutoAttack and merge their masks: the
+    same numbers. AutoAttack's entry also holds its batch size, and the examples and seconds of each rank.
     """
     check_attacks(attacks)
     device = next(model.parameters()).device
@@ -65,11 +67,14 @@ def evaluate(
             shared = {f"pgd{k}": mask for k, mask in zip(pgd_steps, masks)}
         results = {}
         for name in attacks:
-            correct = shared.get(name)
-            if correct is None:
+            correct, split = shared.get(name), {}
+            if parse_attack_name(name)[0] == "autoattack":  # its entry also says how the ranks split the work
+                correct, split = autoattack_correct(model, x, y, budget=budget, correct_clean=correct_clean,
+                                                    batch_size=batch_size, seed=seed, progress=progress, world=world)
+            elif correct is None:
                 correct = correct_under(model, x, y, name, budget=budget, correct_clean=correct_clean,
                                         batch_size=batch_size, seed=seed, progress=progress, world=world)
-            results[name] = {"error": error_pct(correct)}
+            results[name] = {"error": error_pct(correct), **split}
             log.info("%s: error %.2f%%", name, results[name]["error"])
     return results
 
@@ -97,16 +102,56 @@ def correct_under(
     if kind == "pgd":
         return survivors(model, x, y, budget.with_steps(steps), correct=correct_clean, batch_size=batch_size,
                          seed=seed, progress=progress, desc=name, world=world)[-1]
-    attack = make_attack(name, model, budget, seed=seed)
+    return autoattack_correct(model, x, y, budget=budget, correct_clean=correct_clean, batch_size=batch_size,
+                              seed=seed, progress=progress, world=world)[0]
+
+
+def autoattack_correct(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    budget: AttackBudget,
+    correct_clean: torch.Tensor,
+    batch_size: int = 500,
+    seed: int = 0,
+    progress: bool = False,
+    world: World = SINGLE,
+) -> tuple[torch.Tensor, dict]:
+    """AutoAttack's mask (as correct_under) and how the work was split: {"batch_size", "examples_per_rank",
+    "seconds_per_rank"}.
+
+    The examples classified correctly clean are cut into batches of `batch_size`, and AutoAttack runs once per
+    batch. Each of its components reseeds torch with `seed` at the start of every call, so a batch's result
+    depends on that batch and the seed alone, not on the batches before it. Under torchrun each rank attacks
+    every size-th batch (the PGD batches' rule) and the masks are merged: the numbers of one process with the
+    same batch size, whatever the number of ranks. Another batch size is another (equally valid) draw.
+    """
+    attack = make_attack("autoattack", model, budget, seed=seed)
     correct = correct_clean.clone()
     torch.manual_seed(seed)
     todo = correct_clean.nonzero().flatten()  # misclassified examples stay errors
-    for i in tqdm(range(0, len(todo), batch_size), desc=name, disable=None if progress else True, leave=False):
-        idx = todo[i : i + batch_size]
+    n_batches = -(-len(todo) // batch_size)
+    if world.is_main and n_batches < min(world.size, len(todo)):
+        log.warning("autoattack: %d batches of up to %d examples for %d processes leave %d idle; a smaller "
+                    "--batch-size (e.g. %d) spreads the work", n_batches, batch_size, world.size,
+                    world.size - n_batches, -(-len(todo) // world.size))
+    attacked, started = 0, time.perf_counter()
+    for k in tqdm(range(n_batches), desc="autoattack", disable=None if progress else True, leave=False):
+        if not world.owns(k):
+            continue
+        idx = todo[k * batch_size : (k + 1) * batch_size]
         x_adv = attack(x[idx], y[idx])
         with torch.no_grad():
             correct[idx] = model(x_adv).argmax(1) == y[idx]
-    return correct
+        attacked += len(idx)
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    seconds = time.perf_counter() - started  # this rank's own work, before it waits for the others
+    correct = world.all_and(correct)  # a rank leaves the batches it did not attack at their clean value
+    per_rank = world.all_gather((attacked, round(seconds, 2)))
+    return correct, {"batch_size": batch_size, "examples_per_rank": [n for n, _ in per_rank],
+                     "seconds_per_rank": [s for _, s in per_rank]}
 
 
 def check_attacks(attacks: list[str]) -> None:
