@@ -151,7 +151,7 @@ TRAIN = ["train", "--dataset", "digits", "--arch", "cnn-small", "--width", "4", 
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["--method", "trades", "--beta", "-1"], "--beta: '-1' must be at least 0"),
+    (["--method", "trades", "--beta", "-1"], "--beta -1.0 is outside [0, 1000]"),
     (["--method", "pgd", "--beta", "3"], "--beta 3 applies only to trades, mart and iat-trades"),
     (["--method", "mart", "--attack", "fgsm-rs"], "--attack fgsm-rs: --method mart crafts its examples"),
 ])

@@ -49,11 +49,11 @@ def test_train_then_eval_writes_the_files_of_interfaces_md(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["train", "--method", "sgd", "--dataset", "digits", "--arch", "cnn-small"], "invalid choice"),
-    (["train", "--method", "pgd", "--dataset", "imagenet", "--arch", "cnn-small"], "invalid choice"),
-    (["train", "--method", "pgd", "--dataset", "digits", "--arch", "vgg"], "invalid choice"),
+    (["train", "--method", "sgd", "--dataset", "digits", "--arch", "cnn-small"], "unknown method 'sgd'"),
+    (["train", "--method", "pgd", "--dataset", "imagenet", "--arch", "cnn-small"], "unknown dataset"),
+    (["train", "--method", "pgd", "--dataset", "digits", "--arch", "vgg"], "unknown architecture"),
     (["train", "--method", "pgd", "--dataset", "digits", "--arch", "cnn-small", "--eps", "8"], "8/255"),
-    (["train", "--method", "pgd", "--dataset", "digits", "--arch", "cnn-small", "--epochs", "0"], "at least 1"),
+    (["train", "--method", "pgd", "--dataset", "digits", "--arch", "cnn-small", "--epochs", "0"], "0 is outside [1"),
     (["train", "--method", "pgd", "--dataset", "digits", "--arch", "cnn-small", "--lr", "abc"], "not a number"),
     (["eval", "RUN", "--attacks", "pgdx"], "unknown attack"),
 ])

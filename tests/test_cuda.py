@@ -86,8 +86,8 @@ def test_compile_inside_cuda_graphs_matches_eager_on_a_deterministic_method(tmp_
 
 @pytest.mark.parametrize("method,compile", [("iat-mixup", False), ("iat-mixup", True), ("iat-manifold-mixup", True)])
 def test_the_fastest_gpu_settings_train_and_config_json_says_so(tmp_path, method, compile):
-    cfg = tiny_config(method, epochs=2, device="cuda", cuda_graphs=True, tf32="on", amp=True,
-                      attack_precision="amp", cudnn_benchmark="on", compile=compile)
+    cfg = tiny_config(method, epochs=2, device="cuda", cuda_graphs=True, tf32=True, amp=True,
+                      attack_precision="amp", cudnn_benchmark=True, compile=compile)
     run = train(cfg, tmp_path / "fast", progress=False)
     assert all(torch.isfinite(w).all() for w in load_weights(run / "model.safetensors").values())
     config = json.loads((run / "config.json").read_text())

@@ -72,7 +72,7 @@ def test_amp_trains_on_the_cpu_and_records_what_ran(tmp_path):
     assert config["amp"] is True and config["amp_dtype"] == "bf16" and config["attack_precision"] == "fp32"
     assert config["precision"] == {"autocast": "bf16", "attack": "fp32", "tf32": False, "grad_scaler": False,
                                    "bf16_emulated": not native_bf16()}
-    assert config["tf32"] == "off" and config["device_name"] == "cpu"
+    assert config["tf32"] is False and config["device_name"] == "cpu"
     assert (out / files.WEIGHTS).exists()
 
 
@@ -121,8 +121,8 @@ def test_a_gpu_without_bf16_gets_fp16_with_a_grad_scaler(monkeypatch, caplog):
 
 
 def test_tf32_is_an_explicit_setting_and_evaluation_turns_it_off():
-    assert resolve_precision(cfg_of(tf32="on"), torch.device("cuda")).tf32
-    assert not resolve_precision(cfg_of(tf32="on"), CPU).tf32  # no TF32 on a CPU
+    assert resolve_precision(cfg_of(tf32=True), torch.device("cuda")).tf32
+    assert not resolve_precision(cfg_of(tf32=True), CPU).tf32  # no TF32 on a CPU
     assert not resolve_precision(cfg_of(), torch.device("cuda")).tf32  # off unless asked
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
@@ -135,7 +135,7 @@ def test_tf32_is_an_explicit_setting_and_evaluation_turns_it_off():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-@pytest.mark.parametrize("device, asked, used", [("cuda", "on", True), ("cuda", "off", False), ("cpu", "on", False)])
+@pytest.mark.parametrize("device, asked, used", [("cuda", True, True), ("cuda", False, False), ("cpu", True, False)])
 def test_cudnn_benchmark_is_a_recorded_cuda_setting_and_evaluation_turns_it_off(device, asked, used):
     cfg = cfg_of(cudnn_benchmark=asked)
     state = RunState.create(cfg, CPU)  # for_run sets the flags for `device`; it moves nothing

@@ -31,9 +31,33 @@ def test_a_changed_option_is_still_refused():
 
 def test_precision_options_decide_the_weights_and_are_refused_when_changed():
     cfg = TrainConfig(method="iat-mixup", dataset="digits", arch="cnn-small", amp=True)
-    for key, other in (("attack_precision", "amp"), ("amp_dtype", "fp16"), ("tf32", "on")):
+    for key, other in (("attack_precision", "amp"), ("amp_dtype", "fp16"), ("tf32", True)):
         changed = dataclasses.replace(cfg, **{key: other})
-        assert first_difference(changed, cfg.to_dict()).startswith(f"--{key.replace('_', '-')} {other} differs")
+        shown = str(other).lower() if isinstance(other, bool) else other
+        assert first_difference(changed, cfg.to_dict()).startswith(f"--{key.replace('_', '-')} {shown} differs")
+
+
+def test_a_switch_saved_as_on_or_off_compares_as_a_boolean():
+    """tf32 and cudnn_benchmark were "on"/"off" in 0.1.0's config.json: such a run still resumes."""
+    cfg = TrainConfig(method="pgd", dataset="digits", arch="cnn-small", epochs=3)
+    assert first_difference(cfg, {**cfg.to_dict(), "tf32": "off", "cudnn_benchmark": "off"}) is None
+    assert first_difference(cfg, {**cfg.to_dict(), "tf32": "on"}).startswith("--tf32 false differs from the run's on")
+    assert first_difference(dataclasses.replace(cfg, tf32=True), {**cfg.to_dict(), "tf32": "on"}) is None
+
+
+def test_a_run_of_0_1_0_with_on_off_switches_resumes_silently(tmp_path, caplog, capsys):
+    cfg = tiny_config("erm", epochs=1, train_size=96, batch_size=32)
+    out = train(cfg, tmp_path / "run", progress=False)
+    (out / files.WEIGHTS).unlink()  # its last checkpoint resumes, training nothing
+    old = {**files.read_json(out / files.CONFIG), "tf32": "off", "cudnn_benchmark": "off"}
+    files.write_json(out / files.CONFIG, old)
+    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
+    ckpt["config"].update(tf32="off", cudnn_benchmark="off")
+    files.save_checkpoint(out / files.CHECKPOINT, ckpt)
+    with caplog.at_level(logging.WARNING, logger="iat.train"):
+        train(cfg, out, resume=True, progress=False)
+    assert (out / files.WEIGHTS).is_file() and "resumed at" not in caplog.text and not capsys.readouterr().err
+    assert "resumes" not in files.read_json(out / files.CONFIG)  # no speed option changed: nothing recorded
 
 
 def test_a_speed_option_changed_on_resume_is_warned_and_recorded(tmp_path, caplog):

@@ -161,7 +161,7 @@ TRAIN = ["train", "--dataset", "digits", "--arch", "cnn-small", "--width", "4", 
     (["--method", "erm", "--awp", "0.01"], "--method erm trains without an attack"),
     (["--method", "pgd", "--ema", "1"], "--ema 1 would keep the initial weights forever"),
     (["--method", "pgd", "--ema", "1.5"], "--ema 1.5 is outside [0, 1)"),
-    (["--method", "pgd", "--awp", "-0.1"], "--awp: '-0.1' must be at least 0"),
+    (["--method", "pgd", "--awp", "-0.1"], "--awp -0.1 is outside [0, 1]"),
     (["--method", "pgd", "--awp-warmup", "3"], "--awp-warmup 3 applies only with --awp"),
     (["--method", "pgd", "--awp", "0.01", "--cuda-graphs"], "--awp with --cuda-graphs"),
 ])

@@ -3,28 +3,30 @@
 `TrainConfig` is the only place a training option is written. Each field's metadata (made by `option`)
 says what the option means (`help`), its unit and its valid range (`lo`/`hi`); its annotation says what it
 is (`kind_of`: int, float, str, bool, ints, path, dict) and, as a `Literal[...]`, which words it takes
-(`choices_of`; a registry's names come from the registry). `TrainConfig.validate` and the flags of
-`iat train` (iat.cli.train) are generated from it, and experiment and demo settings are overrides of it
-(`TrainConfig.from_overrides`, `dataclasses.replace`).
+(`choices_of`); a registry's names (methods, data sets, architectures) are its `check`'s to refuse.
+`TrainConfig.validate` (in one pass) and the flags of `iat train` (iat.cli.train, types only) are generated
+from it, and experiment and demo settings are overrides of it (`TrainConfig.from_overrides`,
+`dataclasses.replace`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 
 from iat.attacks import BN_MODES, TRAINING_ATTACKS
-from iat.data import IMAGEFOLDER, RESIZABLE, dataset_choices, dataset_info
+from iat.data import IMAGEFOLDER, RESIZABLE, dataset_info
 from iat.data_aux import DEFAULT_FRACTION, EPOCH_DEFINITION
 from iat.errors import UsageError
 from iat.methods import BETA, get_method, method_names
 from iat.mixing import LAMBDA_MODES
-from iat.models import MixableNet, check_model_name, create_model, is_timm, model_names
-from iat.units import parse_eps
+from iat.models import MixableNet, check_model_name, create_model, is_timm
+from iat.units import parse_fraction
 
 # The largest seed whose epoch orders (seed * 100_003 + epoch, iat.train.state.epoch_order) still fit torch's
 # 64-bit generator seed for every epoch up to the 100,000 --epochs allows.
@@ -32,24 +34,19 @@ SEED_MAX = (2**64 - 1 - 100_000) // 100_003
 
 
 def option(default: Any = None, help: str = "", *, unit: str | None = None, lo: float | None = None,
-           hi: float | None = None, above: bool = False, choices: Callable[[], Iterable[str]] | None = None,
-           check: Callable[[str], Any] | None = None, required_flag: bool = False, factory: Callable | None = None):
+           hi: float | None = None, above: bool = False, check: Callable[[Any], Any] | None = None,
+           required_flag: bool = False, factory: Callable | None = None):
     """A TrainConfig field: `default`, its `help` and the metadata `validate` and the CLI are built from.
 
-    `lo`/`hi`: the valid range, `lo` excluded when `above`; `choices`: a registry's names (a function, as
-    registries fill up on import; a fixed set of words is a `Literal` annotation instead); `check(value)`:
-    raises the option's own UsageError; `required_flag`: `iat train` requires the flag although the
-    dataclass has a default.
+    `lo`/`hi`: the valid range, `lo` excluded when `above`; `check(value)`: raises the option's own
+    UsageError (a registry's unknown name, a bound the range cannot say), run once the value has the
+    annotation's type; `required_flag`: `iat train` requires the flag although the dataclass has a default.
     """
-    meta = {"help": help, "unit": unit, "lo": lo, "hi": hi, "above": above, "choices": choices,
-            "check": check, "required_flag": required_flag}
+    meta = {"help": help, "unit": unit, "lo": lo, "hi": hi, "above": above, "check": check,
+            "required_flag": required_flag}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
-
-
-def _check_arch(name: str) -> None:
-    check_model_name(name)
 
 
 @dataclass(kw_only=True)
@@ -65,12 +62,11 @@ class TrainConfig:
     `source` and the key, then validates the whole config (see `validate`).
     """
 
-    method: str = option("erm", "training method (a row of the tables)", choices=method_names,
-                         check=get_method, required_flag=True)
+    method: str = option("erm", "training method (a row of the tables)", check=get_method, required_flag=True)
     dataset: str = option("cifar10", "data set (imagefolder:PATH: your own images, PATH/train/CLASS/*.png and "
-                          "PATH/val/CLASS/...)", choices=dataset_choices, check=dataset_info, required_flag=True)
+                          "PATH/val/CLASS/...)", check=dataset_info, required_flag=True)
     arch: str = option("preactresnet18", "architecture (timm:NAME: any timm model, the extra iat[timm])",
-                       choices=lambda: [*model_names(), "timm:NAME"], check=_check_arch, required_flag=True)
+                       check=check_model_name, required_flag=True)
     width: int | None = option(None, "width override (smaller models for quick runs)", lo=1, hi=100_000)
     epochs: int = option(200, "training epochs", unit="epochs", lo=1, hi=100_000)  # paper: 200
     batch_size: int = option(64, "examples per update (an epoch's last batch of one example joins the batch before "
@@ -85,18 +81,20 @@ class TrainConfig:
     eps: float = option(8 / 255, "training attack radius", unit="eps", lo=0.0, hi=1.0)
     step_size: float = option(2 / 255, "training PGD step", unit="eps", lo=0.0, hi=1.0, above=True)
     attack_steps: int = option(7, "training PGD steps", unit="steps", lo=1, hi=100_000)
-    attack_bn: str = option("eval", "BatchNorm mode while crafting training attacks (train: batch statistics, "
-                            "running statistics left untouched)", choices=lambda: BN_MODES)
-    attack: str = option("pgd", "training's inner attack: pgd (--attack-steps steps of --step-size, the paper's); "
-                         "fgsm-rs (random start, one step of 1.25 eps) or n-fgsm (noise 2 eps, one step of eps, "
-                         "not projected): one forward-backward, --step-size and --attack-steps do not apply",
-                         choices=lambda: TRAINING_ATTACKS)
+    # A Literal of a registry's constant tuple: Literal[("eval", "train")] is Literal["eval", "train"].
+    attack_bn: Literal[BN_MODES] = option(
+        "eval", "BatchNorm mode while crafting training attacks (train: batch statistics, running statistics left "
+        "untouched)")
+    attack: Literal[TRAINING_ATTACKS] = option(
+        "pgd", "training's inner attack: pgd (--attack-steps steps of --step-size, the paper's); fgsm-rs (random "
+        "start, one step of 1.25 eps) or n-fgsm (noise 2 eps, one step of eps, not projected): one "
+        "forward-backward, --step-size and --attack-steps do not apply")
     co_guard: Literal["auto", "on", "off"] = option(
         "auto", "catastrophic-overfitting guard: PGD-10 on 256 fixed training images at each epoch's end, stop if "
         "its accuracy collapses (auto: on for fgsm-rs and n-fgsm)")
     mixup_alpha: float = option(1.0, "Beta(a,a) for Mixup", lo=1e-3, hi=100.0, above=True)
     manifold_alpha: float = option(2.0, "Beta(a,a) for Manifold Mixup", lo=1e-3, hi=100.0, above=True)
-    lam_per: str = option("batch", "one mixing lambda per batch or example", choices=lambda: LAMBDA_MODES)
+    lam_per: Literal[LAMBDA_MODES] = option("batch", "one mixing lambda per batch or example")
     beta: float = option(BETA, "TRADES's and MART's weight of the KL term (trades, mart, iat-trades; both references' "
                          "6.0)", lo=0.0, hi=1000.0)
     awp: float = option(0.0, "adversarial weight perturbation (Wu et al. 2020): gamma, the perturbation's size "
@@ -139,12 +137,9 @@ class TrainConfig:
     attack_precision: Literal["fp32", "amp"] = option(
         "fp32", "precision of the training attack with --amp (fp32: outside autocast; amp: under autocast too, "
         "faster but a weaker attack)")
-    # An on/off option is the flag pair --NAME / --no-NAME of `iat train` (iat.cli.train); config.json keeps
-    # "on"/"off", so runs of every release compare alike on resume.
-    tf32: Literal["on", "off"] = option("off", "TF32 matmuls and convolutions on CUDA while training (off: fp32 "
-                                        "means fp32)")
-    cudnn_benchmark: Literal["on", "off"] = option(
-        "off", "let cuDNN time its convolution algorithms once per input shape and keep the fastest (CUDA only; "
+    tf32: bool = option(False, "TF32 matmuls and convolutions on CUDA while training (off: fp32 means fp32)")
+    cudnn_benchmark: bool = option(
+        False, "let cuDNN time its convolution algorithms once per input shape and keep the fastest (CUDA only; "
         "off: cuDNN's heuristics choose)")
     compile: bool = option(False, "torch.compile the model for the training step and the training attack")
     channels_last: bool = option(True, "channels_last memory format for convolutional models where it is safe and "
@@ -169,13 +164,15 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise UsageError naming the first bad value and its valid range; return self.
 
-        Generated from the fields' metadata, in passes: names are strings, registered names,
-        integers (required ones first), floats, milestones, the other choices, paths, switches.
+        One pass over the fields, each checked whole from its annotation and metadata (type, own check,
+        words, range), then the rules between options.
         """
-        fields = [f for f in dataclasses.fields(self) if kind_of(f) != "dict"]
-        for check in (_names_are_strings, _registered_names, _integers, _floats, _milestones, _choices, _paths,
-                      _switches, _attack_options, _data_options, _attack_precision):
-            check(self, fields)
+        for f in dataclasses.fields(self):
+            _check_option(f, getattr(self, f.name))
+        _check_milestones(self)
+        _check_attack_options(self)
+        _check_data_options(self)
+        _check_attack_precision(self)
         return self
 
     def resolved_image_size(self) -> int | None:
@@ -199,9 +196,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """The config of a config.json (its extra keys, such as versions, are ignored); not validated."""
+        """The config of a config.json (its extra keys, such as versions, are ignored; an older run's "on"/"off"
+        switches are read as booleans); not validated."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: old_switch(k, v) for k, v in d.items() if k in names})
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, Any], source: str = "settings",
@@ -242,79 +240,81 @@ def kind_of(f: dataclasses.Field) -> str:
 
 
 def choices_of(f: dataclasses.Field) -> tuple[str, ...] | None:
-    """The words a name option takes: its Literal's, or its registry's names; None for other options."""
+    """The words an option takes, from its `Literal[...]` annotation; None for other options."""
     hint = _HINTS[f.name]
-    if get_origin(hint) is Literal:
-        return get_args(hint)
-    return tuple(f.metadata["choices"]()) if f.metadata["choices"] is not None else None
+    return get_args(hint) if get_origin(hint) is Literal else None
 
 
-def is_on_off(f: dataclasses.Field) -> bool:
-    """An on/off option: `iat train` gives it as the flag pair --NAME / --no-NAME."""
-    return choices_of(f) == ("on", "off")
+# Switches that were the words "on"/"off" in 0.1.0 and are booleans since. The words are read for one more
+# release: with a deprecation line where a person wrote them (a flag, an experiment file), silently from an
+# older run's config.json, so that the run still loads and resumes.
+WAS_ON_OFF = ("tf32", "cudnn_benchmark")
 
 
-# The passes of TrainConfig.validate, in order; each raises the first bad value's UsageError.
+def old_switch(key: str, value: Any, where: str | None = None) -> Any:
+    """`value` of option `key`, an old "on"/"off" as True/False (with a deprecation line on stderr naming
+    `where`, if given); any other value as it is."""
+    if key not in WAS_ON_OFF or not isinstance(value, str) or value not in ("on", "off"):
+        return value
+    if where is not None:
+        sys.stderr.write(f'warning: {where} = "{value}" is deprecated and goes in the next release; write '
+                         f'{key} = {"true" if value == "on" else "false"}\n')
+    return value == "on"
 
 
-def _names_are_strings(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
-    for f in fields:
-        if kind_of(f) == "str" and not isinstance(getattr(cfg, f.name), str):
-            raise UsageError(f"{flag(f.name)} {getattr(cfg, f.name)!r} is not a name")
+# TrainConfig.validate: each option on its own, then the rules between options.
+
+_TYPES = {"int": int, "float": (int, float), "str": str, "path": str, "bool": bool, "dict": dict, "ints": list}
+_NOT_A = {"int": "is not an integer; give a whole number in {span}", "float": "is not a number; give a value in "
+          "{span}", "str": "is not a name", "path": "is not a path", "bool": "is not true or false"}
 
 
-def _registered_names(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
-    for f in fields:
-        if f.metadata["check"] is not None:
-            f.metadata["check"](getattr(cfg, f.name))
+def _check_option(f: dataclasses.Field, value: Any) -> None:
+    """One option, whole: its type (the annotation), its own check, its words or its range (the metadata)."""
+    kind, meta = kind_of(f), f.metadata
+    if kind in ("dict", "ints") or (value is None and f.default is None):
+        return  # extra is free-form; milestones are checked against --epochs; None: an optional one not given
+    name = f.name if kind == "bool" else flag(f.name)
+    if not _is_a(kind, value):
+        raise UsageError(f"{name} {value!r} " + _NOT_A[kind].format(span=_span(f)))
+    if meta["check"] is not None:
+        meta["check"](value)
+    words = choices_of(f)
+    if words is not None and value not in words:
+        raise UsageError(f"{name} {value!r}: choose one of {', '.join(words)}")
+    lo, hi = meta["lo"], meta["hi"]
+    if kind in ("int", "float") and not (lo < value <= hi or (not meta["above"] and value == lo)):  # refuses NaN
+        eps_typo = meta["unit"] == "eps" and value > 1
+        hint = "images are in [0,1], so write 8/255 rather than 8" if eps_typo else "give a value in that range"
+        raise UsageError(f"{name} {value!r} is outside {_span(f)}; {hint}")
 
 
-def _integers(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
-    """Required integers first, then the optional ones that are given."""
-    for f in sorted((f for f in fields if kind_of(f) == "int"), key=lambda f: f.default is None):
-        if f.default is not None or getattr(cfg, f.name) is not None:
-            _check_int(flag(f.name), getattr(cfg, f.name), f.metadata["lo"], f.metadata["hi"])
+def _is_a(kind: str, value: Any) -> bool:
+    """Whether `value` is what an option of `kind` holds (True and False are no numbers)."""
+    if kind == "ints":
+        return isinstance(value, list) and all(_is_a("int", v) for v in value)
+    return isinstance(value, _TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))
 
 
-def _floats(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
-    for f in fields:
-        if kind_of(f) == "float":
-            _check_float(flag(f.name), getattr(cfg, f.name), f.metadata)
+def _span(f: dataclasses.Field) -> str:
+    """A number option's valid range as written in messages: [1, 100000], (0, 10]."""
+    meta = f.metadata
+    if kind_of(f) == "int":
+        return f"[{meta['lo']}, {meta['hi']}]"
+    return f"{'(' if meta['above'] else '['}{meta['lo']:g}, {meta['hi']:g}]" if kind_of(f) == "float" else ""
 
 
-def _milestones(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+def _check_milestones(cfg: TrainConfig) -> None:
     ms = cfg.milestones
     if ms is None:
         return
     example = ",".join(map(str, default_milestones(cfg.epochs)))
-    if (not isinstance(ms, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms)
-            or any(m < 1 or m > cfg.epochs for m in ms) or any(a >= b for a, b in zip(ms, ms[1:]))):
+    if not _is_a("ints", ms) or any(m < 1 or m > cfg.epochs for m in ms) or any(a >= b for a, b in zip(ms, ms[1:])):
         raise UsageError(f"--milestones {ms!r} must be strictly increasing epochs in [1, {cfg.epochs}] "
                          f"(--epochs); e.g. {example}")
 
 
-def _choices(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
-    """The names without a registry's own check: choose one of the listed values."""
-    for f in fields:
-        names = choices_of(f)
-        if names is not None and f.metadata["check"] is None and getattr(cfg, f.name) not in names:
-            raise UsageError(f"{flag(f.name)} {getattr(cfg, f.name)!r}: choose one of {', '.join(names)}")
-
-
-def _paths(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
-    for f in fields:
-        value = getattr(cfg, f.name)
-        if kind_of(f) == "path" and value is not None and not isinstance(value, str):
-            raise UsageError(f"{flag(f.name)} {value!r} is not a path")
-
-
-def _switches(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
-    for f in sorted(fields, key=lambda f: f.name):  # by name: amp before download, as before the metadata
-        if kind_of(f) == "bool" and not isinstance(getattr(cfg, f.name), bool):
-            raise UsageError(f"{f.name} {getattr(cfg, f.name)!r} is not true or false")
-
-
-def _attack_precision(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+def _check_attack_precision(cfg: TrainConfig) -> None:
     """An fp16 attack is refused: fp16 needs loss scaling, which input gradients do not get."""
     if cfg.amp and cfg.amp_dtype == "fp16" and cfg.attack_precision == "amp":
         raise UsageError("--attack-precision amp with --amp-dtype fp16: the attack's input gradients would be fp16 "
@@ -322,7 +322,7 @@ def _attack_precision(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None
                          "or bf16")
 
 
-def _attack_options(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+def _check_attack_options(cfg: TrainConfig) -> None:
     """--attack and --co-guard apply to adversarial methods only, --beta to TRADES and MART, --awp to methods with
     an attack: refused elsewhere, since the run would silently not do what was asked."""
     spec = get_method(cfg.method)
@@ -348,14 +348,14 @@ def _attack_options(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
                              f"--method {cfg.method} trains without an attack: drop --{name}")
 
 
-def _check_ema(decay: Any) -> None:
-    """[0, 1): a decay of 1 would never move the average (the float pass refuses what is not a number)."""
-    if isinstance(decay, (int, float)) and not isinstance(decay, bool) and not 0 <= decay < 1:
+def _check_ema(decay: float) -> None:
+    """[0, 1): a decay of 1 would never move the average."""
+    if not 0 <= decay < 1:
         why = "would keep the initial weights forever" if decay == 1 else "is outside [0, 1)"
         raise UsageError(f"--ema {decay:g} {why}; give a decay in [0, 1), e.g. 0.999 (0: off)")
 
 
-def _data_options(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
+def _check_data_options(cfg: TrainConfig) -> None:
     """Data and model options that apply to some data sets and architectures only: refused elsewhere, as the
     run would silently not do what was asked; Manifold Mixup needs mixing points a timm model does not have."""
     resizable = cfg.dataset in RESIZABLE or cfg.dataset.startswith(IMAGEFOLDER)
@@ -379,27 +379,11 @@ def _data_options(cfg: TrainConfig, fields: list[dataclasses.Field]) -> None:
                              "it: drop --width (or choose a smaller timm model)")
 
 
-def _check_aux_fraction(value: Any) -> None:
+def _check_aux_fraction(value: float) -> None:
     """[0, 1): a batch needs at least one real example (DM-Improves-AT's sampler fills it with one at least)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not 0 <= value < 1:
         raise UsageError(f"--aux-fraction {value!r} is outside [0, 1): give the fraction of each batch drawn from "
                          f"--aux-data, e.g. {DEFAULT_FRACTION}")
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise UsageError(f"{name} {value!r} is not an integer; give a whole number in [{lo}, {hi}]")
-    if not lo <= value <= hi:
-        raise UsageError(f"{name} {value!r} is outside [{lo}, {hi}]; give a value in that range")
-
-
-def _check_float(name: str, value: Any, meta: Mapping) -> None:
-    lo, hi, zero_ok = meta["lo"], meta["hi"], not meta["above"]
-    bracket = "[" if zero_ok else "("
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise UsageError(f"{name} {value!r} is not a number; give a value in {bracket}{lo:g}, {hi:g}]")
-    if not (lo < value <= hi or (zero_ok and value == lo)):  # also refuses NaN
-        raise UsageError(f"{name} {value!r} is outside {bracket}{lo:g}, {hi:g}]; give a value in that range")
 
 
 _KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a name", "bool": "true or false",
@@ -407,17 +391,14 @@ _KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a name", "bool"
 
 
 def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
-    """`value` as field `f` holds it, or a UsageError naming `source` and the key."""
+    """`value` as field `f` holds it, or a UsageError naming `source` and the key (its range is validate's)."""
     kind = kind_of(f)
+    value = old_switch(f.name, value, f"{source}: {f.name}")
     if value is None and f.default is None:
         return None
     if kind == "float" and f.metadata["unit"] == "eps" and isinstance(value, str):
-        return parse_eps(value, f"{source}: {f.name}", allow_zero=not f.metadata["above"])
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    ok = {"int": is_int, "float": is_int or isinstance(value, float), "str": isinstance(value, str),
-          "bool": isinstance(value, bool), "path": isinstance(value, str), "dict": isinstance(value, dict),
-          "ints": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)}
-    if not ok[kind]:
+        return parse_fraction(value, f"{source}: {f.name}")
+    if not _is_a(kind, value):
         raise UsageError(f"{source}: {f.name} = {value!r} is not {_KIND_NAMES[kind]}")
     return float(value) if kind == "float" else list(value) if kind == "ints" else value
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from iat.errors import UsageError
 from iat.units import parse_eps, parse_eps_list, parse_fraction, parse_int_list
 
 
 def _wrap(fn):
+    """An argparse type from a parser that raises UsageError: the message becomes argparse's one line."""
     def parse(text: str):
         try:
             return fn(text)
@@ -19,54 +21,47 @@ def _wrap(fn):
     return parse
 
 
-def int_at_least(lo: int):
-    """A whole number >= lo."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise UsageError(f"{text!r} is not an integer") from None
-        if v < lo:
-            raise UsageError(f"{v} must be at least {lo}")
-        return v
-
-    return parse
+def integer(text: str) -> int:
+    """A whole number (a TrainConfig option's range is TrainConfig.validate's to check)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not an integer") from None
 
 
-def float_above_zero(strictly: bool):
-    """A number (or fraction such as 8/255) > 0, or >= 0 unless `strictly`."""
-    def parse(text: str) -> float:
-        v = parse_fraction(text)
-        if v < 0 or (strictly and v == 0):
-            raise UsageError(f"{text!r} must be {'greater than' if strictly else 'at least'} 0")
-        return v
-
-    return parse
-
-
-EPS = _wrap(lambda t: parse_eps(t, "eps"))
-STEP = _wrap(lambda t: parse_eps(t, "step size", allow_zero=False))
-EPS_LIST = _wrap(lambda t: parse_eps_list(t, "eps list"))
-STEPS_LIST = _wrap(lambda t: parse_int_list(t, "steps list", 1, 100_000))
-MILESTONES = _wrap(lambda t: parse_int_list(t, "milestones", 1))
-POS_INT = _wrap(int_at_least(1))
-NONNEG_INT = _wrap(int_at_least(0))
-POS_FLOAT = _wrap(float_above_zero(strictly=True))
-NONNEG_FLOAT = _wrap(float_above_zero(strictly=False))
-
-
-def int_range(lo: int, hi: int):
+def int_range(lo: int, hi: int | None = None):
     """An argument type: a whole number in [lo, hi] (a bound keeps a value from overflowing a seed or
     asking for more memory than any machine has)."""
     def in_range(text: str) -> int:
-        v = int_at_least(0)(text)  # "-1 must be at least 0" before the range's own bound, as always
+        v = integer(text)
         if v < lo:
             raise UsageError(f"{v} must be at least {lo}")
-        if v > hi:
+        if hi is not None and v > hi:
             raise UsageError(f"{v} is above {hi}, the most this option allows")
         return v
 
     return _wrap(in_range)
+
+
+def positive_number(text: str) -> float:
+    """A number (or fraction such as 8/255) > 0."""
+    v = parse_fraction(text)
+    if v <= 0:
+        raise UsageError(f"{text!r} must be greater than 0")
+    return v
+
+
+# Types only, for the flags of `iat train`: TrainConfig.validate checks the ranges, once, in one message.
+INT = _wrap(integer)
+NUMBER = _wrap(parse_fraction)  # 0.1 or 8/255
+INTS = _wrap(lambda t: parse_int_list(t, "milestones", minimum=-math.inf))
+# The other commands' own options.
+EPS = _wrap(lambda t: parse_eps(t, "eps"))
+STEP = _wrap(lambda t: parse_eps(t, "step size", allow_zero=False))
+EPS_LIST = _wrap(lambda t: parse_eps_list(t, "eps list"))
+STEPS_LIST = _wrap(lambda t: parse_int_list(t, "steps list", 1, 100_000))
+POS_INT = int_range(1)
+POS_FLOAT = _wrap(positive_number)
 
 
 def add_zoo_options(p) -> None:

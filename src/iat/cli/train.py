@@ -1,7 +1,8 @@
 """`iat train`: train one model with one method; writes a run directory.
 
-The flags are built from TrainConfig's fields (their help, default, unit and range live there);
-only --out and --resume are this command's own.
+The flags are built from TrainConfig's fields (their help, default, unit and range live there): a flag parses
+its value's type, and TrainConfig.validate checks the rest (range, names) in one place, in one message; only
+--out and --resume are this command's own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 from iat.cli import options as opt
-from iat.config import TrainConfig, choices_of, flag, is_on_off, kind_of
+from iat.config import WAS_ON_OFF, TrainConfig, choices_of, flag, kind_of
 from iat.distributed import speaks
 from iat.rundir.read import check_model_size
 from iat.train import TrainingError, TrainingInterrupted, is_complete, train
@@ -23,8 +24,9 @@ NOT_FLAGS = ("extra",)
 
 
 class OnOffFlag(argparse.Action):
-    """--NAME turns an on/off option on, --no-NAME off. The older `--NAME on|off` still works for one
-    release, with a one-line warning (scripts written for it keep running)."""
+    """--NAME turns a switch on, --no-NAME off. The older `--NAME on|off` of the switches that took those
+    words (config.WAS_ON_OFF) still works for one release, with a one-line warning (scripts written for it
+    keep running)."""
 
     def __init__(self, option_strings: list[str], dest: str, **kwargs):
         name = option_strings[0]
@@ -38,41 +40,26 @@ class OnOffFlag(argparse.Action):
             use = self.option_strings[0] if value == "on" else self.option_strings[1]
             sys.stderr.write(f"iat train: warning: {option_string} {value} is deprecated and goes in the next "
                              f"release; use {use}\n")
-        setattr(namespace, self.dest, "off" if negated else value or "on")
+        setattr(namespace, self.dest, not negated and value != "off")
 
 
-class PatternChoices(list):
-    """argparse choices where an entry PREFIX:WORD (imagefolder:PATH, timm:NAME) stands for any PREFIX:value;
-    the option's own check then refuses a bad value in one line."""
-
-    def __contains__(self, value: object) -> bool:
-        prefixes = tuple(c.split(":")[0] + ":" for c in self if ":" in c)
-        return list.__contains__(self, value) or bool(
-            prefixes and isinstance(value, str) and value.startswith(prefixes) and value not in prefixes)
+_TYPES = {"int": opt.INT, "float": opt.NUMBER, "ints": opt.INTS}  # str and path: the text as given
 
 
 def _flag_kwargs(f: dataclasses.Field) -> dict:
-    """add_argument's keyword arguments for a TrainConfig field, from its annotation and metadata."""
-    meta, kind, choices = f.metadata, kind_of(f), choices_of(f)
+    """add_argument's keyword arguments for a TrainConfig field: the type from its annotation (and the
+    words of a Literal); its range and a registry's names are TrainConfig.validate's to check."""
+    meta, kind = f.metadata, kind_of(f)
+    if meta["required_flag"]:
+        return {"required": True, "help": meta["help"]}
     kwargs = {"default": f.default, "help": meta["help"]}
+    if f.name in WAS_ON_OFF:
+        return {**kwargs, "action": OnOffFlag}
     if kind == "bool":  # a flag that is on by default is turned off with --no-NAME
         return {**kwargs, "action": argparse.BooleanOptionalAction if f.default else "store_true"}
-    if is_on_off(f):
-        return {**kwargs, "action": OnOffFlag}
-    if choices is not None:
-        kwargs["choices"] = PatternChoices(choices)
-        if meta["required_flag"]:
-            kwargs = {"required": True, "choices": kwargs["choices"], "help": meta["help"]}
-    elif kind == "int":
-        kwargs["type"] = opt.POS_INT if meta["lo"] == 1 else opt.NONNEG_INT
-    elif kind == "float" and meta["unit"] == "eps":
-        kwargs["type"] = opt.STEP if meta["above"] else opt.EPS
+    if meta["unit"] == "eps":
         kwargs["help"] = f"{meta['help']} (default: {format_eps(f.default)})"
-    elif kind == "float":
-        kwargs["type"] = opt.POS_FLOAT if meta["above"] else opt.NONNEG_FLOAT
-    elif kind == "ints":
-        kwargs["type"] = opt.MILESTONES
-    return kwargs
+    return {**kwargs, "type": _TYPES.get(kind), "choices": choices_of(f)}
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iat.attacks import parse_attack_name
-from iat.config import TrainConfig, choices_of
+from iat.config import TrainConfig, choices_of, old_switch
 from iat.errors import UsageError
 from iat.methods import method_names
 from iat.units import parse_eps
@@ -222,11 +222,12 @@ def _setting(path: Path, section: str, key: str, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
         return float(value)
-    if kind.startswith("Literal"):  # one of a few words (speed, tf32, attack_precision, ...)
+    if kind.startswith("Literal"):  # one of a few words (speed, co_guard, attack_precision, ...)
         words = choices_of(FIELDS[key])
         if value not in words:
             raise bad(f"one of {', '.join(map(repr, words))}")
         return value
+    value = old_switch(key, value, where)  # tf32 = "on" of 0.1.0: a deprecation line, read as true
     if kind in ("str", "bool"):
         if type(value).__name__ != kind:
             raise bad("a string" if kind == "str" else "true or false")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from iat.config import resolve_device
+from iat.config import old_switch, resolve_device
 from iat.data import load_data
 from iat.errors import UsageError
 from iat.reproduce.experiment import DEFAULTS, Experiment, load_experiment
@@ -89,8 +89,8 @@ def check_out(out: Path, exp: Experiment) -> None:
     if (old.get("experiment"), old.get("scale")) != (new["experiment"], new["scale"]):
         raise UsageError(f"--out {out} holds the {old.get('scale')}-scale runs of {old.get('experiment')!r}, not "
                          f"{exp.name!r} at {exp.scale} scale; choose another --out")
-    # a setting an older directory does not record had its default then
-    saved = {**DEFAULTS, **old.get("settings", {})}
+    # a setting an older directory does not record had its default then; its "on"/"off" switches are booleans now
+    saved = {**DEFAULTS, **{k: old_switch(k, v) for k, v in old.get("settings", {}).items()}}
     changed = [k for k in new["settings"] if saved.get(k) != new["settings"][k]]
     if changed:
         k = changed[0]

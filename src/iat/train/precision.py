@@ -54,7 +54,7 @@ class Precision:
 
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
     """The Precision a run of `cfg` uses on `device` (fp16 falls back to bf16 on the CPU, see validate)."""
-    tf32 = cfg.tf32 == "on" and device.type == "cuda"
+    tf32 = cfg.tf32 and device.type == "cuda"
     if not cfg.amp:
         if cfg.attack_precision == "amp":
             log.warning("--attack-precision amp has no effect without --amp: the attack runs in fp32 as the rest")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from iat.config import RESUME_KEYS, SPEED_KEYS, TrainConfig
+from iat.config import RESUME_KEYS, SPEED_KEYS, TrainConfig, old_switch
 from iat.errors import UsageError
 from iat.rundir import files
 
@@ -34,10 +34,11 @@ def _as_option(value) -> str:
 def first_difference(cfg: TrainConfig, saved: dict) -> str | None:
     """'--epochs 5 differs from ...' for the first option that decides the weights and differs.
 
-    A key the saved config lacks was written before that option existed: the run used its default."""
+    A key the saved config lacks was written before that option existed: the run used its default; a switch
+    saved as "on"/"off" (0.1.0) compares as True/False."""
     current, defaults = cfg.to_dict(), TrainConfig().to_dict()
     for k in RESUME_KEYS:
-        if saved.get(k, defaults.get(k)) != current.get(k):
+        if old_switch(k, saved.get(k, defaults.get(k))) != current.get(k):
             flag = "--milestones (as resolved from --epochs)" if k == "milestones_resolved" else \
                 "--" + k.replace("_", "-")
             return (f"{flag} {_as_option(current.get(k))} differs from the run's {_as_option(saved.get(k))}; "
@@ -66,6 +67,16 @@ def check_resumable(cfg: TrainConfig, out: Path) -> dict | None:
     if why:
         raise UsageError(f"{out / files.CONFIG}: `resumes` {why}; the file is damaged: restore it, or remove "
                          "the `resumes` entry if you edited it")
+    return upgraded(saved)
+
+
+def upgraded(saved: dict) -> dict:
+    """An older run's config.json as this release writes it: a switch's "on"/"off" as a boolean, in `resumes`
+    too, so that the speed options of every release compare alike (iat.train.checkpoint.record_speed_changes)."""
+    saved = {k: old_switch(k, v) for k, v in saved.items()}
+    if "resumes" in saved:
+        saved["resumes"] = [{**r, "changed": {k: old_switch(k, v) for k, v in r["changed"].items()}}
+                            for r in saved["resumes"]]
     return saved
 
 

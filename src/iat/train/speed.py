@@ -18,13 +18,13 @@ import logging
 
 import torch
 
-from iat.config import TrainConfig
+from iat.config import TrainConfig, flag
 from iat.cpu_kernels import native_bf16
 
 log = logging.getLogger("iat.train")
 
-FAST_CUDA = dict(cuda_graphs=True, compile=True, tf32="on", amp=True, amp_dtype="bf16", attack_precision="amp",
-                 cudnn_benchmark="on")
+FAST_CUDA = dict(cuda_graphs=True, compile=True, tf32=True, amp=True, amp_dtype="bf16", attack_precision="amp",
+                 cudnn_benchmark=True)
 FAST_CPU = dict(amp=True, amp_dtype="bf16", attack_precision="amp")
 
 
@@ -40,5 +40,5 @@ def apply_speed(cfg: TrainConfig, device: torch.device) -> TrainConfig:
         log.info("--speed fast: nothing faster on this %s (no bf16 instructions: emulated bf16 is slower); "
                  "training as with --speed exact", device.type)
         return cfg
-    log.info("--speed fast: %s", " ".join(f"--{k.replace('_', '-')} {v}" for k, v in fast.items()))
+    log.info("--speed fast: %s", " ".join(flag(k) if v is True else f"{flag(k)} {v}" for k, v in fast.items()))
     return dataclasses.replace(cfg, **fast)
