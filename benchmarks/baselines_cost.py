@@ -37,8 +37,7 @@ from train_step import timing_batches  # benchmarks/ is on the path when this fi
 
 from iat.config import TrainConfig
 from iat.errors import UsageError
-from iat.train.state import RunState
-from iat.train.step import Step, make_objective
+from iat.train.engine import build_update
 
 # variant: (method, options over the common config)
 VARIANTS = {"pgd": ("pgd", {}), "trades": ("trades", {}), "mart": ("mart", {}), "iat-mixup": ("iat-mixup", {}),
@@ -51,9 +50,7 @@ def make_runner(variant: str, cfg: TrainConfig, device: torch.device) -> Callabl
     method, options = VARIANTS[variant]
     vcfg = TrainConfig(**{**cfg.__dict__, "method": method, **options}).validate()
     torch.manual_seed(0)
-    state = RunState.create(vcfg, device)
-    step = Step.for_run(vcfg, state, make_objective(vcfg, state.model), out=Path("unused"), device=device)
-    return lambda x, y: step(state, x, y)
+    return build_update(vcfg, device)
 
 
 def measure(variants: list[str], cfg: TrainConfig, batches: list, device: torch.device, rounds: int) -> dict:

@@ -24,6 +24,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,8 +32,8 @@ import torch
 from iat.config import TrainConfig, resolve_device
 from iat.data import to_float
 from iat.train import step as step_module
-from iat.train.state import RunState
-from iat.train.step import Step, TrainData, make_objective
+from iat.train.engine import build_update
+from iat.train.step import TrainData
 
 PLACEMENTS = ("float", "device", "host", "mmap")
 
@@ -61,17 +62,15 @@ def data_pass(data: TrainData, batch_size: int, steps: int, device: torch.device
     return time.perf_counter() - started
 
 
-def step_pass(data: TrainData, step: Step, state: RunState, batch_size: int, steps: int,
-              device: torch.device) -> float:
+def step_pass(data: TrainData, update: Callable, batch_size: int, steps: int, device: torch.device) -> float:
     """Seconds for `steps` training steps, each on the next batch of the data path."""
     order = torch.randperm(len(data)).to(data.x.device)
     sync(device)
     started = time.perf_counter()
     for i, (x, y, _) in enumerate(data.batches(order, 0, batch_size)):
-        step(state, x, y)
+        update(x, y)
         if i + 1 == steps:
             break
-    step.sync(state)
     sync(device)
     return time.perf_counter() - started
 
@@ -104,16 +103,14 @@ def main() -> None:
         data = {pl: load(cfg, pl, device) for pl in placements}
         steps = {}
         for pl in placements:
-            state = RunState.create(cfg, device)
-            steps[pl] = (Step.for_run(cfg, state, make_objective(cfg, state.model), out=Path(tmp), device=device),
-                         state)
+            steps[pl] = build_update(cfg, device)
             data_pass(data[pl], args.batch_size, 2, device)  # warm-up: allocator, threads, first page faults
-            step_pass(data[pl], *steps[pl], args.batch_size, 1, device)
+            step_pass(data[pl], steps[pl], args.batch_size, 1, device)
         times: dict[str, dict[str, list[float]]] = {pl: {"data": [], "train": []} for pl in placements}
         for _ in range(args.rounds):
             for pl in placements:
                 times[pl]["data"].append(data_pass(data[pl], args.batch_size, args.data_steps, device))
-                times[pl]["train"].append(step_pass(data[pl], *steps[pl], args.batch_size, args.train_steps, device))
+                times[pl]["train"].append(step_pass(data[pl], steps[pl], args.batch_size, args.train_steps, device))
     # the median, and the fastest pass: on a machine shared with other jobs, the least disturbed one
     ref = times.get("device", times[placements[0]])["train"]
     base, base_min = statistics.median(ref) / args.train_steps, min(ref) / args.train_steps

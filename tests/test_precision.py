@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +22,7 @@ from iat.train import precision as precision_module
 from iat.train import train
 from iat.train.precision import Precision, resolve_precision, set_tf32
 from iat.train.state import RunState
-from iat.train.step import Step, make_objective
+from iat.train.step import Step, make_objective, make_update
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -43,9 +42,9 @@ def forward_log(model: torch.nn.Module) -> list[tuple[bool, bool, torch.dtype]]:
 def one_step(cfg: TrainConfig) -> list[tuple[bool, bool, torch.dtype]]:
     state = RunState.create(cfg, CPU)
     loss_fn = make_objective(cfg, state.model).loss
-    step = Step(state.model, state.optimizer, loss_fn, out=Path("x"), precision=resolve_precision(cfg, CPU))
+    step = Step(state.model, state.optimizer, loss_fn, precision=resolve_precision(cfg, CPU))
     seen = forward_log(state.model)
-    step(state, torch.rand(8, 1, 8, 8), torch.randint(10, (8,)))
+    step(torch.rand(8, 1, 8, 8), torch.randint(10, (8,)))
     return seen
 
 
@@ -138,12 +137,12 @@ def test_tf32_is_an_explicit_setting_and_evaluation_turns_it_off():
 @pytest.mark.parametrize("device, asked, used", [("cuda", True, True), ("cuda", False, False), ("cpu", True, False)])
 def test_cudnn_benchmark_is_a_recorded_cuda_setting_and_evaluation_turns_it_off(device, asked, used):
     cfg = cfg_of(cudnn_benchmark=asked)
-    state = RunState.create(cfg, CPU)  # for_run sets the flags for `device`; it moves nothing
+    state = RunState.create(cfg, CPU)  # make_update sets the flags for `device`; it moves nothing
     saved = torch.backends.cudnn.benchmark
     try:
         torch.backends.cudnn.benchmark = not used  # whatever was set before, the run's option decides
-        step = Step.for_run(cfg, state, make_objective(cfg, state.model), out=Path("x"), device=torch.device(device))
-        assert torch.backends.cudnn.benchmark is used and step.record()["cudnn_benchmark_used"] is used
+        _, run_uses = make_update(cfg, state, make_objective(cfg, state.model), device=torch.device(device))
+        assert torch.backends.cudnn.benchmark is used and run_uses["cudnn_benchmark_used"] is used
         with fp32_evaluation():
             assert torch.backends.cudnn.benchmark is False  # the evaluation's batches take many shapes
         assert torch.backends.cudnn.benchmark is used  # restored

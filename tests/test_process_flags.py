@@ -30,22 +30,19 @@ def callers_flags():
      torch.backends.cudnn.benchmark) = (saved[k] for k in FLAGS)
 
 
-def test_train_restores_the_callers_flags(tmp_path, callers_flags):
+def test_train_restores_the_callers_flags(tmp_path, callers_flags, monkeypatch):
     seen = {}
-    import iat.train.step as step_module
+    import iat.train.loop as loop_module
 
-    for_run = step_module.Step.for_run.__func__
+    make_update = loop_module.make_update
 
-    def spy(cls, *args, **kwargs):  # the run itself sets its own flags
-        step = for_run(cls, *args, **kwargs)
+    def spy(*args, **kwargs):  # the run itself sets its own flags
+        made = make_update(*args, **kwargs)
         seen.update(read_flags())
-        return step
+        return made
 
-    step_module.Step.for_run = classmethod(spy)
-    try:
-        train(step_config(), tmp_path / "run", progress=False)
-    finally:
-        step_module.Step.for_run = classmethod(for_run)
+    monkeypatch.setattr(loop_module, "make_update", spy)
+    train(step_config(), tmp_path / "run", progress=False)
     assert seen["matmul_tf32"] is False and seen["cudnn_benchmark"] is False  # the run's, while it ran
     assert read_flags() == callers_flags  # and the caller's again after it
 

@@ -13,10 +13,10 @@ from conftest import step_config
 
 from iat.config import TrainConfig
 from iat.mixing import Mixup
-from iat.rundir import files
+from iat.rundir import files, tensors
 from iat.train import train
 from iat.train.state import RunState
-from iat.train.step import Step, TrainData, make_objective
+from iat.train.step import LossTally, Step, TrainData, make_objective, make_update
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -26,7 +26,7 @@ cfg_of = step_config  # tests/conftest.py
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
-    return files.load_weights(out / files.WEIGHTS)
+    return tensors.load_weights(out / files.WEIGHTS)
 
 
 @pytest.mark.parametrize("method", ["iat-mixup", "iat-manifold-mixup", "erm"])
@@ -35,7 +35,7 @@ def test_the_step_reads_nothing_back_from_the_device(monkeypatch, method):
     cfg = cfg_of(method=method)
     state = RunState.create(cfg, CPU)
     loss_fn = make_objective(cfg, state.model).loss
-    step = Step(state.model, state.optimizer, loss_fn, out=Path("x"))
+    step, tally = Step(state.model, state.optimizer, loss_fn), LossTally(Path("x"))
     data = TrainData.load(cfg, CPU)
     x, y, _ = next(data.batches(torch.arange(len(data)), 0, 32))
 
@@ -47,8 +47,8 @@ def test_the_step_reads_nothing_back_from_the_device(monkeypatch, method):
             m.setattr(torch.Tensor, name, host_read)
         m.setattr(torch.Tensor, "__int__", lambda t: (host_read() if t.device.type != "cpu" or t.dim() else
                                                       t.to(torch.int64).numpy().item()))  # the layer's CPU draw
-        step(state, x, y)
-    assert step.sync(state) > 0 and state.step == 1
+        tally.add(state, step(x, y), len(x))
+    assert tally.sync(state) > 0 and state.step == 1
 
 
 def test_mixing_draws_are_made_on_the_batchs_device(monkeypatch):
@@ -83,15 +83,16 @@ def test_channels_last_trains_the_same_model_up_to_rounding(tmp_path, channels_l
 def test_channels_last_puts_conv_weights_in_that_layout(channels_last_allowed):
     cfg = cfg_of()
     state = RunState.create(cfg, CPU)
-    step = Step.for_run(cfg, state, make_objective(cfg, state.model), out=Path("x"), device=CPU)
+    _, run_uses = make_update(cfg, state, make_objective(cfg, state.model), device=CPU)
     convs = [p for p in state.model.parameters() if p.dim() == 4]
-    assert step.channels_last and convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert run_uses["channels_last_used"] and convs
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
 
 
 def test_channels_last_leaves_mlps_alone():
     cfg = cfg_of(arch="mlp6", width=8)
     state = RunState.create(cfg, CPU)
-    assert not Step.for_run(cfg, state, make_objective(cfg, state.model), out=Path("x"), device=CPU).channels_last
+    assert not make_update(cfg, state, make_objective(cfg, state.model), device=CPU)[1]["channels_last_used"]
 
 
 def compile_works() -> bool:
@@ -142,17 +143,18 @@ def test_cuda_step_makes_no_host_sync():
     cfg = cfg_of(device="cuda", arch="preactresnet18", width=8)
     device = torch.device("cuda")
     state = RunState.create(cfg, device)
-    step = Step.for_run(cfg, state, make_objective(cfg, state.model), out=Path("x"), device=device)
+    update, _ = make_update(cfg, state, make_objective(cfg, state.model), device=device)
+    tally = LossTally(Path("x"))
     data = TrainData.load(cfg, device)
     batches = list(data.batches(torch.arange(len(data), device=device), 0, 32))
-    step(state, *batches[0][:2])  # warm-up: cuDNN picks its algorithms
+    tally.add(state, update(*batches[0][:2]), 32)  # warm-up: cuDNN picks its algorithms
     torch.cuda.set_sync_debug_mode("error")
     try:
         for x, y, _ in batches[1:]:
-            step(state, x, y)
+            tally.add(state, update(x, y), len(x))
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert step.sync(state) > 0
+    assert tally.sync(state) > 0
 
 
 def test_channels_last_is_on_by_default_and_no_channels_last_turns_it_off():

@@ -13,12 +13,12 @@ import torch
 
 from iat.config import TrainConfig
 from iat.distributed import World
-from iat.rundir import files
+from iat.rundir import files, tensors
 from iat.train import CheckpointWriteError, TrainingDiverged, TrainingInterrupted
 from iat.train.checkpoint import Checkpointer
 from iat.train.signals import SignalGuard
 from iat.train.state import RunState
-from iat.train.step import Step, TrainData, make_objective
+from iat.train.step import LossTally, Step, TrainData, make_objective
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -46,9 +46,9 @@ def test_step_updates_once_and_counts_it():
     before = [p.detach().clone() for p in state.model.parameters()]
     data = TrainData.load(CFG, CPU)
     x, y, _ = next(data.batches(torch.arange(len(data)), 0, 32))
-    step = Step(state.model, state.optimizer, loss_fn, out=Path("x"))
-    step(state, x, y)
-    step.sync(state)  # the loss is summed on the device until then
+    step, tally = Step(state.model, state.optimizer, loss_fn), LossTally(Path("x"))
+    tally.add(state, step(x, y), len(x))
+    tally.sync(state)  # the loss is summed on the device until then
     assert state.step == 1 and state.running["count"] == 32 and state.running["loss_sum"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, state.model.parameters()))
 
@@ -65,11 +65,11 @@ def test_a_non_finite_loss_stops_the_run_at_the_next_sync_naming_its_step():
         loss, metrics = loss_fn(model, x, y)
         return (loss * float("nan") if len(calls) == 2 else loss), metrics
 
-    step = Step(state.model, state.optimizer, nan_at_2, out=Path("run"))
+    step, tally = Step(state.model, state.optimizer, nan_at_2), LossTally(Path("run"))
     for _ in range(3):
-        step(state, torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))
+        tally.add(state, step(torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)), 4)
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 2; the last good checkpoint in run"):
-        step.sync(state)
+        tally.sync(state)
     with pytest.raises(TrainingDiverged, match="weights became NaN"):  # and they are never checkpointed
         Checkpointer(Path("run")).save(state)
 
@@ -80,7 +80,7 @@ def test_a_checkpoint_restores_the_run_state_exactly(tmp_path):
     Checkpointer(tmp_path).save(state)
     expected = torch.rand(3)  # the RNG moves on after the checkpoint ...
     other = RunState.create(CFG, CPU)
-    other.restore(files.load_checkpoint(tmp_path / files.CHECKPOINT), tmp_path / files.CHECKPOINT, 4)
+    other.restore(tensors.load_checkpoint(tmp_path / files.CHECKPOINT), tmp_path / files.CHECKPOINT, 4)
     assert torch.equal(torch.rand(3), expected)  # ... and is back where it was
     assert (other.epoch, other.step, other.running["count"]) == (0, 2, 64)
     for a, b in zip(state.model.state_dict().values(), other.model.state_dict().values()):

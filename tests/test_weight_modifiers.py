@@ -18,7 +18,7 @@ from conftest import step_config
 
 from iat.cli import main
 from iat.config import build_model
-from iat.rundir import files
+from iat.rundir import files, tensors
 from iat.train import train
 from iat.train.ema import EMA, EMA_WEIGHTS
 from iat.train.state import RunState
@@ -49,7 +49,7 @@ def test_an_awp_update_is_the_optimizer_step_at_the_perturbed_point_with_no_trac
     cfg = step_config(method="pgd", awp=0.05, weight_decay=0.01)
     state = RunState.create(cfg, torch.device("cpu"))
     objective = make_objective(cfg, state.model)
-    step = Step(state.model, state.optimizer, objective.loss, out=Path("unused"), awp=objective.awp)
+    step = Step(state.model, state.optimizer, objective.loss, awp=objective.awp)
     state.start_epoch()
     torch.manual_seed(7)
     x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
@@ -79,7 +79,7 @@ def test_an_awp_update_is_the_optimizer_step_at_the_perturbed_point_with_no_trac
 
     attack.model = state.model
     torch.manual_seed(11)
-    step.update(x, y)
+    step(x, y)
     for n, p in state.model.named_parameters():
         assert torch.allclose(p, expected[n], atol=1e-6), n
     for n in delta:  # the perturbation is large enough that leaving it (or skipping it) would show
@@ -105,7 +105,7 @@ def test_ema_and_an_awp_that_never_starts_train_the_same_weights_as_plain_runs(t
 
 def test_the_averaged_model_has_batchnorm_statistics_of_its_own(tmp_path):
     out = train(step_config(method="erm", epochs=2, ema=0.9), tmp_path / "run", progress=False)
-    last, ema = files.load_weights(out / files.WEIGHTS), files.load_weights(out / EMA_WEIGHTS)
+    last, ema = tensors.load_weights(out / files.WEIGHTS), tensors.load_weights(out / EMA_WEIGHTS)
     means = [k for k in last if k.endswith("running_mean")]
     assert means and all(not torch.equal(last[k], ema[k]) for k in means)
     assert all(ema[k.replace("running_mean", "num_batches_tracked")] == 2 for k in means)  # 64 images, batch 32

@@ -51,7 +51,7 @@ class AWP:
     def __init__(self, model: nn.Module, spec: MethodSpec, gamma: float, warmup: int = 0, beta: float = BETA):
         self.model, self.spec, self.gamma, self.warmup, self.beta = model, spec, gamma, warmup, beta
         self.params = [p for name, p in model.named_parameters() if p.dim() > 1 and name.endswith("weight")]
-        self.active = True  # set per epoch by the Step (warm-up)
+        self.active = True  # set per epoch by the training loop (warm-up)
         self._delta: list[torch.Tensor] | None = None
 
     def perturb(self, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> None:

@@ -8,24 +8,20 @@ without data loading, checkpoints or a run directory.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from iat.config import TrainConfig
 from iat.train.state import RunState
-from iat.train.step import Step, make_objective
+from iat.train.step import make_objective, make_update
 
 
-def build_update(cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """`update(x, y)`: one training step of `cfg` on `device` (images in [0,1], labels int64, on `device`)."""
+def build_update(cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`update(x, y) -> loss`: one training step of `cfg` on `device` (images in [0,1], labels int64, on
+    `device`); the loss stays on the device (reading it syncs)."""
     cfg.validate()
     state = RunState.create(cfg, device)
     objective = make_objective(cfg, state.model)
-    step = Step.for_run(cfg, state, objective, out=Path("."), device=device)
+    update, _ = make_update(cfg, state, objective, device=device)
     state.start_epoch()
-
-    def update(x: torch.Tensor, y: torch.Tensor) -> None:
-        step(state, x, y)
-
     return update

@@ -75,7 +75,13 @@ class GraphedUpdate:
 
     # ------------------------------------------------------------------------------------------ call
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> object:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, grad_weight: float = 1.0) -> object:
+        if grad_weight != 1.0:
+            raise ValueError("a graphed update runs in one process: its gradient weight is 1 (no DDP)")
+        with _no_autocast_cache():  # no cast weights cached across a capture, nor between its replays
+            return self._graphed_or_eager(x, y)
+
+    def _graphed_or_eager(self, x: torch.Tensor, y: torch.Tensor) -> object:
         key, context = self.choose()
         if len(x) != self.batch_size:
             with context, _uncompiled():  # the last batch of an epoch: eager, no new graph, no recompilation
@@ -153,6 +159,17 @@ class _StreamScope:
         self.scope.__exit__(*exc)
         torch.cuda.current_stream().wait_stream(self.stream)
         return False
+
+
+@contextmanager
+def _no_autocast_cache() -> Iterator[None]:
+    """Autocast regions opened inside (the update's, with cache_enabled unset) keep no cache of cast weights."""
+    was = torch.is_autocast_cache_enabled()
+    torch.set_autocast_cache_enabled(False)
+    try:
+        yield
+    finally:
+        torch.set_autocast_cache_enabled(was)
 
 
 def _uncompiled() -> AbstractContextManager:

@@ -21,14 +21,14 @@ from iat.errors import UsageError
 from iat.rundir import files
 from iat.tracking import NO_LOG, RunLog, for_run
 from iat.train.checkpoint import Checkpointer, open_run_dir, run_config
-from iat.train.faults import TrainingError, TrainingInterrupted
+from iat.train.faults import TrainingError, TrainingInterrupted, compile_failure
 from iat.train.guard import check_overfitting
 from iat.train.precision import restored_flags
 from iat.train.resume import find_prior
 from iat.train.signals import SignalGuard
 from iat.train.speed import apply_speed
 from iat.train.state import RunState, epoch_order
-from iat.train.step import Step, TrainData, make_objective
+from iat.train.step import LossTally, TrainData, Update, make_objective, make_update
 
 log = logging.getLogger("iat.train")
 POSTFIX_EVERY = 20  # steps between progress-bar loss updates (each one is a host-device sync)
@@ -46,7 +46,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: boo
     out, device = Path(out), resolve_device(cfg.device)
     cfg = apply_speed(cfg, device).validate()  # --speed fast: the options it stands for, recorded as such
     with restored_flags(), process_group(device) as world:  # TF32 and cuDNN autotuning: the run's, then back
-        return _train(cfg, out, device, world, resume=resume, progress=progress and world.is_main)
+        try:
+            return _train(cfg, out, device, world, resume=resume, progress=progress and world.is_main)
+        except Exception as e:
+            failure = compile_failure(e)  # --compile in an environment without a compiler: one line, not a traceback
+            if failure is None:
+                raise
+            raise failure from None
 
 
 def gpu_speed_hint(device: torch.device, config: dict) -> str | None:
@@ -73,8 +79,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, r
         state.restore(prior.checkpoint, out / files.CHECKPOINT, steps_per_epoch)
 
     config = run_config(cfg, device=device, info=data.info, n=len(data), world_size=world.size)
-    step = Step.for_run(cfg, state, objective, out=out, device=device, wrap=world.wrap)
-    config = {**config, **step.record()}
+    update, used = make_update(cfg, state, objective, device=device, wrap=world.wrap)
+    config = {**config, **used}
     world.on_main(lambda: open_run_dir(out, config, prior, resume))
     log.info("training %s: %s on %s (%d examples), %s, device=%s, %d process(es)", out, cfg.method, cfg.dataset,
              len(data), objective.description, device, world.size)
@@ -84,9 +90,12 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, world: World, *, r
     checkpointer = Checkpointer(out, cfg.checkpoint_every, world)
     with SignalGuard(out, lambda: (state.epoch, state.step)) as guard, \
             for_run(out, config, state.epoch * steps_per_epoch + state.step, world.is_main) as track:  # --log
+        tally = LossTally(out)
         while state.epoch < cfg.epochs:
-            signum = run_steps(state, data, step=step, checkpointer=checkpointer, guard=guard, progress=progress,
-                               track=track)
+            if objective.awp is not None:
+                objective.awp.active = state.epoch >= objective.awp.warmup  # --awp-warmup: epochs without it
+            signum = run_steps(state, data, update=update, tally=tally, checkpointer=checkpointer, guard=guard,
+                               progress=progress, track=track)
             if state.step == steps_per_epoch:  # the epoch is done: record it, checkpoint, then metrics.jsonl
                 state.running["loss_sum"], state.running["count"] = world.sum(
                     [state.running["loss_sum"], state.running["count"]])  # the global batch's loss
@@ -116,9 +125,11 @@ def load_training_data(cfg: TrainConfig, device: torch.device, world: World) -> 
     return TrainData.load(cfg, device)
 
 
-def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Checkpointer, guard: SignalGuard,
-              progress: bool, track: RunLog = NO_LOG) -> int | None:
+def run_steps(state: RunState, data: TrainData, *, update: Update, tally: LossTally, checkpointer: Checkpointer,
+              guard: SignalGuard, progress: bool, track: RunLog = NO_LOG) -> int | None:
     """The steps of `state.epoch` from `state.step` on, until its end or a signal; checkpoints as asked.
+    Each step is `update(x, y)` (the method's loss, backward, optimizer step), then its loss counted on the
+    device (`tally`: read back only at progress, checkpoint and epoch-end points).
 
     Returns the signal that stopped it (any rank's: all ranks stop after the same step), or None.
     """
@@ -131,11 +142,14 @@ def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Che
     started, signum = time.perf_counter(), None
     shard = world.shard if world.size > 1 else None
     for x, y, share in data.batches(order, state.step, cfg.batch_size, shard):
-        step(state, x, y, grad_weight=share * world.size)
+        loss = update(x, y, share * world.size)  # share * N: this rank's weight in DDP's average (see Step)
+        if state.ema is not None:
+            state.ema.update(state.model)  # eager, after the (possibly graphed) update
+        tally.add(state, loss, len(x))
         guard.step_done()
         bar.update(1)
         if (not bar.disable or track.active) and state.step % POSTFIX_EVERY == 0:  # reading the loss syncs
-            loss = step.sync(state)
+            loss = tally.sync(state)
             bar.set_postfix(loss=f"{loss:.3f}")
             track.step(state.epoch * steps_per_epoch + state.step, loss, state.optimizer.param_groups[0]["lr"])
         signum = world.agree_stop(guard.signum)
@@ -144,9 +158,9 @@ def run_steps(state: RunState, data: TrainData, *, step: Step, checkpointer: Che
         if checkpointer.due(state, steps_per_epoch):
             state.running["seconds"] += time.perf_counter() - started
             started = time.perf_counter()
-            step.sync(state)  # raises if a loss was not finite: nothing non-finite is saved
+            tally.sync(state)  # raises if a loss was not finite: nothing non-finite is saved
             checkpointer.save(state)
-    step.sync(state)
+    tally.sync(state)
     bar.close()
     state.running["seconds"] += time.perf_counter() - started
     return signum

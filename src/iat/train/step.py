@@ -1,8 +1,9 @@
 """One training update, and the batches of an epoch that feed it.
 
 `Step` gets the model, the optimizer and the method's loss and does exactly one update per call,
-with no host-device sync (see its docstring); `Step.for_run` applies the run's precision and speed
-options (AMP, TF32, cuDNN autotuning, channels_last, torch.compile, CUDA graphs).
+with no host-device sync (see its docstring); `make_update` builds a run's Step with its precision and
+speed options (AMP, TF32, cuDNN autotuning, channels_last, torch.compile) and wraps it in CUDA graphs
+when asked; `LossTally` counts the losses on the device.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from iat.data_placement import choose_placement, mmap_file, place, prefetched, t
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
 from iat.train.awp import AWP, with_awp
-from iat.train.faults import compile_failure, diverged
+from iat.train.faults import diverged
 from iat.train.graphs import Choice, GraphedUpdate, layer_choices, no_choice
 from iat.train.model_prep import prepare_model
 from iat.train.precision import Precision, resolve_precision, set_tf32
@@ -164,83 +165,33 @@ class TrainData:
 
 
 class Step:
-    """One update per call, with no host-device sync: the loss and its finiteness stay on the device.
+    """`step(x, y)`: one optimizer step on (x, y); returns the loss, detached, on the device.
 
-    `update(x, y)` is the update alone: autocast as `precision` says, loss, zero_grad, backward,
-    optimizer step; no Python branch on data and no sync (fp16's GradScaler aside), so it can be
-    captured whole in a CUDA graph. `__call__` adds the bookkeeping: the running loss sum (float64 on
-    the device) and the first step whose loss was not finite, also on the device. `sync(state)` reads
-    them back (the one sync): the loop calls it at progress, checkpoint and epoch-end points, so a
-    non-finite loss stops the run there, before anything is saved, naming the step where it happened.
+    Autocast as `precision` says, the method's loss, zero_grad, backward, optimizer step: no Python branch
+    on data and no host-device sync (fp16's GradScaler aside), so a CUDA graph can capture it whole
+    (`with_cuda_graphs` wraps it from outside). The loop counts the loss (`LossTally`).
+
+    `grad_weight` (torchrun): DDP averages the ranks' gradients with equal weights, so a rank whose part
+    of the global batch is not 1/N of it (a batch size that the ranks do not divide) scales its mean loss
+    by part / batch x N; the average is then the gradient of the global batch's mean.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *, out: Path,
-                 precision: Precision | None = None, channels_last: bool = False, cudnn_benchmark: bool = False,
-                 awp: AWP | None = None):
-        self.model, self.optimizer, self.loss_fn, self.out = model, optimizer, loss_fn, out
-        self.awp = awp  # removes its weight perturbation after each optimizer step
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *,
+                 precision: Precision | None = None, channels_last: bool = False, awp: AWP | None = None):
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.precision = precision or Precision()
         self.channels_last = channels_last
-        self.cudnn_benchmark = cudnn_benchmark  # what for_run set torch.backends.cudnn.benchmark to (for record)
+        self.awp = awp  # removes its weight perturbation after each optimizer step
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.grad_scaler else None
-        self.autocast_cache = True  # off under CUDA graphs: no cast weights cached across a capture
-        self.grad_weight = 1.0  # under DDP: this rank's share of the global batch x the world size (see __call__)
-        self._sum: torch.Tensor | None = None  # state's loss_sum continued on the device
-        self._bad_step: torch.Tensor | None = None  # 1-based step of the first non-finite loss, 0: none yet
-        self._bad_loss: torch.Tensor | None = None  # that loss
 
-    @classmethod
-    def for_run(cls, cfg: TrainConfig, state: RunState, objective: Objective, *, out: Path, device: torch.device,
-                wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Step:
-        """The Step of a run: precision, TF32, cuDNN autotuning, channels_last and compile as `cfg` asks;
-        `wrap` (DDP under torchrun) wraps the prepared model for the weight update only (the attack keeps
-        the plain one)."""
-        precision = resolve_precision(cfg, device)
-        set_tf32(precision.tf32)
-        cudnn_benchmark = cfg.cudnn_benchmark == "on" and device.type == "cuda"
-        torch.backends.cudnn.benchmark = cudnn_benchmark
-        if device.type == "cpu":
-            keep_freed_memory()  # no page faults on every step's activations (iat.cpu_memory)
-        channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile, device=device)
-        model = wrap(state.model) if wrap is not None else state.model
-        step = cls(model, state.optimizer, objective.loss, out=out, precision=precision, channels_last=channels_last,
-                   cudnn_benchmark=cudnn_benchmark, awp=objective.awp)
-        if cfg.cuda_graphs:
-            step.use_cuda_graphs(cfg.batch_size, device, distributed=model is not state.model,
-                                 choose=layer_choices(objective.mix, objective.mixed_losses))
-        return step
-
-    def use_cuda_graphs(self, batch_size: int, device: torch.device, *, distributed: bool = False,
-                        choose: Callable[[], Choice] = no_choice) -> bool:
-        """Replay `update` from CUDA graphs (iat.train.graphs) where it can be; return whether it will.
-        `choose` draws the update's Python-side choices (Manifold Mixup's layer: `layer_choices`)."""
-        why_not = ("it needs a CUDA device" if device.type != "cuda" else
-                   "fp16's GradScaler reads values back every step" if self.scaler is not None else
-                   "DDP's gradient all-reduce is not captured (one process per GPU runs eagerly)" if distributed
-                   else None)
-        if why_not:
-            log.warning("--cuda-graphs: %s; training runs eagerly", why_not)
-            return False
-        self.autocast_cache = False
-        self.update = GraphedUpdate(self.update, batch_size=batch_size, optimizer=self.optimizer, choose=choose)
-        return True
-
-    def record(self) -> dict:
-        """What the step runs with, for config.json."""
-        return {"precision": self.precision.record(), "channels_last_used": self.channels_last,
-                "cuda_graphs_used": isinstance(self.update, GraphedUpdate),
-                "cudnn_benchmark_used": self.cudnn_benchmark}
-
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on (x, y); return the loss (detached, on the device)."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, grad_weight: float = 1.0) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = self.precision.dtype
-        with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
-                            cache_enabled=self.autocast_cache):
+        with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             loss, _ = self.loss_fn(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        weighted = loss if self.grad_weight == 1.0 else loss * self.grad_weight
+        weighted = loss if grad_weight == 1.0 else loss * grad_weight
         if self.scaler is None:
             weighted.backward()
             self.optimizer.step()
@@ -252,34 +203,77 @@ class Step:
             self.awp.restore()
         return loss.detach()
 
-    def __call__(self, state: RunState, x: torch.Tensor, y: torch.Tensor, grad_weight: float = 1.0) -> None:
-        """Update on (x, y) and count it in `state` (the loss sum is counted on the device until `sync`).
 
-        `grad_weight` (torchrun): DDP averages the ranks' gradients with equal weights, so a rank whose
-        part of the global batch is not 1/N of it (a batch size that the ranks do not divide) scales
-        its mean loss by part / batch x N; the average is then the gradient of the global batch's mean.
-        """
-        self.grad_weight = grad_weight
-        if self.awp is not None:
-            self.awp.active = state.epoch >= self.awp.warmup
-        try:
-            loss = self.update(x, y)
-        except Exception as e:
-            failure = compile_failure(e)  # an environment without a compiler: one line, not a traceback
-            if failure is None:
-                raise
-            raise failure from None
-        if state.ema is not None:
-            state.ema.update(state.model)  # eager, after the (possibly graphed) update
+Update = Callable[..., torch.Tensor]  # update(x, y, grad_weight=1.0) -> loss: a Step, or a Step in CUDA graphs
+
+
+def make_update(cfg: TrainConfig, state: RunState, objective: Objective, *, device: torch.device,
+                wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> tuple[Update, dict]:
+    """The run's update, and what it runs with (for config.json): a Step with the precision, TF32, cuDNN
+    autotuning, channels_last and compile `cfg` asks for, in CUDA graphs with --cuda-graphs. `wrap` (DDP
+    under torchrun) wraps the prepared model for the weight update only (the attack keeps the plain one).
+
+    TF32 and cuDNN autotuning are process-wide: `iat.train.train` puts them back when the run ends.
+    """
+    precision = resolve_precision(cfg, device)
+    set_tf32(precision.tf32)
+    cudnn_benchmark = cfg.cudnn_benchmark == "on" and device.type == "cuda"
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults on every step's activations (iat.cpu_memory)
+    channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile, device=device)
+    model = wrap(state.model) if wrap is not None else state.model
+    step = Step(model, state.optimizer, objective.loss, precision=precision, channels_last=channels_last,
+                awp=objective.awp)
+    update = step
+    if cfg.cuda_graphs:
+        update = with_cuda_graphs(step, cfg.batch_size, device, distributed=model is not state.model,
+                                  choose=layer_choices(objective.mix, objective.mixed_losses))
+    used = {"precision": precision.record(), "channels_last_used": channels_last,
+            "cuda_graphs_used": update is not step, "cudnn_benchmark_used": cudnn_benchmark}
+    return update, used
+
+
+def with_cuda_graphs(step: Step, batch_size: int, device: torch.device, *, distributed: bool = False,
+                     choose: Callable[[], Choice] = no_choice) -> Update:
+    """`step` replayed from CUDA graphs (iat.train.graphs) where it can be, else `step` itself (with a
+    warning saying why). `choose` draws the update's Python-side choices (Manifold Mixup's layer)."""
+    why_not = ("it needs a CUDA device" if device.type != "cuda" else
+               "fp16's GradScaler reads values back every step" if step.scaler is not None else
+               "DDP's gradient all-reduce is not captured (one process per GPU runs eagerly)" if distributed
+               else None)
+    if why_not:
+        log.warning("--cuda-graphs: %s; training runs eagerly", why_not)
+        return step
+    return GraphedUpdate(step, batch_size=batch_size, optimizer=step.optimizer, choose=choose)
+
+
+class LossTally:
+    """The run's loss sum and the first non-finite loss, counted on the device: no host-device sync per step.
+
+    `add` continues `state`'s loss sum (float64, on the device) and notes the first step whose loss was not
+    finite, also on the device. `sync(state)` reads them back (the one sync): the loop calls it at progress,
+    checkpoint and epoch-end points, so a non-finite loss stops the run there, before anything is saved,
+    naming the step where it happened.
+    """
+
+    def __init__(self, out: Path):
+        self.out = out
+        self._sum: torch.Tensor | None = None  # state's loss_sum continued on the device
+        self._bad_step: torch.Tensor | None = None  # 1-based step of the first non-finite loss, 0: none yet
+        self._bad_loss: torch.Tensor | None = None  # that loss
+
+    def add(self, state: RunState, loss: torch.Tensor, n: int) -> None:
+        """Count one step's mean `loss` over `n` examples, and advance `state` by the step."""
         if self._sum is None:
             self._sum = torch.tensor(state.running["loss_sum"], dtype=torch.float64, device=loss.device)
             self._bad_step = torch.zeros((), dtype=torch.int64, device=loss.device)
             self._bad_loss = torch.zeros((), dtype=loss.dtype, device=loss.device)
-        self._sum += loss.double() * len(x)  # as `state.advance` sums in Python: the same float64 operations
+        self._sum += loss.double() * n  # as `state.advance` sums in Python: the same float64 operations
         first_bad = ~torch.isfinite(loss) & (self._bad_step == 0)
         self._bad_step = torch.where(first_bad, state.step + 1, self._bad_step)
         self._bad_loss = torch.where(first_bad, loss, self._bad_loss)
-        state.advance(0.0, len(x))  # the count and position; the loss is summed above
+        state.advance(0.0, n)  # the count and position; the loss is summed above
 
     def sync(self, state: RunState) -> float:
         """Read the device-side sums into `state`; raise TrainingDiverged if a loss was not finite.
