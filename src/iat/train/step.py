@@ -217,7 +217,7 @@ def make_update(cfg: TrainConfig, state: RunState, objective: Objective, *, devi
     """
     precision = resolve_precision(cfg, device)
     set_tf32(precision.tf32)
-    cudnn_benchmark = cfg.cudnn_benchmark == "on" and device.type == "cuda"
+    cudnn_benchmark = cfg.cudnn_benchmark and device.type == "cuda"
     torch.backends.cudnn.benchmark = cudnn_benchmark
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on every step's activations (iat.cpu_memory)
