@@ -32,19 +32,32 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="where the data set lives (default: iat's data directory)")
     add_log_option(p)
     add_launch_options(p)
+    p.add_argument("--eval-procs", type=opt.POS_INT, default=1, metavar="N",
+                   help="share each run's AutoAttack measurement among N processes (one GPU each; gloo on a CPU): "
+                   "after training, `python -m iat.torchrun --standalone --nproc_per_node N -m iat eval RUN --attacks "
+                   "clean,pgd20,autoattack ...` for each run. The processes take turns over AutoAttack's batches of "
+                   "min(500, images/N) images: one process's numbers with that batch (1,000 images on 8 GPUs: batches "
+                   "of 125, another draw of AutoAttack's randomness than 500's, cached apart). Start iat reproduce "
+                   "itself without torchrun (default: 1, in each run's own process)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from pathlib import Path
 
+    from iat.distributed import world_from_env
+    from iat.errors import UsageError
     from iat.reproduce import reproduce
     from iat.tracking import log_experiment
+
+    if world_from_env().size > 1:  # every rank would train and measure the whole experiment
+        raise UsageError("iat reproduce starts its own processes: run it without torchrun; --eval-procs N shares "
+                         "each AutoAttack measurement among N processes")
 
     request_tracking(args)  # each run logs into its own directory; pool workers inherit the request
     results = reproduce(args.name, args.out, seeds=args.seeds, scale=args.scale, device=args.device,
                         data_dir=args.data_dir, progress=not args.quiet, launcher=args.launcher, jobs=args.jobs,
-                        runs_per_gpu=args.runs_per_gpu, ray_address=args.ray_address)
+                        runs_per_gpu=args.runs_per_gpu, ray_address=args.ray_address, eval_procs=args.eval_procs)
     out = Path(args.out) if args.out is not None else Path(f"reproduce-{results['experiment']}")
     log_experiment(out, {"experiment": results["experiment"], "scale": args.scale, "seeds": args.seeds})
     report = (out / "report.md").read_text()

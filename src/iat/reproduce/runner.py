@@ -3,7 +3,8 @@
 The one orchestrator: `iat reproduce NAME` and `iat demo` (experiments/demo.toml) both run here. Each
 (method, seed) run is a task handed to a launcher (reproduce/launch.py): trained unless it is done, then
 measured (reproduce/tasks.py says how "done" is decided, for runs and for measurements). Measurements that
-need several runs at once (Tables 5-7) follow in this process. Calling it again continues where it
+need several runs at once (Tables 5-7) follow in this process, and so do the AutoAttack measurements with
+--eval-procs N (each one `iat eval` under torchrun on N processes). Calling it again continues where it
 stopped: finished runs are skipped, interrupted ones resume from their checkpoint, cached measurements
 are reused, so a second call on a finished experiment trains and measures nothing.
 
@@ -39,7 +40,7 @@ from iat.reproduce.measure import (
 )
 from iat.reproduce.paper import paper_entry, published_entry
 from iat.reproduce.report_md import write_report
-from iat.reproduce.tasks import RunTask, run_task, whitebox_plan
+from iat.reproduce.tasks import RunTask, run_task, whitebox_plan, with_autoattack
 from iat.rundir import files
 from iat.train import is_complete
 from iat.version import __version__
@@ -98,6 +99,14 @@ def check_out(out: Path, exp: Experiment) -> None:
                          f"{new['settings'][k]!r} ({exp.source.name}); choose another --out")
 
 
+def check_eval_procs(procs: int, device: torch.device) -> None:
+    if isinstance(procs, bool) or not isinstance(procs, int) or procs < 1:
+        raise UsageError(f"--eval-procs {procs!r} must be a positive integer")
+    if procs > 1 and device.type == "cuda" and procs > torch.cuda.device_count():
+        raise UsageError(f"--eval-procs {procs}: one GPU per process, and this machine has "
+                         f"{torch.cuda.device_count()}; give at most that many")
+
+
 def check_seeds(seeds: int) -> None:
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 1000:
         raise UsageError(f"--seeds {seeds!r} is outside [1, 1000]")
@@ -107,11 +116,11 @@ def check_seeds(seeds: int) -> None:
 
 
 def plan(exp: Experiment, out: Path, *, seeds: int, device: str, data_dir: str | None,
-         progress: bool) -> list[RunTask]:
+         progress: bool, eval_procs: int = 1) -> list[RunTask]:
     """One task per (method or variant, seed), seed-major (a whole table for seed 0 comes first), in the order
     of `entries`. A run directory that holds other options is refused here, before anything trains."""
     s = exp.settings
-    whitebox = whitebox_plan(s)
+    whitebox = whitebox_plan(s, eval_procs)
     probe = probe_config(exp) if exp.kind == "probe" else None
     tasks = []
     for seed in range(seeds):
@@ -164,20 +173,29 @@ def launch(launcher: Launcher, tasks: list[RunTask]) -> list[dict]:
 
 
 def run_experiment(exp: Experiment, out: Path, *, seeds: int = 1, device: str = "auto", data_dir: str | None = None,
-                   progress: bool = True, launcher: Launcher | None = None) -> dict:
-    """Check everything, then train and measure `exp` into `out`; return results.json's content (unwritten)."""
+                   progress: bool = True, launcher: Launcher | None = None, eval_procs: int = 1) -> dict:
+    """Check everything, then train and measure `exp` into `out`; return results.json's content (unwritten).
+
+    eval_procs > 1: each run's AutoAttack measurement runs after training, from this process, under torchrun
+    on that many processes (see measure_autoattack), one run after another."""
     check_seeds(seeds)
     resolved = resolve_device(device)
+    check_eval_procs(eval_procs, resolved)
     check_data(exp, data_dir)
     check_out(out, exp)
     launcher = launcher or make_launcher("local", None, device)
-    tasks = plan(exp, out, seeds=seeds, device=device, data_dir=data_dir, progress=progress)
+    tasks = plan(exp, out, seeds=seeds, device=device, data_dir=data_dir, progress=progress, eval_procs=eval_procs)
 
     started = time.perf_counter()
     files.make_dir(out)
     files.write_json(out / MANIFEST, manifest(exp))
     log.info("%s at %s scale, %d seed(s), into %s", exp.name, exp.scale, seeds, out)
     measured = launch(launcher, tasks)
+    for task, r in zip(tasks, measured):  # --eval-procs: every GPU is free now, and this process sees them all
+        wb = task.whitebox
+        if wb is not None and wb.autoattack_limit and wb.autoattack_procs > 1:
+            with files.lock_dir(task.run_dir, "run directory"):
+                r["whitebox"] = with_autoattack(task, r["whitebox"])
     names = entries(exp, seeds)
     runs = {m: [t.run_dir for t, n in zip(tasks, names) if n == m] for m in exp.methods}
 
@@ -231,16 +249,18 @@ def train_seconds(run_dirs: list[Path]) -> float:
 def reproduce(name: str, out: str | Path | None = None, *, seeds: int = 1, scale: str = "paper",
               device: str = "auto", data_dir: str | None = None, progress: bool = True,
               launcher: str = "local", jobs: int | None = None, ray_address: str | None = None,
-              runs_per_gpu: int = 1) -> dict:
+              runs_per_gpu: int = 1, eval_procs: int = 1) -> dict:
     """Train, measure and report experiment `name` (a table, fig1, probe, or a .toml file) into `out`.
 
     `jobs` runs that many runs at once, each in its own single-threaded process (None: one per CPU core,
-    1 on a GPU). Returns results.json's content. See the module docstring for what a second call does.
+    1 on a GPU). `eval_procs` shares each AutoAttack measurement among that many processes (torchrun) after
+    training. Returns results.json's content. See the module docstring for what a second call does.
     """
     exp = load_experiment(name, scale)
     out = Path(out) if out is not None else Path(f"reproduce-{exp.name}")
     results = run_experiment(exp, out, seeds=seeds, device=device, data_dir=data_dir, progress=progress,
-                             launcher=make_launcher(launcher, jobs, device, ray_address, runs_per_gpu))
+                             launcher=make_launcher(launcher, jobs, device, ray_address, runs_per_gpu),
+                             eval_procs=eval_procs)
     files.write_json(out / RESULTS, results)
     write_report(results, out)
     return results

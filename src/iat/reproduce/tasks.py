@@ -10,6 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shlex
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,12 +70,24 @@ class Whitebox:
     step_size: float
     limit: int | None  # first N test images (None: all)
     autoattack_limit: int | None = None  # standard AutoAttack and PGD-20 on the first N test images (None: not run)
+    # processes sharing each AutoAttack measurement (iat reproduce --eval-procs); above 1 it runs under torchrun
+    # after training, from the command's own process (which sees every GPU), not in the run's worker
+    autoattack_procs: int = 1
+
+    @property
+    def autoattack_batch(self) -> int:
+        """AutoAttack's batch: evaluate's 500, or fewer so that each of the processes gets a batch of the N images
+        (1,000 images on 8 processes: 125)."""
+        share = -(-(self.autoattack_limit or 0) // self.autoattack_procs)
+        return share if self.autoattack_procs > 1 and 0 < share < AUTOATTACK_BATCH else AUTOATTACK_BATCH
 
 
+AUTOATTACK_COLUMNS = ["clean", "pgd20", "autoattack"]
+AUTOATTACK_BATCH = 500  # evaluate()'s default: the batch of every measurement made before --eval-procs
 AUTOATTACK_SKIPPED = "AutoAttack column skipped: it needs the optional extra, pip install 'iat[autoattack]'"
 
 
-def whitebox_plan(s: Settings) -> Whitebox | None:
+def whitebox_plan(s: Settings, autoattack_procs: int = 1) -> Whitebox | None:
     """The white-box columns an experiment's Settings ask for; AutoAttack dropped, in one line, without its extra."""
     if not s.attacks:
         return None
@@ -81,27 +97,59 @@ def whitebox_plan(s: Settings) -> Whitebox | None:
     if n and not aa.autoattack_available():
         log.warning(AUTOATTACK_SKIPPED)
         n = None
-    return Whitebox(list(s.attacks), s.eval_eps, s.eval_step_size, s.test_size, n)
+    return Whitebox(list(s.attacks), s.eval_eps, s.eval_step_size, s.test_size, n, autoattack_procs)
 
 
 def measure_autoattack(run: Path, cfg: TrainConfig, wb: Whitebox, progress: bool = False,
                        weights: str = "last") -> dict:
     """Standard AutoAttack on a run's first N test images, with clean and PGD-20 on the same N for comparison:
-    fp32, eval mode, the run's device, seeded with the run's seed. weights: 'last' or 'ema' (a run with --ema)."""
+    fp32, eval mode, the run's device, seeded with the run's seed. weights: 'last' or 'ema' (a run with --ema).
+    With `wb.autoattack_procs` > 1, `iat eval` under torchrun on that many processes (autoattack_command)."""
     import importlib.metadata
 
     device = resolve_device(cfg.device)
-    model = load_run_model(run, device, weights=weights).float()  # fp32 whatever the run trained in
-    x, y = load_data(cfg.dataset, "test", cfg.data_dir, limit=wb.autoattack_limit, image_size=cfg.image_size)
     started, cpu = time.perf_counter(), time.process_time()  # recorded: AutoAttack's cost sets N
-    with torch.autocast(device.type, enabled=False):
-        results = evaluate(model, x, y, ["clean", "pgd20", "autoattack"], budget=AttackBudget(wb.eps, wb.step_size),
-                           seed=cfg.seed, progress=progress)
-    return {"version": "standard", "components": list(aa.COMPONENTS), "n_examples": len(x), "eps": wb.eps,
+    if wb.autoattack_procs > 1:
+        results, n = eval_under_torchrun(run, cfg, wb, weights)
+        cpu_seconds = None  # the workers' CPU time is theirs, not this process's
+    else:
+        model = load_run_model(run, device, weights=weights).float()  # fp32 whatever the run trained in
+        x, y = load_data(cfg.dataset, "test", cfg.data_dir, limit=wb.autoattack_limit, image_size=cfg.image_size)
+        with torch.autocast(device.type, enabled=False):
+            results = evaluate(model, x, y, AUTOATTACK_COLUMNS, budget=AttackBudget(wb.eps, wb.step_size),
+                               batch_size=wb.autoattack_batch, seed=cfg.seed, progress=progress)
+        n, cpu_seconds = len(x), round(time.process_time() - cpu, 1)
+    split = {k: results["autoattack"][k] for k in ("batch_size", "examples_per_rank", "seconds_per_rank")}
+    return {"version": "standard", "components": list(aa.COMPONENTS), "n_examples": n, "eps": wb.eps,
             "step_size": wb.step_size, "seed": cfg.seed, "device": str(device),
             "package": f"{aa.PACKAGE} {importlib.metadata.version(aa.PACKAGE)}",
-            "seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
-            "results": {a: r["error"] for a, r in results.items()}}
+            "seconds": round(time.perf_counter() - started, 1), "cpu_seconds": cpu_seconds,
+            "processes": wb.autoattack_procs, **split, "results": {a: r["error"] for a, r in results.items()}}
+
+
+def autoattack_command(run: Path, cfg: TrainConfig, wb: Whitebox, weights: str, out: Path) -> list[str]:
+    """`iat eval` of measure_autoattack's columns on `wb.autoattack_procs` processes (torchrun, one machine), its
+    eval.json into `out`: the settings measure_autoattack uses in one process, so the same numbers."""
+    cmd = [sys.executable, "-m", "iat.torchrun", "--standalone", "--nproc_per_node", str(wb.autoattack_procs),
+           "-m", "iat", "eval", str(run), "--attacks", ",".join(AUTOATTACK_COLUMNS), "--eps", repr(wb.eps),
+           "--step-size", repr(wb.step_size), "--limit", str(wb.autoattack_limit),
+           "--batch-size", str(wb.autoattack_batch), "--weights", weights, "--device", cfg.device, "--out", str(out),
+           "-q"]
+    return cmd + (["--data-dir", str(cfg.data_dir)] if cfg.data_dir else [])
+
+
+def eval_under_torchrun(run: Path, cfg: TrainConfig, wb: Whitebox, weights: str) -> tuple[dict, int]:
+    """(evaluate()'s results, number of images) of autoattack_command, run in a temporary --out directory."""
+    with tempfile.TemporaryDirectory(prefix="iat-autoattack-") as tmp:
+        cmd = autoattack_command(run, cfg, wb, weights, Path(tmp))
+        log.info("%s: AutoAttack on %d processes: %s", run.name, wb.autoattack_procs, shlex.join(cmd))
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+            raise RuntimeError(f"AutoAttack of {run} on {wb.autoattack_procs} processes failed (exit "
+                               f"{done.returncode}): {last}; the command was: {shlex.join(cmd)}")
+        report = files.read_json(Path(tmp) / files.EVAL)
+    return report["results"], report["n_examples"]
 
 
 @dataclass(frozen=True)
@@ -148,19 +196,8 @@ def _run_task(task: RunTask) -> dict:
         measured["whitebox"] = cached(task.out, f"eval-{run.name}", key, lambda: evaluate_run(
             run, wb.attacks, eps=wb.eps, step_size=wb.step_size, limit=wb.limit, device=cfg.device,
             data_dir=cfg.data_dir, progress=task.progress))
-        if wb.autoattack_limit:
-            by_weights = {}
-            for which in ("last", "ema") if "results_by_weights" in measured["whitebox"] else ("last",):
-                key = {"run": str(run), "weights": weights, "version": "standard", "n": wb.autoattack_limit,
-                       "eps": wb.eps, "step_size": wb.step_size, "seed": cfg.seed}
-                if which != "last":  # the last weights' key as before, so that earlier measurements still count
-                    key["weights_file"] = which
-                by_weights[which] = cached(
-                    task.out, f"autoattack-{run.name}" + ("" if which == "last" else f"-{which}"), key,
-                    lambda which=which: measure_autoattack(run, cfg, wb, task.progress, weights=which))
-            measured["whitebox"] = {**measured["whitebox"], "autoattack": by_weights["last"]}
-            if len(by_weights) > 1:
-                measured["whitebox"]["autoattack_by_weights"] = by_weights
+        if wb.autoattack_limit and wb.autoattack_procs == 1:  # else the runner measures it after training
+            measured["whitebox"] = with_autoattack(task, measured["whitebox"])
     if task.norms:
         measured["norms"] = cached(task.out, f"norms-{run.name}", {"run": str(run), "weights": weights},
                                    lambda: run_norms(run))
@@ -170,3 +207,25 @@ def _run_task(task: RunTask) -> dict:
         measured["probe"] = cached(task.out, f"probe-{run.name}", key, lambda: probe_run(
             run, cfg=pcfg, device=cfg.device, data_dir=cfg.data_dir))
     return measured
+
+
+def with_autoattack(task: RunTask, whitebox: dict) -> dict:
+    """`whitebox` (the run's white-box measurement) with AutoAttack's (cached) under `autoattack`, and under
+    `autoattack_by_weights` for a run with averaged weights, measured on each."""
+    run, cfg, wb = task.run_dir, task.cfg, task.whitebox
+    weights = fingerprint(run)
+    by_weights = {}
+    for which in ("last", "ema") if "results_by_weights" in whitebox else ("last",):
+        key = {"run": str(run), "weights": weights, "version": "standard", "n": wb.autoattack_limit,
+               "eps": wb.eps, "step_size": wb.step_size, "seed": cfg.seed}
+        if which != "last":  # the last weights' key as before, so that earlier measurements still count
+            key["weights_file"] = which
+        if wb.autoattack_batch != AUTOATTACK_BATCH:  # another batch is another draw of AutoAttack's randomness
+            key["batch_size"] = wb.autoattack_batch
+        by_weights[which] = cached(
+            task.out, f"autoattack-{run.name}" + ("" if which == "last" else f"-{which}"), key,
+            lambda which=which: measure_autoattack(run, cfg, wb, task.progress, weights=which))
+    whitebox = {**whitebox, "autoattack": by_weights["last"]}
+    if len(by_weights) > 1:
+        whitebox["autoattack_by_weights"] = by_weights
+    return whitebox
