@@ -13,10 +13,10 @@ from pathlib import Path
 
 from conftest import tiny_config
 
-from iat.rundir import files
+from iat.rundir import outdir
 from iat.train import train
 
-SRC = str(Path(files.__file__).parents[2])
+SRC = str(Path(outdir.__file__).parents[2])
 TINY_TRAIN = ["--method", "erm", "--dataset", "digits", "--arch", "cnn-small", "--width", "4", "--epochs", "1",
               "--train-size", "64", "--batch-size", "32", "--device", "cpu"]
 
@@ -75,8 +75,8 @@ def train_tiny_run(tmp_path_factory) -> Path:
 
 @contextlib.contextmanager
 def lock_held_elsewhere(path: Path) -> Iterator[subprocess.Popen]:
-    """Another process holding `files.lock_dir(path)` (as a running `iat train --out PATH` does) for the block."""
-    code = "import sys, time\nfrom iat.rundir import files\nwith files.lock_dir(sys.argv[1]):\n" \
+    """Another process holding `outdir.lock_dir(path)` (as a running `iat train --out PATH` does) for the block."""
+    code = "import sys, time\nfrom iat.rundir import outdir\nwith outdir.lock_dir(sys.argv[1]):\n" \
            "    print('locked', flush=True); time.sleep(60)\n"
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env, stdout=subprocess.PIPE, text=True)

@@ -14,7 +14,7 @@ from conftest import tiny_config
 from reliability_helpers import cli_args, train_tiny_run
 
 from iat.cli import main
-from iat.rundir import files
+from iat.rundir import files, tensors
 from iat.train import train
 
 
@@ -25,7 +25,7 @@ def interrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt") / "run"
     train(cfg, out, progress=False)
     (out / files.WEIGHTS).unlink()  # the last checkpoint is at the end of epoch 2: make it resumable again
-    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
+    ckpt = tensors.load_checkpoint(out / files.CHECKPOINT)
     return cfg, out, ckpt
 
 
@@ -61,7 +61,7 @@ def test_a_checkpoint_field_that_does_not_fit_is_one_line_naming_it(tmp_path, in
     if field == "model.head.weight":
         field = "model." + next(k for k in ckpt["model"] if k.endswith("weight"))
         named = field
-    files.save_checkpoint(out / files.CHECKPOINT, damage(ckpt, field, value))
+    tensors.save_checkpoint(out / files.CHECKPOINT, damage(ckpt, field, value))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     code = main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"])
     err = capsys.readouterr().err
@@ -74,7 +74,7 @@ def test_a_momentum_buffer_of_the_wrong_shape_is_one_line(tmp_path, interrupted,
     out = tmp_path / "run"
     shutil.copytree(src, out)
     ckpt = damage(ckpt, "optimizer.state.0.momentum_buffer", torch.zeros(2, 2))
-    files.save_checkpoint(out / files.CHECKPOINT, ckpt)
+    tensors.save_checkpoint(out / files.CHECKPOINT, ckpt)
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "optimizer.state.0.momentum_buffer" in err, err
@@ -86,7 +86,7 @@ def test_nan_in_a_checkpoints_weights_is_refused(tmp_path, interrupted, capsys):
     shutil.copytree(src, out)
     name = next(k for k in ckpt["model"] if k.endswith("weight"))
     ckpt = damage(ckpt, f"model.{name}", torch.full_like(ckpt["model"][name], float("nan")))
-    files.save_checkpoint(out / files.CHECKPOINT, ckpt)
+    tensors.save_checkpoint(out / files.CHECKPOINT, ckpt)
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NaN" in err, err
@@ -103,10 +103,10 @@ def test_resume_rebuilds_damaged_final_weights_from_the_final_checkpoint(tmp_pat
     if damage == "garbage":
         (out / files.WEIGHTS).write_bytes(b"\x00" * 40)
     else:
-        state = files.load_weights(out / files.WEIGHTS)
+        state = tensors.load_weights(out / files.WEIGHTS)
         name = next(k for k in state if k.endswith("weight"))
         state[name] = torch.full_like(state[name], float("nan"))
-        files.save_weights(out / files.WEIGHTS, state)
+        tensors.save_weights(out / files.WEIGHTS, state)
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 0
     assert (out / files.WEIGHTS).read_bytes() == good
 
@@ -129,7 +129,7 @@ def tiny_run(tmp_path_factory):
 def test_a_non_utf8_checkpoint_path_is_read(tmp_path, tiny_run):
     weird = Path(os.fsdecode(bytes(tmp_path) + b"/r\xff"))
     shutil.copytree(tiny_run, weird)
-    assert files.load_checkpoint(weird / files.CHECKPOINT)["epoch"] == 1
+    assert tensors.load_checkpoint(weird / files.CHECKPOINT)["epoch"] == 1
 
 
 # ----------------------------------------------------------- metrics rows, config.json's `resumes`
@@ -150,7 +150,7 @@ def test_metrics_rows_that_are_not_one_per_finished_epoch_are_refused(tmp_path, 
     cfg, src, ckpt = interrupted
     out = tmp_path / "run"
     shutil.copytree(src, out)
-    files.save_checkpoint(out / files.CHECKPOINT, {**ckpt, "epoch": epoch, "step": step, "metrics": rows})
+    tensors.save_checkpoint(out / files.CHECKPOINT, {**ckpt, "epoch": epoch, "step": step, "metrics": rows})
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
@@ -196,7 +196,7 @@ def test_final_weights_that_do_not_fit_the_model_are_rebuilt_not_complete(tmp_pa
     cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16)
     out = train(cfg, tmp_path / "run", progress=False)
     good = (out / files.WEIGHTS).read_bytes()
-    state = files.load_weights(out / files.WEIGHTS)
+    state = tensors.load_weights(out / files.WEIGHTS)
     name = next(k for k in state if k.endswith("bias"))
     if damage == "float64":
         state[name] = state[name].double()
@@ -204,7 +204,7 @@ def test_final_weights_that_do_not_fit_the_model_are_rebuilt_not_complete(tmp_pa
         state[name + "_"] = state.pop(name)
     else:
         state["stray"] = torch.zeros(3)
-    files.save_weights(out / files.WEIGHTS, state)
+    tensors.save_weights(out / files.WEIGHTS, state)
     assert not is_complete(cfg, out)  # reproduce retrains (rebuilds) it instead of calling it "already trained"
     assert main(["-q", "train", *cli_args(cfg), "--out", str(out), "--resume"]) == 0
     assert (out / files.WEIGHTS).read_bytes() == good

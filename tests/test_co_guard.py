@@ -11,7 +11,7 @@ from conftest import tiny_config
 
 from iat.cli import main
 from iat.distributed import World
-from iat.rundir import files
+from iat.rundir import files, tensors
 from iat.train import TrainingError, train
 from iat.train import guard as guard_mod
 from iat.train.checkpoint import Checkpointer
@@ -50,7 +50,7 @@ def test_planted_collapse_stops_and_keeps_the_last_good_checkpoint(tmp_path, mon
         train(tiny_config("pgd", attack="fgsm-rs", epochs=4, train_size=128), out, progress=False)
     assert isinstance(e.value, TrainingError) and "\n" not in str(e.value)
     assert "50.0%" in str(e.value) and "2.0%" in str(e.value)
-    assert files.load_checkpoint(out / files.CHECKPOINT)["epoch"] == 2  # epoch 3's was never written
+    assert tensors.load_checkpoint(out / files.CHECKPOINT)["epoch"] == 2  # epoch 3's was never written
     assert not (out / files.WEIGHTS).exists()
     got = rows(out)
     assert [r["guard_pgd_acc"] for r in got] == [0.4, 0.5, 0.02]

@@ -16,7 +16,7 @@ from iat.attacks import PGD
 from iat.config import build_model
 from iat.data import load_data
 from iat.methods import method_names
-from iat.rundir.files import load_checkpoint, load_weights
+from iat.rundir.tensors import load_checkpoint, load_weights
 from iat.train import train
 from iat.train.engine import build_update
 

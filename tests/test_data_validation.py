@@ -18,7 +18,7 @@ import torchvision.datasets.cifar
 
 from iat.data import load_data
 from iat.errors import UsageError
-from iat.rundir import files
+from iat.rundir import tensors
 
 
 def idx_bytes(array: np.ndarray, magic: bytes = b"\0\0\x08") -> bytes:
@@ -155,24 +155,24 @@ def bn_state() -> dict[str, torch.Tensor]:
 def test_non_finite_weights_are_refused(tmp_path, name, value, match):
     state = bn_state()
     path = tmp_path / "model.safetensors"
-    files.save_weights(path, state)
-    assert all(torch.equal(v, state[k]) for k, v in files.load_weights(path).items())
+    tensors.save_weights(path, state)
+    assert all(torch.equal(v, state[k]) for k, v in tensors.load_weights(path).items())
     state[name].view(-1)[1] = value
-    files.save_weights(path, state)
+    tensors.save_weights(path, state)
     with pytest.raises(UsageError, match=match) as e:
-        files.load_weights(path)
+        tensors.load_weights(path)
     assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
 
 
 def test_first_bad_tensor_is_named():
     state = {"a": torch.ones(2), "b": torch.tensor([float("nan")]), "c": torch.tensor([float("inf")])}
     with pytest.raises(UsageError, match="NaN values in b;"):
-        files.check_finite_state(state, "x")
-    files.check_finite_state({"n": torch.tensor(5), "w": torch.zeros(3)}, "x")  # integers are skipped
+        tensors.check_finite_state(state, "x")
+    tensors.check_finite_state({"n": torch.tensor(5), "w": torch.zeros(3)}, "x")  # integers are skipped
 
 
 def test_weights_from_a_non_utf8_path_are_not_called_damaged(tmp_path):
     path = tmp_path / os.fsdecode(b"run-\xff") / "model.safetensors"
     path.parent.mkdir()
-    files.save_weights(path, {"w": torch.arange(4.0)})
-    assert torch.equal(files.load_weights(path)["w"], torch.arange(4.0))
+    tensors.save_weights(path, {"w": torch.arange(4.0)})
+    assert torch.equal(tensors.load_weights(path)["w"], torch.arange(4.0))

@@ -27,7 +27,7 @@ from iat.data import dataset_info
 from iat.distributed import SINGLE, World, rank_seed
 from iat.errors import UsageError
 from iat.evaluate import evaluate_run
-from iat.rundir import files
+from iat.rundir import files, tensors
 from iat.train import train
 from iat.train.loop import check_world, smallest_batch
 from iat.train.step import TrainData
@@ -229,7 +229,7 @@ def killed(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp") / "killed"
     err = stop_rank_1(out, sig=signal.SIGTERM, checkpoints=1)
     assert "exitcode  : 143" in err  # rank 1 checkpointed with rank 0 and exited 128 + SIGTERM
-    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
+    ckpt = tensors.load_checkpoint(out / files.CHECKPOINT)
     assert len(ckpt["ranks"]) == 2 and 0 < ckpt["epoch"] * 4 + ckpt["step"] < 12
     stop_rank_1(out, "--resume", sig=signal.SIGKILL, checkpoints=1)
     return out

@@ -15,7 +15,7 @@ import torch
 from reliability_helpers import train_tiny_run
 
 from iat.cli import main
-from iat.rundir import files
+from iat.rundir import files, tensors
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +131,10 @@ def test_eval_out_refuses_a_directory_of_another_runs_results(tmp_path, tiny_run
 def nan_run(tiny_run, root: Path, name: str) -> Path:
     run = root / name
     shutil.copytree(tiny_run, run)
-    state = files.load_weights(run / files.WEIGHTS)
+    state = tensors.load_weights(run / files.WEIGHTS)
     key = next(k for k in state if k.endswith("running_var"))
     state[key] = -torch.ones_like(state[key])  # a negative BatchNorm variance: NaN after the square root
-    files.save_weights(run / files.WEIGHTS, state)
+    tensors.save_weights(run / files.WEIGHTS, state)
     return run
 
 
@@ -174,10 +174,10 @@ def overflowing_run(tiny_run, root: Path) -> Path:
     """A copy whose last layer's weights are finite but so large (3e38) that its logits overflow to inf."""
     run = root / "overflow"
     shutil.copytree(tiny_run, run)
-    state = files.load_weights(run / files.WEIGHTS)
+    state = tensors.load_weights(run / files.WEIGHTS)
     head = [k for k, v in state.items() if k.endswith("weight") and v.dim() == 2][-1]
     state[head] = torch.full_like(state[head], 3e38)
-    files.save_weights(run / files.WEIGHTS, state)
+    tensors.save_weights(run / files.WEIGHTS, state)
     return run
 
 
@@ -204,10 +204,10 @@ def test_the_audits_logits_check_fails_on_nan_outputs():
 def test_eval_refuses_a_weights_tensor_of_another_dtype_instead_of_casting_it(tmp_path, tiny_run, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    state = files.load_weights(run / files.WEIGHTS)
+    state = tensors.load_weights(run / files.WEIGHTS)
     name = next(k for k in state if k.endswith("weight"))
     state[name] = state[name].half()
-    files.save_weights(run / files.WEIGHTS, state)
+    tensors.save_weights(run / files.WEIGHTS, state)
     assert main(["-q", "eval", str(run), "--attacks", "clean", "--limit", "10"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and f"tensor {name} is float16" in err, err

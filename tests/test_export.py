@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import iat
 from iat.cli import main
 from iat.export import CARD_MARK
-from iat.rundir import files
+from iat.rundir import files, tensors
 
 # Runs with no site processing (so the editable install's .pth, which puts iat's source on the path, is not
 # read) and only torch's site-packages folder on the path; iat is also blocked outright, in case it is
@@ -60,7 +60,7 @@ def test_program_loads_without_iat_and_gives_iat_logits(trained_runs, tmp_path):
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
 
     weights = load_file(out.with_suffix(".safetensors"))
-    saved = files.load_weights(trained_runs["pgd"] / files.WEIGHTS)
+    saved = tensors.load_weights(trained_runs["pgd"] / files.WEIGHTS)
     assert weights.keys() == saved.keys()
     assert all(torch.equal(weights[k], saved[k]) for k in saved)
 

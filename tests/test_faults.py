@@ -21,7 +21,7 @@ import torch
 
 import iat.train.step
 from iat.cli import main
-from iat.rundir import files
+from iat.rundir import files, tensors
 
 ARGS = ["--method", "mixup", "--dataset", "digits", "--arch", "cnn-small", "--width", "8", "--epochs", "2",
         "--train-size", "300", "--batch-size", "50", "--seed", "1", "--device", "cpu", "--checkpoint-every", "2"]
@@ -84,7 +84,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
     assert rc == 1
     line = one_line(err)
     assert "loss became nan at epoch 1, step 5" in line and "last good checkpoint" in line and "--lr" in line
-    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
+    ckpt = tensors.load_checkpoint(out / files.CHECKPOINT)
     assert (ckpt["epoch"], ckpt["step"]) == (0, 4)  # the checkpoint of step 4 survives
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert not (out / files.WEIGHTS).exists() and files.temp_files(out) == []
@@ -100,7 +100,7 @@ def test_infinite_weights_are_never_checkpointed(tmp_path, monkeypatch, capsys):
     at_step(monkeypatch, 4, poison)  # step 4 is followed by a checkpoint
     rc, _, err = iat_train(capsys, out)
     assert rc == 1 and "weights became NaN or infinite" in one_line(err)
-    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
+    ckpt = tensors.load_checkpoint(out / files.CHECKPOINT)
     assert (ckpt["epoch"], ckpt["step"]) == (0, 2)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
@@ -121,7 +121,7 @@ def test_signal_checkpoints_exits_and_resumes_bit_exact(reference, tmp_path, mon
     assert rc == code
     line = one_line(err)
     assert f"{sig.name} at epoch 2, step 3" in line and "checkpoint written" in line and "--resume" in line
-    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
+    ckpt = tensors.load_checkpoint(out / files.CHECKPOINT)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 3)
     assert not (out / files.WEIGHTS).exists()
     monkeypatch.undo()
@@ -165,7 +165,7 @@ def test_ctrl_c_on_a_real_process(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "SIGINT" in one_line(err) and "--resume" in err
-    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
+    ckpt = tensors.load_checkpoint(out / files.CHECKPOINT)
     assert ckpt["epoch"] < 10
     done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -194,13 +194,13 @@ def enospc_on(monkeypatch, name: str, nth: int) -> None:
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(reference, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     history = []
-    real_save = files.save_checkpoint
+    real_save = tensors.save_checkpoint
 
     def save_and_remember(path, state):
         real_save(path, state)
         history.append(Path(path).read_bytes())
 
-    monkeypatch.setattr(files, "save_checkpoint", save_and_remember)
+    monkeypatch.setattr(tensors, "save_checkpoint", save_and_remember)
     enospc_on(monkeypatch, files.CHECKPOINT, 3)
     rc, _, err = iat_train(capsys, out)
     assert rc == 1

@@ -1,4 +1,4 @@
-"""One writer per directory: `files.lock_dir` is an OS file lock, contended here by real processes.
+"""One writer per directory: `outdir.lock_dir` is an OS file lock, contended here by real processes.
 
 The lock is released by the kernel when its holder ends, however it ends (kill -9 included), so a
 crash never leaves a directory locked; a second writer is refused with one line naming the holder.
@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from iat.errors import UsageError
-from iat.rundir import files
+from iat.rundir import files, outdir
 
-SRC = str(Path(files.__file__).parents[2])
+SRC = str(Path(outdir.__file__).parents[2])
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from iat.rundir import files
-    with files.lock_dir(sys.argv[1]):
+    from iat.rundir import outdir
+    with outdir.lock_dir(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(float(sys.argv[2]))
 """)
@@ -41,7 +41,7 @@ def start_holder(path: Path, seconds: float = 60) -> subprocess.Popen:
 
 def try_lock(path: Path) -> str:
     try:
-        with files.lock_dir(path):
+        with outdir.lock_dir(path):
             return "locked"
     except UsageError as e:
         return str(e)
@@ -80,7 +80,7 @@ def test_released_on_normal_exit(tmp_path):
 def _contend(path: str, barrier, results) -> None:
     barrier.wait()
     try:
-        with files.lock_dir(path):
+        with outdir.lock_dir(path):
             results.put("locked")
             barrier.wait()  # hold it until every process has tried
     except UsageError as e:
@@ -108,8 +108,8 @@ def test_processes_racing_into_one_new_directory_get_one_lock(tmp_path):
 
 
 def test_nested_in_one_process_but_not_in_a_forked_child(tmp_path):
-    with files.lock_dir(tmp_path):
-        with files.lock_dir(tmp_path / "."):
+    with outdir.lock_dir(tmp_path):
+        with outdir.lock_dir(tmp_path / "."):
             pass
         assert (tmp_path / files.LOCK).exists()  # the inner block did not release the outer lock
         pid = os.fork()
@@ -121,10 +121,10 @@ def test_nested_in_one_process_but_not_in_a_forked_child(tmp_path):
 
 def test_created_directories_are_removed_unless_written(tmp_path):
     target = tmp_path / "a" / "b"
-    with pytest.raises(UsageError, match="bad option"), files.lock_dir(target):
+    with pytest.raises(UsageError, match="bad option"), outdir.lock_dir(target):
         raise UsageError("bad option")  # a command refused inside the lock leaves nothing behind
     assert list(tmp_path.iterdir()) == []
-    with files.lock_dir(target):
+    with outdir.lock_dir(target):
         files.write_json(target / "config.json", {})
     assert sorted(p.name for p in target.iterdir()) == ["config.json"]
 
@@ -133,7 +133,7 @@ def test_lock_file_counts_as_bookkeeping(tmp_path):
     assert files.is_bookkeeping(tmp_path / ".iat.lock")
     assert files.is_bookkeeping(tmp_path / ".model.safetensors.abc123.tmp")
     assert not files.is_bookkeeping(tmp_path / "config.json")
-    with files.lock_dir(tmp_path):
+    with outdir.lock_dir(tmp_path):
         assert [p.name for p in tmp_path.iterdir()] == [".iat.lock"] and files.is_empty(tmp_path)
         (tmp_path / ".config.json.x1y2.tmp").write_text("{")
         assert files.is_empty(tmp_path)
@@ -144,7 +144,7 @@ def test_lock_file_counts_as_bookkeeping(tmp_path):
 def test_a_file_or_an_unwritable_place_is_one_line(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(UsageError, match="is not a directory"):
-        with files.lock_dir(tmp_path / "f", what="--out"):
+        with outdir.lock_dir(tmp_path / "f", what="--out"):
             pass
     (tmp_path / "ro").mkdir()
 
@@ -152,7 +152,7 @@ def test_a_file_or_an_unwritable_place_is_one_line(tmp_path):
         raise OSError(30, "Read-only file system")
 
     with pytest.MonkeyPatch.context() as mp:  # (a real read-only directory: root writes there anyway)
-        mp.setattr(files.os, "open", read_only)
+        mp.setattr(outdir.os, "open", read_only)
         with pytest.raises(UsageError, match=r"ro cannot be locked for writing \(Read-only file system\)"):
-            with files.lock_dir(tmp_path / "ro"):
+            with outdir.lock_dir(tmp_path / "ro"):
                 pass

@@ -9,7 +9,7 @@ import torch
 
 from iat.config import TrainConfig, build_model
 from iat.data import load_data
-from iat.rundir import files
+from iat.rundir import files, tensors
 from iat.train.loop import train
 
 PAGE = Path(__file__).parents[1] / "examples" / "iat_in_one_page.py"
@@ -30,7 +30,7 @@ def test_the_one_page_step_trains_the_weights_iat_train_trains(tmp_path, one_thr
     page = load_page().train(lambda: build_model(cfg), x, y, seed=0, epochs=2, batch_size=64, lr=0.1,
                              milestones=cfg.resolved_milestones(), gamma=cfg.lr_gamma, momentum=cfg.momentum,
                              weight_decay=cfg.weight_decay, eps=0.1, step_size=0.025, steps=3, alpha=cfg.mixup_alpha)
-    ours = files.load_weights(out / files.WEIGHTS)
+    ours = tensors.load_weights(out / files.WEIGHTS)
     theirs = page.state_dict()
     assert ours.keys() == theirs.keys()
     different = [k for k in ours if not torch.equal(ours[k], theirs[k])]

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from iat.cli import main
 from iat.errors import UsageError
-from iat.rundir import files
+from iat.rundir import files, tensors
 from iat.rundir.read import load_run_model
 from iat.train import train
 from iat.train.resume import check_checkpoint
@@ -137,7 +137,7 @@ def damaged_checkpoints(draw, ckpt: dict):
 
 @pytest.fixture(scope="module")
 def good_checkpoint(tiny_run):
-    return files.load_checkpoint(tiny_run / files.CHECKPOINT)
+    return tensors.load_checkpoint(tiny_run / files.CHECKPOINT)
 
 
 def test_checkpoint_contents(good_checkpoint, tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from iat.rundir import files
+from iat.rundir import files, tensors
 
 ARGS = ["--method", "iat-manifold-mixup", "--dataset", "digits", "--arch", "cnn-small", "--width", "8",
         "--epochs", "3", "--train-size", "300", "--batch-size", "50", "--attack-steps", "1",
@@ -103,7 +103,7 @@ def assert_whole(out: Path) -> None:
     if (out / files.CONFIG).exists():
         files.read_json(out / files.CONFIG)
     if (out / files.CHECKPOINT).exists():
-        files.load_checkpoint(out / files.CHECKPOINT)
+        tensors.load_checkpoint(out / files.CHECKPOINT)
     if (out / files.METRICS).exists():
         metrics_rows(out)
 
@@ -188,15 +188,15 @@ def _resume_from_every_checkpoint(tmp_path, monkeypatch):
                       batch_size=50, attack_steps=1, eps=0.1, step_size=0.05, seed=5, device="cpu",
                       checkpoint_every=1)
     saved = []
-    real_save = files.save_checkpoint
+    real_save = tensors.save_checkpoint
 
     def keep(path, state):
         real_save(path, state)
         saved.append(Path(path).read_bytes())
 
-    monkeypatch.setattr(files, "save_checkpoint", keep)
+    monkeypatch.setattr(tensors, "save_checkpoint", keep)
     full = train(cfg, tmp_path / "full", progress=False)
-    monkeypatch.setattr(files, "save_checkpoint", real_save)
+    monkeypatch.setattr(tensors, "save_checkpoint", real_save)
     assert len(saved) == 6  # 3 steps per epoch, 2 epochs: one checkpoint per step
     for i, blob in enumerate(saved):
         out = tmp_path / f"from-{i}"

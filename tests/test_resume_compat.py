@@ -8,7 +8,7 @@ import logging
 from conftest import tiny_config
 
 from iat.config import TrainConfig
-from iat.rundir import files
+from iat.rundir import files, tensors
 from iat.train import train
 from iat.train.resume import first_difference
 
@@ -51,9 +51,9 @@ def test_a_run_of_0_1_0_with_on_off_switches_resumes_silently(tmp_path, caplog, 
     (out / files.WEIGHTS).unlink()  # its last checkpoint resumes, training nothing
     old = {**files.read_json(out / files.CONFIG), "tf32": "off", "cudnn_benchmark": "off"}
     files.write_json(out / files.CONFIG, old)
-    ckpt = files.load_checkpoint(out / files.CHECKPOINT)
+    ckpt = tensors.load_checkpoint(out / files.CHECKPOINT)
     ckpt["config"].update(tf32="off", cudnn_benchmark="off")
-    files.save_checkpoint(out / files.CHECKPOINT, ckpt)
+    tensors.save_checkpoint(out / files.CHECKPOINT, ckpt)
     with caplog.at_level(logging.WARNING, logger="iat.train"):
         train(cfg, out, resume=True, progress=False)
     assert (out / files.WEIGHTS).is_file() and "resumed at" not in caplog.text and not capsys.readouterr().err

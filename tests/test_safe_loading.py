@@ -21,7 +21,7 @@ import torch
 
 import iat
 from iat.errors import UsageError
-from iat.rundir import files
+from iat.rundir import files, tensors
 
 SRC = Path(iat.__file__).parent
 
@@ -70,7 +70,7 @@ def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, kind):
     path = tmp_path / files.CHECKPOINT
     path.write_bytes(malicious_files(marker)[kind])
     with pytest.raises(UsageError) as e:
-        files.load_checkpoint(path)
+        tensors.load_checkpoint(path)
     message = str(e.value)
     assert "\n" not in message and "refused for safety" in message and str(path) in message
     assert "delete" in message  # says what to do

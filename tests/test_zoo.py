@@ -97,7 +97,7 @@ def test_protocol_robustbench_writes_the_claim_and_eval_json(tmp_path, monkeypat
     import iat.rbeval
     from iat.cli import main
     from iat.config import TrainConfig, build_model
-    from iat.rundir import files
+    from iat.rundir import files, tensors
 
     import_robustbench()
     import robustbench.eval
@@ -107,7 +107,7 @@ def test_protocol_robustbench_writes_the_claim_and_eval_json(tmp_path, monkeypat
     run.mkdir()
     cfg = TrainConfig(method="pgd", dataset="cifar10", arch="cnn-small", width=4, epochs=1, device="cpu").validate()
     files.write_json(run / files.CONFIG, {**cfg.to_dict(), "in_channels": 3, "num_classes": 10, "image_size": 32})
-    files.save_weights(run / files.WEIGHTS, build_model(cfg).state_dict())
+    tensors.save_weights(run / files.WEIGHTS, build_model(cfg).state_dict())
     calls = []
     monkeypatch.setattr(iat.rbeval, "load_data", lambda *a, **k: None)  # no CIFAR-10 here
     monkeypatch.setattr(robustbench.eval, "benchmark", lambda model, **kw: calls.append(kw) or (0.8125, 0.4375))
@@ -139,12 +139,12 @@ def _zoo_checkpoint(model_dir):
 def _cifar_run(run):
     """A (untrained) cifar10 run directory written by hand: a run to compare the zoo model with."""
     from iat.config import TrainConfig, build_model
-    from iat.rundir import files
+    from iat.rundir import files, tensors
 
     run.mkdir()
     cfg = TrainConfig(method="pgd", dataset="cifar10", arch="cnn-small", width=4, epochs=1, device="cpu").validate()
     files.write_json(run / files.CONFIG, {**cfg.to_dict(), "in_channels": 3, "num_classes": 10, "image_size": 32})
-    files.save_weights(run / files.WEIGHTS, build_model(cfg).state_dict())
+    tensors.save_weights(run / files.WEIGHTS, build_model(cfg).state_dict())
 
 
 @needs_rb

@@ -23,7 +23,7 @@ from iat.data import load_data
 from iat.distributed import SINGLE, World, process_group
 from iat.errors import UsageError
 from iat.fp32 import fp32_evaluation
-from iat.rundir import files
+from iat.rundir import outdir
 from iat.rundir.evals import check_eval_out, save_eval
 from iat.rundir.read import WEIGHT_FILES, load_run_config, load_run_model
 
@@ -228,5 +228,5 @@ def _evaluate_run(run_dir: Path, attacks: list[str], *, eps: float | None, step_
         if out is not None:
             report["run"] = str(run_dir.resolve())  # absolute: the check above compares it from any directory
         # merged with earlier results (iat.rundir.evals); EvalNotSaved if it cannot be written
-        world.on_main(lambda report=report: save_eval(run_dir if out is None else files.make_dir(out), report))
+        world.on_main(lambda report=report: save_eval(run_dir if out is None else outdir.make_dir(out), report))
     return report

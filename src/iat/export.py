@@ -25,7 +25,7 @@ from torch import nn
 
 from iat.config import TrainConfig, flag
 from iat.errors import UsageError
-from iat.rundir import files
+from iat.rundir import files, outdir
 from iat.rundir.read import WEIGHT_FILES, load_run_config, load_run_model
 from iat.units import format_eps
 
@@ -58,7 +58,7 @@ class PlainForward(nn.Module):
 
 def export_paths(out: str | Path) -> Exported:
     """The three paths an export to `out` (FILE.pt2) writes; UsageError for a path that cannot be one."""
-    out = files.check_path(out, "--out")
+    out = outdir.check_path(out, "--out")
     if out.suffix != SUFFIX:
         raise UsageError(f"--out {out} must end in {SUFFIX} (torch.export's file type), e.g. --out model.pt2")
     if out.is_dir():
@@ -99,7 +99,7 @@ def export_run(run_dir: str | Path, out: str | Path, weights: str = "last") -> E
     program = export_program(model, shape[0], shape[1])
     weights_blob = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     card = model_card(run_dir, cfg, config, paths, weights)
-    files.make_dir(paths.program.parent)
+    outdir.make_dir(paths.program.parent)
     files.atomic_write_bytes(paths.program, program)
     files.atomic_write_bytes(paths.weights, weights_blob)
     files.atomic_write_bytes(paths.card, card.encode())

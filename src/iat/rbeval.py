@@ -18,7 +18,7 @@ from pathlib import Path
 from iat.config import resolve_device
 from iat.data import load_data
 from iat.errors import UsageError
-from iat.rundir import files
+from iat.rundir import files, outdir
 from iat.rundir.evals import save_eval
 from iat.rundir.read import load_run_config, load_run_model
 from iat.zoo import DATASETS, THREAT, import_robustbench
@@ -73,7 +73,7 @@ def benchmark_run(run_dir: str | Path, *, data_dir: str | None = None, device: s
               "restarts": 1, "weights": "last", "protocol": "robustbench",
               "results": {"clean": {"error": 100 * (1 - clean)}, "autoattack": {"error": 100 * (1 - robust)}}}
     path = run_dir / "robustbench" / "model_info" / cfg.dataset / THREAT / f"{name}.json"
-    files.make_dir(path.parent)
+    outdir.make_dir(path.parent)
     files.write_json(path, claim)
     save_eval(run_dir, report)
     return {**claim, "path": str(path)}

@@ -68,9 +68,9 @@ def add_parser(sub) -> None:
 
 def _out_dir(args) -> Path:
     """--out (default: the first RUN_DIR), refused before any work if it cannot become a directory."""
-    from iat.rundir import files
+    from iat.rundir import outdir
 
-    return files.check_out_dir(Path(args.out) if args.out is not None else Path(args.run_dirs[0]))
+    return outdir.check_out_dir(Path(args.out) if args.out is not None else Path(args.run_dirs[0]))
 
 
 def _labels(run_dirs: list[str]) -> dict[str, str]:
@@ -82,14 +82,14 @@ def _labels(run_dirs: list[str]) -> dict[str, str]:
 
 def run_norms(args) -> int:
     from iat.analysis.norms import norms_of_runs, norms_table, plot_norms
-    from iat.rundir import files
+    from iat.rundir import files, outdir
     from iat.rundir.read import check_finished
 
     check_finished(args.run_dirs)
     out = _out_dir(args)
     result = norms_of_runs(args.run_dirs)
     labels = _labels(args.run_dirs)
-    files.make_dir(out)
+    outdir.make_dir(out)
     files.write_json(out / "norms.json", result)
     plot_norms(result, out / "norms.png", labels=labels)
     print(norms_table(result, {r: Path(r).name for r in args.run_dirs}))
@@ -99,7 +99,7 @@ def run_norms(args) -> int:
 
 def run_probe(args) -> int:
     from iat.analysis.probe import probe_runs, probe_table
-    from iat.rundir import files
+    from iat.rundir import files, outdir
     from iat.rundir.read import check_finished
 
     cfg = ProbeConfig(n=args.n, epochs=args.epochs, hidden=args.hidden, lr=args.lr, batch_size=args.batch_size,
@@ -107,7 +107,7 @@ def run_probe(args) -> int:
     check_finished(args.run_dirs)
     out = _out_dir(args)
     result = probe_runs(args.run_dirs, cfg, args.device, args.data_dir)
-    files.make_dir(out)
+    outdir.make_dir(out)
     files.write_json(out / "probe.json", result)
     print(f"random-label probe: {cfg.n} examples, {cfg.epochs} epochs, MLP {cfg.hidden} hidden units")
     print(probe_table(result, _labels(args.run_dirs)))

@@ -48,10 +48,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from iat.robustness import audit, audit_table, write_audit
-    from iat.rundir import files
+    from iat.rundir import outdir
     from iat.units import format_eps
 
-    files.check_out_dir(args.out or args.run_dir)
+    outdir.check_out_dir(args.out or args.run_dir)
     result = audit(args.run_dir, eps=args.eps, step_size=args.step_size, steps=args.steps,
                    steps_list=tuple(args.steps_list), large_eps=args.large_eps, surrogate=args.surrogate,
                    autoattack=args.autoattack, limit=args.limit, device=args.device, data_dir=args.data_dir,

@@ -1,8 +1,8 @@
 """One writer per directory: the directory each command writes, locked for the command's whole run.
 
-`iat COMMAND` takes `files.lock_dir` on the directory it writes before it reads or checks anything
+`iat COMMAND` takes `outdir.lock_dir` on the directory it writes before it reads or checks anything
 there, so two commands on one directory never interleave their files: the second one exits 2 with
-one line naming the first one's process (see iat.rundir.files).
+one line naming the first one's process (see iat.rundir.outdir).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from iat.distributed import world_from_env
 from iat.errors import UsageError
-from iat.rundir import files
+from iat.rundir import files, outdir
 
 
 def output_dir(args: argparse.Namespace) -> tuple[Path, str] | None:
@@ -47,7 +47,7 @@ def check_paths(args: argparse.Namespace) -> None:
         values = getattr(args, attr, None)
         for value in values if isinstance(values, list) else [values]:
             if isinstance(value, str):
-                files.check_path(value, what)
+                outdir.check_path(value, what)
 
 
 def locked(args: argparse.Namespace) -> AbstractContextManager:
@@ -64,6 +64,6 @@ def locked(args: argparse.Namespace) -> AbstractContextManager:
     if what == "run directory" and not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"run directory {path} is not writable, so {files.EVAL} could not be saved; "
                          "make it writable, or write eval.json elsewhere with --out DIR")
-    files.check_out_dir(path, what)
-    return files.lock_dir(path, what)
+    outdir.check_out_dir(path, what)
+    return outdir.lock_dir(path, what)
 

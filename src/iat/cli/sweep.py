@@ -68,9 +68,9 @@ def _finish(result: dict, args) -> int:
 
 def run_eps(args) -> int:
     from iat.robustness import sweep_eps
-    from iat.rundir import files
+    from iat.rundir import outdir
 
-    files.check_out_dir(args.out or args.run_dirs[0])
+    outdir.check_out_dir(args.out or args.run_dirs[0])
     result = sweep_eps(args.run_dirs, args.eps, args.steps, step_size=args.step_size, limit=args.limit,
                        device=args.device, data_dir=args.data_dir, batch_size=args.batch_size, progress=not args.quiet)
     return _finish(result, args)
@@ -78,9 +78,9 @@ def run_eps(args) -> int:
 
 def run_steps(args) -> int:
     from iat.robustness import sweep_steps
-    from iat.rundir import files
+    from iat.rundir import outdir
 
-    files.check_out_dir(args.out or args.run_dirs[0])
+    outdir.check_out_dir(args.out or args.run_dirs[0])
     result = sweep_steps(args.run_dirs, args.steps, eps=args.eps, step_size=args.step_size, limit=args.limit,
                          device=args.device, data_dir=args.data_dir, batch_size=args.batch_size,
                          progress=not args.quiet)

@@ -33,16 +33,16 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from iat.errors import UsageError
     from iat.robustness import TRANSFER_JSON, transfer_matrix, transfer_table
-    from iat.rundir import files
+    from iat.rundir import files, outdir
 
     if len(args.run_dirs) < 2:
         raise UsageError(f"give at least two run directories (a source and a target), got {len(args.run_dirs)}")
-    out = files.check_out_dir(args.out or args.run_dirs[0])
+    out = outdir.check_out_dir(args.out or args.run_dirs[0])
     result = transfer_matrix(args.run_dirs, args.eps, args.steps, step_size=args.step_size, limit=args.limit,
                              device=args.device, data_dir=args.data_dir, batch_size=args.batch_size,
                              progress=not args.quiet)
     print(transfer_table(result))
-    files.make_dir(out)
+    outdir.make_dir(out)
     files.write_json(out / TRANSFER_JSON, result)
     print(f"\n{result['dataset']} test, {result['n_examples']} examples, PGD-{result['steps']}; "
           f"wrote {out / TRANSFER_JSON}")

@@ -41,7 +41,7 @@ from iat.reproduce.measure import (
 from iat.reproduce.paper import paper_entry, published_entry
 from iat.reproduce.report_md import write_report
 from iat.reproduce.tasks import RunTask, run_task, whitebox_plan, with_autoattack
-from iat.rundir import files
+from iat.rundir import files, outdir
 from iat.train import is_complete
 from iat.version import __version__
 
@@ -73,7 +73,7 @@ def manifest(exp: Experiment) -> dict:
 
 def check_out(out: Path, exp: Experiment) -> None:
     """Refuse an --out that cannot be a directory or holds something else: another experiment, scale, settings."""
-    files.check_out_dir(out)
+    outdir.check_out_dir(out)
     if not out.is_dir() or files.is_empty(out):  # a lock file or a killed first write's temporaries: new
         return
     path = out / MANIFEST
@@ -187,14 +187,14 @@ def run_experiment(exp: Experiment, out: Path, *, seeds: int = 1, device: str = 
     tasks = plan(exp, out, seeds=seeds, device=device, data_dir=data_dir, progress=progress, eval_procs=eval_procs)
 
     started = time.perf_counter()
-    files.make_dir(out)
+    outdir.make_dir(out)
     files.write_json(out / MANIFEST, manifest(exp))
     log.info("%s at %s scale, %d seed(s), into %s", exp.name, exp.scale, seeds, out)
     measured = launch(launcher, tasks)
     for task, r in zip(tasks, measured):  # --eval-procs: every GPU is free now, and this process sees them all
         wb = task.whitebox
         if wb is not None and wb.autoattack_limit and wb.autoattack_procs > 1:
-            with files.lock_dir(task.run_dir, "run directory"):
+            with outdir.lock_dir(task.run_dir, "run directory"):
                 r["whitebox"] = with_autoattack(task, r["whitebox"])
     names = entries(exp, seeds)
     runs = {m: [t.run_dir for t, n in zip(tasks, names) if n == m] for m in exp.methods}

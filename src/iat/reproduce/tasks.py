@@ -30,7 +30,7 @@ from iat.data import load_data
 from iat.evaluate import evaluate, evaluate_run
 from iat.methods import METHODS
 from iat.reproduce.experiment import Settings
-from iat.rundir import files
+from iat.rundir import files, outdir
 from iat.rundir.read import load_run_model
 from iat.train import train
 
@@ -179,7 +179,7 @@ def run_task(task: RunTask) -> dict:
     """Train (or resume) the run unless it is done, then measure it; {"whitebox"/"norms"/"probe": value}."""
     # The experiment's lock covers OUT, not the run directories inside it: without a lock of its own, a plain
     # `iat train --out OUT/RUN --resume` (or `iat eval OUT/RUN`) would write the run while this task does.
-    with files.lock_dir(task.run_dir, "run directory"):
+    with outdir.lock_dir(task.run_dir, "run directory"):
         return _run_task(task)
 
 

@@ -48,7 +48,7 @@ from iat.robustness.checks import (
 )
 from iat.robustness.surrogate import SURROGATE, train_surrogate
 from iat.robustness.transfer import transfer_correct
-from iat.rundir import files
+from iat.rundir import files, outdir
 from iat.rundir.read import load_runs
 
 AUDIT_JSON = "audit.json"
@@ -194,7 +194,7 @@ def audit_table(result: dict) -> str:
 
 
 def write_audit(result: dict, out: str | Path) -> Path:
-    out = files.make_dir(out)
+    out = outdir.make_dir(out)
     files.write_json(out / AUDIT_JSON, result)
     return out / AUDIT_JSON
 

@@ -21,7 +21,7 @@ from iat.errors import UsageError
 from iat.fp32 import fp32_evaluation
 from iat.report import format_table
 from iat.robustness.common import budgets_at, common_eps, run_labels, short_eps
-from iat.rundir import files
+from iat.rundir import files, outdir
 from iat.rundir.read import load_runs
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def sweep_plot(result: dict) -> bytes:
 def write_sweep(result: dict, out: str | Path) -> list[Path]:
     """Write sweep-eps/steps .json and .png into `out` (created if missing); return the paths."""
     axis = _axis(result)
-    out = files.make_dir(out)
+    out = outdir.make_dir(out)
     json_name, png_name = (SWEEP_EPS_JSON, SWEEP_EPS_PNG) if axis == "eps" else (SWEEP_STEPS_JSON, SWEEP_STEPS_PNG)
     files.write_json(out / json_name, result)
     files.atomic_write_bytes(out / png_name, sweep_plot(result))

@@ -20,7 +20,7 @@ from iat.config import TrainConfig, build_model, check_input_size, resolve_devic
 from iat.data import load_data
 from iat.errors import UsageError
 from iat.models import MixableNet
-from iat.rundir import files
+from iat.rundir import files, tensors
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
@@ -59,7 +59,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", weig
     if weights == "ema" and not (run_dir / WEIGHT_FILES["ema"]).is_file():
         raise UsageError(f"{run_dir / WEIGHT_FILES['ema']} is missing: the run was not trained with --ema (or has "
                          "not finished); use --weights last")
-    state = files.load_weights(run_dir / WEIGHT_FILES[weights])  # refuses NaN, inf, negative variances
+    state = tensors.load_weights(run_dir / WEIGHT_FILES[weights])  # refuses NaN, inf, negative variances
     check_model_size(cfg, f"{run_dir / files.CONFIG}: width")
     try:
         model = build_model(cfg)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from iat.config import TrainConfig
 from iat.distributed import world_from_env
-from iat.rundir import files
+from iat.rundir import outdir
 from iat.rundir.read import check_model_size
 from iat.train.faults import CheckpointWriteError, TrainingDiverged, TrainingError, TrainingInterrupted
 from iat.train.loop import train
@@ -50,7 +50,7 @@ def train_run(cfg: TrainConfig, out: str | Path, resume: bool = False, progress:
     check_model_size(cfg)
     if world_from_env().rank != 0:  # under torchrun, rank 0 holds the lock for every rank
         return train(cfg, out, resume=resume, progress=progress)
-    with files.lock_dir(files.check_out_dir(out), "--out"):
+    with outdir.lock_dir(outdir.check_out_dir(out), "--out"):
         return train(cfg, out, resume=resume, progress=progress)
 
 

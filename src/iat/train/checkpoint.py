@@ -17,7 +17,7 @@ from iat.config import SPEED_KEYS, TrainConfig
 from iat.data import DataInfo
 from iat.distributed import SINGLE, World
 from iat.errors import UsageError
-from iat.rundir import files
+from iat.rundir import files, outdir, tensors
 from iat.train.ema import EMA_WEIGHTS
 from iat.train.faults import CheckpointWriteError, diverged
 from iat.train.resume import Prior
@@ -42,7 +42,7 @@ def open_run_dir(out: Path, config: dict, prior: Prior, resume: bool) -> None:
     if prior.config is not None and prior.checkpoint is not None:
         check_same_data(out, prior.config, config)
     created = not out.exists()
-    files.make_dir(out)
+    outdir.make_dir(out)
     if resume:
         for p in files.clean_temp_files(out):
             log.info("removed %s, left by an interrupted write", p)
@@ -137,14 +137,14 @@ class Checkpointer:
             raise diverged("the weights became NaN or infinite", self.out, state.epoch, state.step)
         if state.ema is not None and state.epoch == state.cfg.epochs and not state.step:
             # before the last checkpoint: a run killed between the two resumes from the one before and writes it
-            self.world.on_main(lambda: self._write_here(EMA_WEIGHTS, files.save_weights, ema_weights(state)))
-        self._write(files.CHECKPOINT, files.save_checkpoint, state.checkpoint())
+            self.world.on_main(lambda: self._write_here(EMA_WEIGHTS, tensors.save_weights, ema_weights(state)))
+        self._write(files.CHECKPOINT, tensors.save_checkpoint, state.checkpoint())
 
     def save_metrics(self, metrics: list[dict]) -> None:
         self._write(files.METRICS, files.write_jsonl, metrics)
 
     def save_weights(self, model: torch.nn.Module) -> None:
-        self._write(files.WEIGHTS, files.save_weights, model.state_dict())
+        self._write(files.WEIGHTS, tensors.save_weights, model.state_dict())
 
 
 def ema_weights(state: RunState) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 
 from iat.config import RESUME_KEYS, SPEED_KEYS, TrainConfig, old_switch
 from iat.errors import UsageError
-from iat.rundir import files
+from iat.rundir import files, outdir, tensors
 
 log = logging.getLogger("iat.train")
 
@@ -133,7 +133,7 @@ def weights_damage(cfg: TrainConfig, out: Path) -> str | None:
     from iat.rundir.read import weights_mismatch  # it imports the data and model modules: only when needed
 
     try:
-        state = files.load_weights(out / files.WEIGHTS)
+        state = tensors.load_weights(out / files.WEIGHTS)
     except UsageError as e:
         return str(e).split("; ", 1)[0]
     mismatch = weights_mismatch(cfg, state)
@@ -146,7 +146,7 @@ def check_new_out(out: Path) -> None:
     if out.is_dir() and not files.is_empty(out):
         raise UsageError(f"--out {out} already exists and is not empty; pass --resume to continue it, "
                          "or choose another directory")
-    files.check_out_dir(out)
+    outdir.check_out_dir(out)
 
 
 @dataclass
@@ -173,7 +173,7 @@ def find_prior(cfg: TrainConfig, out: Path, resume: bool) -> Prior:
         return Prior(saved, complete=True)
     ckpt = None
     if saved is not None and (out / files.CHECKPOINT).is_file():
-        ckpt = check_checkpoint(cfg, out / files.CHECKPOINT, files.load_checkpoint(out / files.CHECKPOINT))
+        ckpt = check_checkpoint(cfg, out / files.CHECKPOINT, tensors.load_checkpoint(out / files.CHECKPOINT))
     if damage is not None:
         check_rebuildable(cfg, out, damage, ckpt)
     return Prior(saved, ckpt)
@@ -225,7 +225,7 @@ def validate_checkpoint(ckpt: dict, path: Path, model: torch.nn.Module, optimize
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
             raise bad(f"running.{key}", f"is {_show(value)}, not a finite number of at least 0")
     _check_tensors("model", ckpt["model"], model.state_dict(), foreign)
-    files.check_finite_state(ckpt["model"], f"{path} (model)")
+    tensors.check_finite_state(ckpt["model"], f"{path} (model)")
     _check_optimizer(ckpt["optimizer"], optimizer, bad)
     _check_rng(ckpt["rng"], bad)
 
