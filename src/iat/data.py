@@ -21,34 +21,17 @@ import functools
 import gzip
 import hashlib
 import math
-import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from iat.data_info import DEFAULT_DATA_DIR, IMAGEFOLDER, DataInfo
 from iat.errors import UsageError
 
-DEFAULT_DATA_DIR = Path(os.environ.get("IAT_DATA_DIR", Path.home() / ".cache" / "iat" / "data"))
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SPLITS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a model and the training loop need to know about a data set."""
-
-    name: str
-    in_channels: int
-    image_size: int  # side of the square image
-    num_classes: int
-    mean: tuple[float, ...]  # per channel, on images in [0,1]; applied inside the model
-    std: tuple[float, ...]
-    crop_pad: int  # random-crop padding used for augmentation (0: no crop)
-    flip: bool  # random horizontal flips
-    fingerprint: str | None = None  # sha256 of the loaded training images and labels (TrainData), else None
 
 
 DATASETS: dict[str, DataInfo] = {
@@ -68,7 +51,6 @@ DATASETS: dict[str, DataInfo] = {
         DataInfo("tiny-imagenet", 3, 64, 200, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), 4, True),
     ]
 }
-IMAGEFOLDER = "imagefolder:"  # imagefolder:PATH, a user's own images (iat.data_folders)
 RESIZABLE = ("tiny-imagenet",)  # fixed-name data sets that --image-size resizes (imagefolder:PATH too)
 
 

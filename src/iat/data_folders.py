@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iat.data import DEFAULT_DATA_DIR, IMAGEFOLDER, DataInfo
+from iat.data_info import DEFAULT_DATA_DIR, IMAGEFOLDER, DataInfo
 from iat.errors import UsageError
 
 log = logging.getLogger(__name__)
