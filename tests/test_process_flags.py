@@ -109,3 +109,15 @@ def test_every_evaluation_path_runs_in_strict_fp32_whatever_the_caller_set(train
     assert forwards_seen, "the spy saw no forward"
     assert set(forwards_seen) == {(False, False, False, False)}, f"{path} evaluated outside fp32"
     assert read_flags() == callers_flags
+
+
+def test_a_callers_matmul_precision_survives_a_run(tmp_path):
+    """torch.set_float32_matmul_precision("medium") before train(): the run's TF32 off is the legacy flag, and
+    putting that flag back alone leaves a mix of the two APIs that torch refuses to read; after the run it reads
+    "medium" again."""
+    torch.set_float32_matmul_precision("medium")
+    try:
+        train(step_config(), tmp_path / "run", progress=False)
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")  # torch's default

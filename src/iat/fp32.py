@@ -17,12 +17,24 @@ import torch
 
 @contextmanager
 def kept_flags() -> Iterator[None]:
-    """torch's process-wide numeric flags (TF32 for matmuls and cuDNN, cuDNN autotuning) put back on exit."""
+    """torch's process-wide numeric flags (TF32 for matmuls and cuDNN, cuDNN autotuning, and the matmul precision
+    of `torch.set_float32_matmul_precision`) put back on exit."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    precision = _matmul_precision()
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+        if precision is not None:  # set through the new API again: torch refuses to read a mix of the two
+            torch.set_float32_matmul_precision(precision)
+
+
+def _matmul_precision() -> str | None:
+    """torch.get_float32_matmul_precision(), or None where a mix of its old and new APIs makes torch refuse it."""
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        return None
 
 
 @contextmanager
