@@ -195,3 +195,23 @@ def test_eager_steps_share_one_side_stream(monkeypatch):
     for v in range(3):
         step(*batch(v))
     assert step.eager_steps == 3 and len(created) == 1
+
+
+def test_the_graphed_update_keeps_no_autocast_cache_and_leaves_the_setting_as_it_was():
+    """Cast weights cached by autocast would be captured once and go stale in every replay: the graphed update
+    turns the cache off around its eager steps and captures (the Step's autocast inherits it), and back after."""
+    seen = []
+
+    def update(x, y):
+        seen.append(torch.is_autocast_cache_enabled())
+        if CAPTURING:
+            CAPTURING[-1].recorded = lambda: None
+
+    step = GraphedUpdate(update, batch_size=4, optimizer=optimizer(), warmup=1, graph_factory=FakeGraph)
+    assert torch.is_autocast_cache_enabled()
+    for value in range(3):
+        step(*batch(value))  # eager warm-up, then the capture
+    step(*batch(9, n=3))  # a partial batch: eager
+    assert seen == [False, False, False] and torch.is_autocast_cache_enabled()
+    with pytest.raises(ValueError, match="one process"):
+        step(*batch(1), 0.5)  # DDP's weights never reach a graph
