@@ -149,8 +149,6 @@ def train_command(cfg: TrainConfig, out: str) -> str:
 def _flag_words(name: str, value: object, default: object) -> list[str]:
     if isinstance(value, bool):
         return [flag(name)] if value else ["--no-" + flag(name)[2:]]
-    if value in ("on", "off") and default in ("on", "off"):
-        return [flag(name)] if value == "on" else ["--no-" + flag(name)[2:]]
     if isinstance(value, (list, tuple)):
         return [flag(name), ",".join(str(v) for v in value)]
     return [flag(name), str(value)]
