@@ -37,7 +37,7 @@ from train_step import timing_batches  # benchmarks/ is on the path when this fi
 
 from iat.config import TrainConfig
 from iat.errors import UsageError
-from iat.train.engine import build_update
+from iat.training.engine import build_update
 
 # variant: (method, options over the common config)
 VARIANTS = {"pgd": ("pgd", {}), "trades": ("trades", {}), "mart": ("mart", {}), "iat-mixup": ("iat-mixup", {}),

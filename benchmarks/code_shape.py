@@ -22,7 +22,10 @@ TRACE = r"""
 import json, sys, tempfile
 import torch
 from iat.config import TrainConfig
-from iat.train.loop import train
+try:
+    from iat.training.loop import train
+except ImportError:  # a checkout from before the package was named iat.training
+    from iat.train.loop import train
 
 torch.set_num_threads(1)
 stack = []

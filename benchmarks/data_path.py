@@ -31,9 +31,9 @@ import torch
 
 from iat.config import TrainConfig, resolve_device
 from iat.data import to_float
-from iat.train import step as step_module
-from iat.train.engine import build_update
-from iat.train.step import TrainData
+from iat.training import step as step_module
+from iat.training.engine import build_update
+from iat.training.step import TrainData
 
 PLACEMENTS = ("float", "device", "host", "mmap")
 

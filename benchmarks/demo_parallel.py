@@ -23,7 +23,7 @@ import torch
 def job(out: str, threads: int, train_size: int, arch: str) -> float:
     torch.set_num_threads(threads)
     from iat.config import TrainConfig
-    from iat.train import train
+    from iat.training import train
 
     cfg = TrainConfig(method="pgd", dataset="fashion-mnist", arch=arch, epochs=1, train_size=train_size,
                       eps=0.1, step_size=0.025, device="cpu")

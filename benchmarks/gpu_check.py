@@ -49,7 +49,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 from train_step import FAST_FLAGS, STOCK_FLAGS, own_flags, plain_update, torch_flags  # noqa: E402
 
 from iat.config import TrainConfig, build_model  # noqa: E402
-from iat.train.engine import build_update  # noqa: E402
+from iat.training.engine import build_update  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "examples"))
 from iat_in_one_page import pgd  # noqa: E402

@@ -64,7 +64,7 @@ def ensure_model(args) -> Path:
         return Path(args.run)
     run = Path(args.work) / f"fashion-mnist-pgd-mlp6-{args.epochs}ep"
     if not (run / "model.safetensors").is_file():
-        from iat.train import train
+        from iat.training import train
 
         cfg = demo_experiment(epochs=args.epochs).settings.train_config("pgd", seed=0, device="cpu")
         logging.info("training the demo's PGD model into %s (%d epochs)", run, args.epochs)

@@ -3,7 +3,7 @@ it: IAT-Mixup with PGD-7, PreActResNet18, 256 Fashion-MNIST training images (28x
 
 - plain-backward: a plain script: build the model and SGD, shuffle, four updates in the locuslab
                   `train_pgd.py` style (the attack calls `loss.backward()`; see train_step.py), save the weights.
-- iat:            `iat.train.train(cfg, out)` for one epoch: the real command's work, with its config.json,
+- iat:            `iat.training.train(cfg, out)` for one epoch: the real command's work, with its config.json,
                   metrics, checkpoint and safetensors writes; `--iat-options` adds `iat train` options
                   (e.g. amp=1,attack_precision=amp).
 The two alternate for --rounds rounds, so a drift of the machine's speed hits both alike. By default each
@@ -34,7 +34,7 @@ from train_step import iat_step
 
 from iat.config import TrainConfig, build_model
 from iat.data import load_data
-from iat.train import train
+from iat.training import train
 
 
 def plain_epoch(cfg: TrainConfig, out: Path) -> None:

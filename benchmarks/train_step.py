@@ -5,7 +5,7 @@ plain implementations, in one process on the same model, data and machine.
                   computes the parameters' gradients and drops them, the cost of locuslab's `train_pgd.py`
                   (its attack calls `loss.backward()`).
 - plain-inputgrad: the same page's `iat_step` as it stands: input-only attack gradients (torch.autograd.grad).
-- iat variants:   `iat.train.engine.build_update`, `iat train`'s own step: `default` (fp32, channels_last),
+- iat variants:   `iat.training.engine.build_update`, `iat train`'s own step: `default` (fp32, channels_last),
                   `contiguous` (--no-channels-last), `amp` (--amp: bf16 update passes, fp32 attack),
                   `amp-attack` (--amp --attack-precision amp: the attack in bf16 too), `compile` (--compile),
                   `compile-amp-attack`.
@@ -37,7 +37,7 @@ import torch
 from iat.config import TrainConfig, build_model
 from iat.data import load_data
 from iat.fp32 import kept_flags
-from iat.train.engine import build_update
+from iat.training.engine import build_update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from iat_in_one_page import iat_step  # noqa: E402  (the plain loop: Algorithm 1 on one page)

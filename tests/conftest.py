@@ -10,7 +10,7 @@ import torch
 
 from iat.config import TrainConfig
 from iat.models import create_model
-from iat.train import train
+from iat.training import train
 
 torch.set_num_threads(2)
 
@@ -70,9 +70,9 @@ def trained_runs(tmp_path_factory) -> dict[str, Path]:
 def channels_last_allowed(monkeypatch):
     """channels_last on this CPU whatever its kernels (iat.cpu_kernels allows it only with AVX-512 ones), for
     tests of that layout's own path on models whose shapes every kernel level handles."""
-    import iat.train.model_prep
+    import iat.training.model_prep
 
-    monkeypatch.setattr(iat.train.model_prep, "channels_last_helps", lambda device: True)
+    monkeypatch.setattr(iat.training.model_prep, "channels_last_helps", lambda device: True)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import tiny_config
 
 from iat.rundir import outdir
-from iat.train import train
+from iat.training import train
 
 SRC = str(Path(outdir.__file__).parents[2])
 TINY_TRAIN = ["--method", "erm", "--dataset", "digits", "--arch", "cnn-small", "--width", "4", "--epochs", "1",

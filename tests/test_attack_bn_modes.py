@@ -8,7 +8,7 @@ from conftest import tiny_config
 
 from iat.attacks import PGD
 from iat.methods import method_names
-from iat.train import train
+from iat.training import train
 
 
 @pytest.mark.parametrize("attack_bn", ["eval", "train"])

@@ -204,7 +204,7 @@ ALL = (CASES + available(CASES_ANALYZE, "analyze") + available(CASES_REPRODUCE, 
 def sandbox(tmp_path_factory) -> Path:
     """Run directories in every state a user can leave one in."""
     from iat.config import TrainConfig
-    from iat.train import train
+    from iat.training import train
 
     root = tmp_path_factory.mktemp("bad-input")
     threads = torch.get_num_threads()

@@ -134,7 +134,7 @@ def test_iat_trades_with_identity_mix_is_trades_and_with_mixup_is_its_docstring(
 
 def test_each_baseline_trains_with_its_own_inner_attack(monkeypatch):
     from iat.config import TrainConfig, build_model
-    from iat.train.step import make_objective
+    from iat.training.step import make_objective
 
     kinds = {}
     for method in ("pgd", "trades", "mart", "iat-trades"):

@@ -15,7 +15,7 @@ from reliability_helpers import cli_args, train_tiny_run
 
 from iat.cli import main
 from iat.rundir import files, tensors
-from iat.train import train
+from iat.training import train
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,7 @@ def test_a_resume_with_nothing_to_resume_records_the_options_it_runs_with(tmp_pa
 
 @pytest.mark.parametrize("damage", ["float64", "renamed", "extra"])
 def test_final_weights_that_do_not_fit_the_model_are_rebuilt_not_complete(tmp_path, damage):
-    from iat.train import is_complete
+    from iat.training import is_complete
 
     cfg = tiny_config("erm", epochs=1, train_size=32, batch_size=16)
     out = train(cfg, tmp_path / "run", progress=False)

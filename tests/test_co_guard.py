@@ -12,12 +12,12 @@ from conftest import tiny_config
 from iat.cli import main
 from iat.distributed import World
 from iat.rundir import files, tensors
-from iat.train import TrainingError, train
-from iat.train import guard as guard_mod
-from iat.train.checkpoint import Checkpointer
-from iat.train.guard import CatastrophicOverfitting, collapsed, guard_on
-from iat.train.state import RunState
-from iat.train.step import TrainData
+from iat.training import TrainingError, train
+from iat.training import guard as guard_mod
+from iat.training.checkpoint import Checkpointer
+from iat.training.guard import CatastrophicOverfitting, collapsed, guard_on
+from iat.training.state import RunState
+from iat.training.step import TrainData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ import torch
 
 from iat import cpu_kernels
 from iat.models import create_model
-from iat.train.model_prep import prepare_model
+from iat.training.model_prep import prepare_model
 
 
 @pytest.mark.parametrize("level, onednn_cap, helps", [

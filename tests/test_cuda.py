@@ -17,8 +17,8 @@ from iat.config import build_model
 from iat.data import load_data
 from iat.methods import method_names
 from iat.rundir.tensors import load_checkpoint, load_weights
-from iat.train import train
-from iat.train.engine import build_update
+from iat.training import train
+from iat.training.engine import build_update
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -15,9 +15,9 @@ from iat.config import TrainConfig
 from iat.data import load_data
 from iat.errors import UsageError
 from iat.rundir import files
-from iat.train import step as step_module
-from iat.train import train
-from iat.train.step import TrainData
+from iat.training import step as step_module
+from iat.training import train
+from iat.training.step import TrainData
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -28,9 +28,9 @@ from iat.distributed import SINGLE, World, rank_seed
 from iat.errors import UsageError
 from iat.evaluate import evaluate_run
 from iat.rundir import files, tensors
-from iat.train import train
-from iat.train.loop import check_world, smallest_batch
-from iat.train.step import TrainData
+from iat.training import train
+from iat.training.loop import check_world, smallest_batch
+from iat.training.step import TrainData
 
 # cnn-small (BatchNorm) with every source of randomness: data order, Beta draws, mixing layer, partners, PGD start.
 KILL_ARGS = ["--method", "iat-manifold-mixup", "--dataset", "digits", "--arch", "cnn-small", "--width", "8",
@@ -290,7 +290,7 @@ class FakeWorld:
 def test_under_torchrun_rank_0_alone_downloads_the_data(monkeypatch, rank, downloads):
     """Every rank downloading and extracting into one folder at once corrupts it: rank 0 downloads first (the
     others wait at on_main), then every rank reads the files without downloading."""
-    from iat.train import loop
+    from iat.training import loop
 
     seen = []
     monkeypatch.setattr(loop.TrainData, "load", classmethod(lambda cls, cfg, device: seen.append(cfg.download)))

@@ -9,8 +9,8 @@ import logging
 import pytest
 import torch
 
-from iat.train import state as run_state
-from iat.train.state import rng_state, set_rng_state
+from iat.training import state as run_state
+from iat.training.state import rng_state, set_rng_state
 
 
 class FakeCuda:

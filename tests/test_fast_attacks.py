@@ -12,7 +12,7 @@ from iat.attacks import FGSMRS, NFGSM, PGD, training_attack
 from iat.data import load_data
 from iat.errors import UsageError
 from iat.rundir.read import load_run_model
-from iat.train import train
+from iat.training import train
 
 # name -> (the attack at eps, its documented radius as a multiple of eps)
 SINGLE_STEP = {

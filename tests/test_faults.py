@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import iat.train.step
+import iat.training.step
 from iat.cli import main
 from iat.rundir import files, tensors
 
@@ -57,7 +57,7 @@ def reference(tmp_path_factory) -> Path:
 
 def at_step(monkeypatch, k: int, action) -> None:
     """Run `action(model, x, y)` inside the k-th training step (1-based, counted over the whole run)."""
-    real = iat.train.step.make_loss_fn
+    real = iat.training.step.make_loss_fn
     calls = []
 
     def make_loss_fn(*args, **kwargs):
@@ -71,7 +71,7 @@ def at_step(monkeypatch, k: int, action) -> None:
             return loss, metrics
         return wrapped
 
-    monkeypatch.setattr(iat.train.step, "make_loss_fn", make_loss_fn)
+    monkeypatch.setattr(iat.training.step, "make_loss_fn", make_loss_fn)
 
 
 # ------------------------------------------------------------------------------------------ NaN

@@ -27,7 +27,7 @@ from iat.config import TrainConfig
 from iat.cpu_kernels import cpu_model, kernel_level
 from iat.methods import method_names
 from iat.rundir import files
-from iat.train import train
+from iat.training import train
 
 GOLDEN_FILE = Path(__file__).with_name("golden_hashes.json")
 RECORD = "python tests/test_golden.py --record"  # in the environment of the test (ATEN_CPU_CAPABILITY, ...)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from iat.mixing import ManifoldMixup, Mixup
-from iat.train.graphs import GraphedUpdate, layer_choices
+from iat.training.graphs import GraphedUpdate, layer_choices
 
 CAPTURING: list = []
 
@@ -95,7 +95,7 @@ def test_partial_batch_of_a_compiled_update_does_not_recompile():
         return graph_module.forward
 
     net = torch.nn.Linear(1, 1)
-    net.compile(backend=backend)  # in place, as iat.train.model_prep does
+    net.compile(backend=backend)  # in place, as iat.training.model_prep does
     sizes = []
 
     def update(x, y):

@@ -1,5 +1,5 @@
 """A run whose step hangs in native code still stops on SIGTERM/SIGINT: within the documented time, with
-128 + signum, and its last checkpoint intact (iat.train.signals' watchdog); a second signal exits at once."""
+128 + signum, and its last checkpoint intact (iat.training.signals' watchdog); a second signal exits at once."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from iat.rundir import files
 SCRIPT = """
 import ctypes, signal, sys
 from pathlib import Path
-import iat.train.signals, iat.train.step
+import iat.training.signals, iat.training.step
 from iat.config import TrainConfig
 
-iat.train.signals.HANG_LIMIT_S = float(sys.argv[2])
+iat.training.signals.HANG_LIMIT_S = float(sys.argv[2])
 out = Path(sys.argv[1])
-update = iat.train.step.Step.__call__
+update = iat.training.step.Step.__call__
 calls = []
 
 def hanging_update(self, x, y, grad_weight=1.0):
@@ -36,10 +36,10 @@ def hanging_update(self, x, y, grad_weight=1.0):
         ctypes.CDLL(None).sleep(600)
     return update(self, x, y, grad_weight)
 
-iat.train.step.Step.__call__ = hanging_update
+iat.training.step.Step.__call__ = hanging_update
 cfg = TrainConfig(method="erm", dataset="digits", arch="mlp6", width=8, epochs=3, batch_size=32, train_size=64,
                   seed=0, device="cpu")
-from iat.train.loop import train
+from iat.training.loop import train
 train(cfg, out, progress=False)
 """
 

@@ -100,7 +100,7 @@ def test_every_architecture(arch):
 def two_runs(tmp_path_factory):
     from conftest import tiny_config
 
-    from iat.train import train
+    from iat.training import train
 
     root = tmp_path_factory.mktemp("norm-runs")
     return [str(train(tiny_config(m, epochs=1, arch="mlp6", width=16), root / m, progress=False))

@@ -10,7 +10,7 @@ import torch
 from iat.config import TrainConfig, build_model
 from iat.data import load_data
 from iat.rundir import files, tensors
-from iat.train.loop import train
+from iat.training.loop import train
 
 PAGE = Path(__file__).parents[1] / "examples" / "iat_in_one_page.py"
 

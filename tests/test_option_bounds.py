@@ -8,7 +8,7 @@ from reliability_helpers import TINY_TRAIN, train_tiny_run
 
 from iat.cli import main
 from iat.rundir import files
-from iat.train import train
+from iat.training import train
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,6 @@ def test_probe_bounds(tiny_run, capsys, argv):
 
 def test_seed_max_fits_every_epoch():
     from iat.config import SEED_MAX
-    from iat.train.state import epoch_order
+    from iat.training.state import epoch_order
 
     epoch_order(SEED_MAX, 100_000, 3)  # no overflow

@@ -18,11 +18,11 @@ from iat.errors import UsageError
 from iat.evaluate import evaluate, evaluate_run
 from iat.fp32 import fp32_evaluation
 from iat.rundir import files
-from iat.train import precision as precision_module
-from iat.train import train
-from iat.train.precision import Precision, resolve_precision, set_tf32
-from iat.train.state import RunState
-from iat.train.step import Step, make_objective, make_update
+from iat.training import precision as precision_module
+from iat.training import train
+from iat.training.precision import Precision, resolve_precision, set_tf32
+from iat.training.state import RunState
+from iat.training.step import Step, make_objective, make_update
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

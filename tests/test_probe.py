@@ -63,7 +63,7 @@ def test_standardize_removes_scale_but_keeps_shape(features):
 def run_dir(tmp_path_factory):
     from conftest import tiny_config
 
-    from iat.train import train
+    from iat.training import train
 
     return str(train(tiny_config("erm", epochs=1), tmp_path_factory.mktemp("probe-run") / "erm", progress=False))
 

@@ -10,7 +10,7 @@ import torch
 from conftest import step_config
 
 import iat
-from iat.train.loop import train
+from iat.training.loop import train
 
 FLAGS = ("matmul_tf32", "cudnn_tf32", "cudnn_benchmark")
 
@@ -32,7 +32,7 @@ def callers_flags():
 
 def test_train_restores_the_callers_flags(tmp_path, callers_flags, monkeypatch):
     seen = {}
-    import iat.train.loop as loop_module
+    import iat.training.loop as loop_module
 
     make_update = loop_module.make_update
 
@@ -51,8 +51,8 @@ def test_compile_raises_dynamos_recompile_limit_for_the_run_only():
     """Manifold Mixup's layers x modes x shapes exceed dynamo's default 8 variants, past which it silently runs
     eagerly; the run raises the limit, and train()'s restored_flags puts the caller's back."""
     from iat.config import build_model
-    from iat.train.model_prep import RECOMPILE_LIMIT, prepare_model
-    from iat.train.precision import restored_flags
+    from iat.training.model_prep import RECOMPILE_LIMIT, prepare_model
+    from iat.training.precision import restored_flags
 
     before = torch._dynamo.config.recompile_limit
     model = build_model(step_config(method="iat-manifold-mixup"))
@@ -84,7 +84,7 @@ def evaluation_paths(runs: dict[str, Path]) -> dict:
     from iat.robustness.masking import audit
     from iat.robustness.sweep import sweep_eps, sweep_steps
     from iat.robustness.transfer import transfer_matrix
-    from iat.train import guard
+    from iat.training import guard
 
     erm, pgd = str(runs["erm"]), str(runs["pgd"])
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))

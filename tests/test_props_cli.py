@@ -24,9 +24,9 @@ from iat.cli import main
 from iat.errors import UsageError
 from iat.rundir import files, tensors
 from iat.rundir.read import load_run_model
-from iat.train import train
-from iat.train.resume import check_checkpoint
-from iat.train.state import RunState
+from iat.training import train
+from iat.training.resume import check_checkpoint
+from iat.training.state import RunState
 
 FAST = settings(max_examples=30, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -182,7 +182,7 @@ def test_every_checkpoint_resumes_to_the_same_bytes(tmp_path, monkeypatch):
 
 def _resume_from_every_checkpoint(tmp_path, monkeypatch):
     from iat.config import TrainConfig
-    from iat.train import train
+    from iat.training import train
 
     cfg = TrainConfig(method="iat-mixup", dataset="digits", arch="cnn-small", width=8, epochs=2, train_size=150,
                       batch_size=50, attack_steps=1, eps=0.1, step_size=0.05, seed=5, device="cpu",

@@ -9,8 +9,8 @@ from conftest import tiny_config
 
 from iat.config import TrainConfig
 from iat.rundir import files, tensors
-from iat.train import train
-from iat.train.resume import first_difference
+from iat.training import train
+from iat.training.resume import first_difference
 
 
 def test_keys_added_later_count_as_their_defaults():

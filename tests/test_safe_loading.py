@@ -80,7 +80,7 @@ def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, kind):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     from iat.config import TrainConfig
-    from iat.train import train
+    from iat.training import train
 
     cfg = TrainConfig(method="erm", dataset="digits", arch="cnn-small", width=8, epochs=1, train_size=200,
                       batch_size=50, seed=0, device="cpu")

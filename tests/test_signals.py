@@ -38,7 +38,7 @@ def test_sigterm_stops_a_parallel_demo_and_every_worker(tmp_path):
 
 
 def test_sigterm_in_reproduce_exits_143(monkeypatch, capsys):
-    from iat.train import TrainingInterrupted
+    from iat.training import TrainingInterrupted
 
     def interrupted(*a, **k):
         raise TrainingInterrupted(signal.SIGTERM, Path("x"), 0, 3)

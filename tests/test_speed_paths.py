@@ -14,9 +14,9 @@ from conftest import step_config
 from iat.config import TrainConfig
 from iat.mixing import Mixup
 from iat.rundir import files, tensors
-from iat.train import train
-from iat.train.state import RunState
-from iat.train.step import LossTally, Step, TrainData, make_objective, make_update
+from iat.training import train
+from iat.training.state import RunState
+from iat.training.step import LossTally, Step, TrainData, make_objective, make_update
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

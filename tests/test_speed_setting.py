@@ -1,5 +1,5 @@
 """`--speed exact|fast`: one named setting. exact changes nothing; fast spells out the fastest measured options
-for the device (iat.train.speed), and config.json records both the name and what it stood for."""
+for the device (iat.training.speed), and config.json records both the name and what it stood for."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from conftest import step_config
 
 from iat.rundir import files
-from iat.train import speed
-from iat.train.loop import train
+from iat.training import speed
+from iat.training.loop import train
 
 
 def test_exact_changes_nothing():

@@ -61,7 +61,7 @@ def test_unknown_name_width_and_missing_timm(monkeypatch):
 
 def test_iat_mixup_trains_a_timm_model(tmp_path):
     from iat.rundir.read import load_run_model
-    from iat.train import train
+    from iat.training import train
 
     cfg = TrainConfig(method="iat-mixup", dataset="digits", arch="timm:test_byobnet", epochs=1, batch_size=32,
                       train_size=64, eps=0.1, step_size=0.05, attack_steps=2, device="cpu")

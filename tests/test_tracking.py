@@ -14,7 +14,7 @@ import pytest
 
 from iat.cli import main
 from iat.rundir import files
-from iat.train.loop import POSTFIX_EVERY
+from iat.training.loop import POSTFIX_EVERY
 
 # 1297 digits training images in batches of 32: 41 steps per epoch, so the progress cadence (20) and the
 # epoch ends fall on different steps, and a resume point (checkpoint every 25 steps) lies between them.

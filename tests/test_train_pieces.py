@@ -14,11 +14,11 @@ import torch
 from iat.config import TrainConfig
 from iat.distributed import World
 from iat.rundir import files, tensors
-from iat.train import CheckpointWriteError, TrainingDiverged, TrainingInterrupted
-from iat.train.checkpoint import Checkpointer
-from iat.train.signals import SignalGuard
-from iat.train.state import RunState
-from iat.train.step import LossTally, Step, TrainData, make_objective
+from iat.training import CheckpointWriteError, TrainingDiverged, TrainingInterrupted
+from iat.training.checkpoint import Checkpointer
+from iat.training.signals import SignalGuard
+from iat.training.state import RunState
+from iat.training.step import LossTally, Step, TrainData, make_objective
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -138,7 +138,7 @@ def test_signal_guard_does_nothing_off_the_main_thread(tmp_path):
 
 
 def test_a_gpu_run_without_graphs_is_told_the_measured_speed_options():
-    from iat.train.loop import gpu_speed_hint
+    from iat.training.loop import gpu_speed_hint
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     hint = gpu_speed_hint(cuda, {"cuda_graphs_used": False, "world_size": 1})

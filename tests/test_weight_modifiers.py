@@ -19,10 +19,10 @@ from conftest import step_config
 from iat.cli import main
 from iat.config import build_model
 from iat.rundir import files, tensors
-from iat.train import train
-from iat.train.ema import EMA, EMA_WEIGHTS
-from iat.train.state import RunState
-from iat.train.step import Step, make_objective
+from iat.training import train
+from iat.training.ema import EMA, EMA_WEIGHTS
+from iat.training.state import RunState
+from iat.training.step import Step, make_objective
 
 
 def sha(path: Path) -> str:

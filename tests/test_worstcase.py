@@ -12,7 +12,7 @@ from iat.attacks.worstcase import error_pct, predict, survivors
 from iat.data import load_data
 from iat.evaluate import evaluate, evaluate_run
 from iat.rundir.read import load_run_model
-from iat.train import train
+from iat.training import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -19,8 +19,20 @@ from iat.version import __version__
 if TYPE_CHECKING:
     from torch import nn
 
-    from iat import train
     from iat.config import TrainConfig
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """The same run as `iat train` with `cfg`'s options and `--out out`; return the run directory.
+
+    What the command adds to the training loop (iat.training.train): the model-size check before anything is
+    allocated and the lock on `out` (a second writer is refused). torch's process-wide flags the run sets (TF32,
+    cuDNN autotuning) are put back as they were: a script goes on after it. Bad input raises
+    iat.errors.UsageError; a diverged run or a full disk, iat.training.TrainingError.
+    """
+    from iat.training import train_run
+
+    return train_run(cfg, out, resume=resume, progress=progress)
 
 
 def load_model(run_dir: str | Path, device: str = "cpu") -> nn.Module:
@@ -38,15 +50,11 @@ def load_data(name: str, split: str = "train", data_dir: str | Path | None = Non
 
 
 def __getattr__(name: str):
-    """`iat.TrainConfig` and `iat.train(cfg, out)` (the package iat.train, which takes the call), on first use."""
+    """`iat.TrainConfig`, on first use."""
     if name == "TrainConfig":
         from iat.config import TrainConfig
 
         return TrainConfig
-    if name == "train":
-        import iat.train  # binds iat.train on this module: later lookups do not come here
-
-        return iat.train
     raise AttributeError(f"module 'iat' has no attribute {name!r}")
 
 

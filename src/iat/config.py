@@ -28,7 +28,7 @@ from iat.mixing import LAMBDA_MODES
 from iat.models import MixableNet, check_model_name, create_model, is_timm
 from iat.units import parse_fraction
 
-# The largest seed whose epoch orders (seed * 100_003 + epoch, iat.train.state.epoch_order) still fit torch's
+# The largest seed whose epoch orders (seed * 100_003 + epoch, iat.training.state.epoch_order) still fit torch's
 # 64-bit generator seed for every epoch up to the 100,000 --epochs allows.
 SEED_MAX = (2**64 - 1 - 100_000) // 100_003
 
@@ -151,7 +151,7 @@ class TrainConfig:
         "exact", "exact: the options as given (by default true fp32, eager: the paper's arithmetic); fast: the "
         "fastest measured setting, on CUDA --cuda-graphs --compile --tf32 --amp --attack-precision amp "
         "--cudnn-benchmark, on a CPU with bf16 instructions --amp --attack-precision amp (evaluation stays strict "
-        "fp32 either way; iat.train.speed)")
+        "fp32 either way; iat.training.speed)")
     sync_bn: bool = option(False, "under torchrun on GPUs: BatchNorm statistics over the global batch "
                            "(SyncBatchNorm) instead of each rank's part; no effect in one process")
     extra: dict = option(help="free-form provenance (e.g. the experiment name)", factory=dict)
@@ -420,9 +420,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 # Options that decide the trained weights: a resumed run must be given the same values.
-# A key an older run's config.json lacks compares as its default (iat.train.resume.first_difference).
+# A key an older run's config.json lacks compares as its default (iat.training.resume.first_difference).
 # The speed options change rounding or kernel launches, not the arithmetic: a resumed run may change them,
-# with a warning and a line in config.json's `resumes` (iat.train.checkpoint.open_run_dir).
+# with a warning and a line in config.json's `resumes` (iat.training.checkpoint.open_run_dir).
 SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "cudnn_benchmark")
 _NOT_RESUME_KEYS = ("device", "data_dir", "download", "data_placement", "extra",  # where and how, not what is trained
                     *SPEED_KEYS,

@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from iat.cli.locking import locked
 from iat.cpu_memory import keep_freed_memory
 from iat.errors import UsageError
-from iat.train.faults import TrainingError
+from iat.training.faults import TrainingError
 from iat.zoo import zoo_source
 
 # Command modules, in the order `iat --help` lists them.

@@ -16,7 +16,7 @@ from iat.cli import options as opt
 from iat.config import WAS_ON_OFF, TrainConfig, choices_of, flag, kind_of
 from iat.distributed import speaks
 from iat.rundir.read import check_model_size
-from iat.train import TrainingError, TrainingInterrupted, is_complete, train
+from iat.training import TrainingError, TrainingInterrupted, is_complete, train
 from iat.units import format_eps
 
 # Options that are not flags: free-form provenance, set by experiments and the demo.

@@ -26,7 +26,7 @@ import torch
 
 from iat.errors import UsageError
 from iat.reproduce.stopping import SIGNALS, Stopped
-from iat.train.faults import TrainingError
+from iat.training.faults import TrainingError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -42,7 +42,7 @@ from iat.reproduce.paper import paper_entry, published_entry
 from iat.reproduce.report_md import write_report
 from iat.reproduce.tasks import RunTask, run_task, whitebox_plan, with_autoattack
 from iat.rundir import files, outdir
-from iat.train import is_complete
+from iat.training import is_complete
 from iat.version import __version__
 
 log = logging.getLogger(__name__)

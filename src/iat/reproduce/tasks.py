@@ -1,7 +1,7 @@
 """One run of an experiment as a task for a launcher: train it (unless it is done), then measure it.
 
 "Done" is decided one way everywhere: a run is done when its directory holds this configuration's final
-weights (`iat.train.is_complete`); a measurement is done when OUT/cache/ holds it under a key made of its
+weights (`iat.training.is_complete`); a measurement is done when OUT/cache/ holds it under a key made of its
 inputs and the size and time of the run's weights, so a retrained run is measured afresh.
 """
 
@@ -32,7 +32,7 @@ from iat.methods import METHODS
 from iat.reproduce.experiment import Settings
 from iat.rundir import files, outdir
 from iat.rundir.read import load_run_model
-from iat.train import train
+from iat.training import train
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from iat.config import TrainConfig, resolve_device
 from iat.rundir.read import load_run_model
-from iat.train import train
+from iat.training import train
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-WEIGHT_FILES = {"last": files.WEIGHTS, "ema": "model_ema.safetensors"}  # iat eval --weights; ema: iat.train.ema
+WEIGHT_FILES = {"last": files.WEIGHTS, "ema": "model_ema.safetensors"}  # iat eval --weights; ema: iat.training.ema
 
 
 def load_run_model(run_dir: str | Path, device: str | torch.device = "cpu", weights: str = "last") -> MixableNet:

@@ -18,10 +18,10 @@ from iat.data import DataInfo
 from iat.distributed import SINGLE, World
 from iat.errors import UsageError
 from iat.rundir import files, outdir, tensors
-from iat.train.ema import EMA_WEIGHTS
-from iat.train.faults import CheckpointWriteError, diverged
-from iat.train.resume import Prior
-from iat.train.state import RunState, device_name
+from iat.training.ema import EMA_WEIGHTS
+from iat.training.faults import CheckpointWriteError, diverged
+from iat.training.resume import Prior
+from iat.training.state import RunState, device_name
 from iat.version import __version__
 
 log = logging.getLogger("iat.train")
@@ -148,5 +148,5 @@ class Checkpointer:
 
 
 def ema_weights(state: RunState) -> dict[str, torch.Tensor]:
-    """The averaged model's weights and its own BatchNorm statistics (iat.train.ema), on the CPU."""
+    """The averaged model's weights and its own BatchNorm statistics (iat.training.ema), on the CPU."""
     return {k: v.detach().cpu() for k, v in state.ema.averaged_model(state.cfg, state.model).state_dict().items()}

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from iat.train.faults import TrainingInterrupted
+from iat.training.faults import TrainingInterrupted
 
 log = logging.getLogger("iat.train")
 

@@ -26,12 +26,12 @@ from iat.data_aux import steps_per_epoch as aux_steps_per_epoch
 from iat.data_placement import choose_placement, mmap_file, place, prefetched, to_device
 from iat.methods import get_method, make_loss_fn, make_mix
 from iat.models import MixableNet
-from iat.train.awp import AWP, with_awp
-from iat.train.faults import diverged
-from iat.train.graphs import Choice, GraphedUpdate, layer_choices, no_choice
-from iat.train.model_prep import prepare_model
-from iat.train.precision import Precision, resolve_precision, set_tf32
-from iat.train.state import RunState
+from iat.training.awp import AWP, with_awp
+from iat.training.faults import diverged
+from iat.training.graphs import Choice, GraphedUpdate, layer_choices, no_choice
+from iat.training.model_prep import prepare_model
+from iat.training.precision import Precision, resolve_precision, set_tf32
+from iat.training.state import RunState
 
 log = logging.getLogger("iat.train")
 
@@ -213,7 +213,7 @@ def make_update(cfg: TrainConfig, state: RunState, objective: Objective, *, devi
     autotuning, channels_last and compile `cfg` asks for, in CUDA graphs with --cuda-graphs. `wrap` (DDP
     under torchrun) wraps the prepared model for the weight update only (the attack keeps the plain one).
 
-    TF32 and cuDNN autotuning are process-wide: `iat.train.train` puts them back when the run ends.
+    TF32 and cuDNN autotuning are process-wide: `iat.training.train` puts them back when the run ends.
     """
     precision = resolve_precision(cfg, device)
     set_tf32(precision.tf32)
@@ -236,7 +236,7 @@ def make_update(cfg: TrainConfig, state: RunState, objective: Objective, *, devi
 
 def with_cuda_graphs(step: Step, batch_size: int, device: torch.device, *, distributed: bool = False,
                      choose: Callable[[], Choice] = no_choice) -> Update:
-    """`step` replayed from CUDA graphs (iat.train.graphs) where it can be, else `step` itself (with a
+    """`step` replayed from CUDA graphs (iat.training.graphs) where it can be, else `step` itself (with a
     warning saying why). `choose` draws the update's Python-side choices (Manifold Mixup's layer)."""
     why_not = ("it needs a CUDA device" if device.type != "cuda" else
                "fp16's GradScaler reads values back every step" if step.scaler is not None else

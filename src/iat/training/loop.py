@@ -20,15 +20,15 @@ from iat.distributed import World, process_group
 from iat.errors import UsageError
 from iat.rundir import files
 from iat.tracking import NO_LOG, RunLog, for_run
-from iat.train.checkpoint import Checkpointer, open_run_dir, run_config
-from iat.train.faults import TrainingError, TrainingInterrupted, compile_failure
-from iat.train.guard import check_overfitting
-from iat.train.precision import restored_flags
-from iat.train.resume import find_prior
-from iat.train.signals import SignalGuard
-from iat.train.speed import apply_speed
-from iat.train.state import RunState, epoch_order
-from iat.train.step import LossTally, TrainData, Update, make_objective, make_update
+from iat.training.checkpoint import Checkpointer, open_run_dir, run_config
+from iat.training.faults import TrainingError, TrainingInterrupted, compile_failure
+from iat.training.guard import check_overfitting
+from iat.training.precision import restored_flags
+from iat.training.resume import find_prior
+from iat.training.signals import SignalGuard
+from iat.training.speed import apply_speed
+from iat.training.state import RunState, epoch_order
+from iat.training.step import LossTally, TrainData, Update, make_objective, make_update
 
 log = logging.getLogger("iat.train")
 POSTFIX_EVERY = 20  # steps between progress-bar loss updates (each one is a host-device sync)

@@ -1,7 +1,7 @@
 """The training update of a config, alone: for benchmarks and GPU checks that time steps without a run.
 
 `build_update(cfg, device)` returns `update(x, y)`: one step of `cfg`'s method on a freshly built model,
-exactly as `iat.train.train` runs it (same objective, precision, channels_last, compile, CUDA graphs),
+exactly as `iat.training.train` runs it (same objective, precision, channels_last, compile, CUDA graphs),
 without data loading, checkpoints or a run directory.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 
 from iat.config import TrainConfig
-from iat.train.state import RunState
-from iat.train.step import make_objective, make_update
+from iat.training.state import RunState
+from iat.training.step import make_objective, make_update
 
 
 def build_update(cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -19,8 +19,8 @@ from iat.config import TrainConfig, build_model
 from iat.distributed import SINGLE, World, rank_seed
 from iat.errors import UsageError
 from iat.models import MixableNet
-from iat.train.ema import EMA
-from iat.train.resume import validate_checkpoint
+from iat.training.ema import EMA
+from iat.training.resume import validate_checkpoint
 
 log = logging.getLogger("iat.train")
 

@@ -72,7 +72,7 @@ def check_resumable(cfg: TrainConfig, out: Path) -> dict | None:
 
 def upgraded(saved: dict) -> dict:
     """An older run's config.json as this release writes it: a switch's "on"/"off" as a boolean, in `resumes`
-    too, so that the speed options of every release compare alike (iat.train.checkpoint.record_speed_changes)."""
+    too, so that the speed options of every release compare alike (iat.training.checkpoint.record_speed_changes)."""
     saved = {k: old_switch(k, v) for k, v in saved.items()}
     if "resumes" in saved:
         saved["resumes"] = [{**r, "changed": {k: old_switch(k, v) for k, v in r["changed"].items()}}

@@ -29,10 +29,10 @@ from iat.attacks import PGD, SINGLE_STEP, frozen
 from iat.config import TrainConfig
 from iat.fp32 import fp32_evaluation
 from iat.methods import get_method
-from iat.train.checkpoint import Checkpointer
-from iat.train.faults import TrainingError
-from iat.train.state import RunState
-from iat.train.step import TrainData
+from iat.training.checkpoint import Checkpointer
+from iat.training.faults import TrainingError
+from iat.training.state import RunState
+from iat.training.step import TrainData
 
 log = logging.getLogger("iat.train")
 

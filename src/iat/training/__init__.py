@@ -20,18 +20,16 @@ the batches of an epoch), `resume` (what --out already holds).
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 from iat.config import TrainConfig
 from iat.distributed import world_from_env
 from iat.rundir import outdir
 from iat.rundir.read import check_model_size
-from iat.train.faults import CheckpointWriteError, TrainingDiverged, TrainingError, TrainingInterrupted
-from iat.train.loop import train
-from iat.train.resume import is_complete
-from iat.train.state import RunState, epoch_order, lr_at, rng_state, seed_everything, set_rng_state
+from iat.training.faults import CheckpointWriteError, TrainingDiverged, TrainingError, TrainingInterrupted
+from iat.training.loop import train
+from iat.training.resume import is_complete
+from iat.training.state import RunState, epoch_order, lr_at, rng_state, seed_everything, set_rng_state
 
 __all__ = ["CheckpointWriteError", "RunState", "TrainingDiverged", "TrainingError", "TrainingInterrupted",
            "epoch_order", "is_complete", "lr_at", "rng_state",
@@ -39,27 +37,11 @@ __all__ = ["CheckpointWriteError", "RunState", "TrainingDiverged", "TrainingErro
 
 
 def train_run(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """The same run as `iat train` with `cfg`'s options and `--out out`; return the run directory.
-
-    What the command adds to `train`: the width check before anything is allocated and the lock on `out`
-    (a second writer is refused). Like `train`, it puts torch's global TF32 and cuDNN flags, which the run
-    sets, back as they were: a script goes on after it. Bad input
-    raises iat.errors.UsageError; a diverged run or a full disk, TrainingError.
-    """
+    """`iat.train(cfg, out)`: `train` with what the command adds, the model-size check before anything is
+    allocated and the lock on `out` (a second writer is refused)."""
     cfg.validate()
     check_model_size(cfg)
     if world_from_env().rank != 0:  # under torchrun, rank 0 holds the lock for every rank
         return train(cfg, out, resume=resume, progress=progress)
     with outdir.lock_dir(outdir.check_out_dir(out), "--out"):
         return train(cfg, out, resume=resume, progress=progress)
-
-
-class _CallablePackage(types.ModuleType):
-    """`iat.train(cfg, out)` is the user's way to train (docs/interfaces.md), and `iat.train` is also this
-    package: Python binds a subpackage's name on its parent, so the package itself takes the call."""
-
-    def __call__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> Path:
-        return train_run(cfg, out, resume=resume, progress=progress)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
