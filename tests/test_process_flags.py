@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,18 @@ def test_a_callers_matmul_precision_survives_a_run(tmp_path):
         assert torch.get_float32_matmul_precision() == "medium"
     finally:
         torch.set_float32_matmul_precision("highest")  # torch's default
+
+
+def test_a_library_call_leaves_glibcs_allocator_alone(tmp_path):
+    """glibc's malloc thresholds (iat.cpu_memory) cannot be read back or undone: the `iat` command sets them for
+    its own process, a library call to iat.train never does (checked in a fresh interpreter)."""
+    script = (
+        "import sys, iat, iat.cpu_memory\n"
+        "cfg = iat.TrainConfig(method='erm', dataset='digits', arch='mlp6', width=8, epochs=1, train_size=64,"
+        " batch_size=32, device='cpu')\n"
+        "iat.train(cfg, sys.argv[1], progress=False)\n"
+        "print(iat.cpu_memory.keep_freed_memory.cache_info().currsize)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "0"  # keep_freed_memory was never called

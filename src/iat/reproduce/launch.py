@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar
 
 import torch
 
+from iat.cpu_memory import keep_freed_memory
 from iat.errors import UsageError
 from iat.reproduce.stopping import SIGNALS, Stopped
 from iat.training.faults import TrainingError
@@ -78,6 +79,7 @@ def _worker_start() -> None:
     """A pool worker: one torch thread; its own process group, so a Ctrl-C at the terminal reaches only the
     parent, which passes it on exactly once; a signal between runs means: start no more runs."""
     torch.set_num_threads(1)
+    keep_freed_memory()  # a worker process of the `iat` command: as the command (iat.cpu_memory)
     os.setpgrp()
     for sig in SIGNALS:
         signal.signal(sig, _note_stop)

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 import torch
 
+from iat.cpu_memory import keep_freed_memory
 from iat.errors import UsageError
 from iat.reproduce.stopping import SIGNALS, Stopped
 
@@ -65,6 +66,7 @@ def _pinned(fn: Callable[[T], R], task: T, threads: int, cwd: str) -> R:
     """fn(task) with torch's thread count pinned as the local launcher pins it (Ray reuses workers)."""
     _enter(cwd)
     torch.set_num_threads(threads)
+    keep_freed_memory()  # a worker of the `iat` command: as the command (iat.cpu_memory)
     return fn(task)
 
 

@@ -19,7 +19,6 @@ import torch
 
 from iat.attacks import training_attack
 from iat.config import TrainConfig
-from iat.cpu_memory import keep_freed_memory
 from iat.data import DEFAULT_DATA_DIR, DataInfo, augment, data_fingerprint, dataset_info, load_data, to_float
 from iat.data_aux import AuxData, image_bytes
 from iat.data_aux import steps_per_epoch as aux_steps_per_epoch
@@ -213,14 +212,14 @@ def make_update(cfg: TrainConfig, state: RunState, objective: Objective, *, devi
     autotuning, channels_last and compile `cfg` asks for, in CUDA graphs with --cuda-graphs. `wrap` (DDP
     under torchrun) wraps the prepared model for the weight update only (the attack keeps the plain one).
 
-    TF32 and cuDNN autotuning are process-wide: `iat.training.train` puts them back when the run ends.
+    TF32 and cuDNN autotuning are process-wide: `iat.training.train` puts them back when the run ends. glibc's
+    allocator thresholds (iat.cpu_memory), which cannot be put back, are for the `iat` command's process and
+    the launchers' workers to set, not for a library call.
     """
     precision = resolve_precision(cfg, device)
     set_tf32(precision.tf32)
     cudnn_benchmark = cfg.cudnn_benchmark and device.type == "cuda"
     torch.backends.cudnn.benchmark = cudnn_benchmark
-    if device.type == "cpu":
-        keep_freed_memory()  # no page faults on every step's activations (iat.cpu_memory)
     channels_last = prepare_model(state.model, channels_last=cfg.channels_last, compile=cfg.compile, device=device)
     model = wrap(state.model) if wrap is not None else state.model
     step = Step(model, state.optimizer, objective.loss, precision=precision, channels_last=channels_last,
