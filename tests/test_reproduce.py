@@ -149,15 +149,17 @@ def test_table2_smoke_end_to_end_then_a_second_call_trains_nothing(tmp_path):
     assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG" and "(tradeoff.png)" in report
     assert ("AutoAttack (first 20 test images)" in report) == bool(autoattack)
 
+    # Calls on a finished or nearly finished directory: in this process, no pool of workers to start; the
+    # same numbers as the pool's above.
     before = stamps(out)
-    second = reproduce("table2", out=out, scale="smoke", progress=False)
+    second = reproduce("table2", out=out, scale="smoke", progress=False, jobs=1)
     assert second["trained"] == []
     assert stamps(out) == before  # no run trained, no measurement redone
     assert second["ours"] == first["ours"]
 
     # An unfinished run (its weights not yet written) is resumed from its checkpoint, and only it.
     (out / "pgd-seed0" / "model.safetensors").unlink()
-    third = reproduce("table2", out=out, scale="smoke", progress=False)
+    third = reproduce("table2", out=out, scale="smoke", progress=False, jobs=1)
     assert third["trained"] == [str(out / "pgd-seed0")]
     assert third["ours"] == first["ours"]  # the same weights, so the same numbers
 
@@ -181,7 +183,7 @@ def test_fig1_smoke_end_to_end_through_the_command(tmp_path, capsys):
     assert "SMOKE RUN" in report and "![Frobenius and spectral norms per layer](norms.png)" in report
     assert (out / "norms.png").read_bytes()[:4] == b"\x89PNG"
 
-    assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(out), "-q"]) == 0
+    assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(out), "-q", "--jobs", "1"]) == 0  # no pool
     assert json.loads((out / "results.json").read_text())["trained"] == []
     capsys.readouterr()
     # The directory holds fig1: another experiment is refused before it touches anything.
@@ -218,7 +220,8 @@ attack_steps = 2
 test_size = 100
 {ROBUSTNESS_EVAL[name]}''')
     out = tmp_path / "out"
-    results = reproduce(str(toml), out=out, seeds=2, progress=False)
+    # in this process: no workers to start (the pool's path is the smoke tests' above)
+    results = reproduce(str(toml), out=out, seeds=2, progress=False, jobs=1)
     ours = results["ours"][kind.replace("-", "_")]
     keys = {"transfer": ("eps", "source", "target"), "sweep-eps": ("method", "eps"),
             "sweep-steps": ("method", "steps")}[kind]
@@ -230,5 +233,5 @@ test_size = 100
     assert len(json.loads((out / file).read_text())["points"]) == 2 * n_cells
     report = (out / "report.md").read_text()
     assert f"**Paper (Table {name[-1]})**" in report and f"({file.replace('.json', '.png')})" in report
-    again = reproduce(str(toml), out=out, seeds=2, progress=False)
+    again = reproduce(str(toml), out=out, seeds=2, progress=False, jobs=1)
     assert again["trained"] == [] and again["ours"] == results["ours"]

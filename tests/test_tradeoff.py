@@ -50,7 +50,8 @@ autoattack_limit = {autoattack_limit}
 @needs_extra
 def test_reproduce_adds_autoattack_and_writes_tradeoff(tmp_path):
     out = tmp_path / "out"
-    results = reproduce(tiny_table(tmp_path), out=out, seeds=2, progress=False)
+    # in this process: no workers to start (the pool's path: tests/test_reproduce.py's smoke tests)
+    results = reproduce(tiny_table(tmp_path), out=out, seeds=2, progress=False, jobs=1)
     wb = results["ours"]["whitebox"]
     for m in METHODS:
         cell = wb["methods"][m]["autoattack"]  # ours.whitebox.methods.METHOD.autoattack.mean (interfaces.md)
@@ -66,7 +67,7 @@ def test_reproduce_adds_autoattack_and_writes_tradeoff(tmp_path):
     assert "AutoAttack (first 4 test images)" in report and "not in the paper" in report
     assert "(tradeoff.png)" in report and (out / "tradeoff.png").read_bytes()[:4] == PNG
     # cached: a second call attacks nothing again
-    assert reproduce(tiny_table(tmp_path), out=out, seeds=2, progress=False)["ours"] == results["ours"]
+    assert reproduce(tiny_table(tmp_path), out=out, seeds=2, progress=False, jobs=1)["ours"] == results["ours"]
 
 
 @pytest.mark.slow
@@ -74,7 +75,7 @@ def test_without_the_extra_the_column_is_skipped_in_one_line(tmp_path, monkeypat
     monkeypatch.setattr(aa_module, "autoattack_available", lambda: False)
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="iat"):
-        results = reproduce(tiny_table(tmp_path), out=out, progress=False)
+        results = reproduce(tiny_table(tmp_path), out=out, progress=False, jobs=1)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [AUTOATTACK_SKIPPED]
     assert "pip install 'iat[autoattack]'" in AUTOATTACK_SKIPPED
     wb = results["ours"]["whitebox"]
