@@ -9,10 +9,11 @@
 # network), else from iat's usual places. Figures go to OUT_DIR/gpu_check.{json,md}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out_dir="${OUT:-gpu-check-out}"
+script="${GPU_SCRIPT:-gpu_check.py}"  # gpu_round2.sh runs benchmarks/gpu_round2.py the same way
+out_dir="${OUT:-${script%.py}-out}"
 if [ $# -gt 0 ]; then out_dir="$1"; shift; fi
 data_args=()
 if [ -d .gpudata ]; then data_args=(--data-dir .gpudata); fi
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "gpu_check: needs Python >= 3.10" >&2; exit 2; }
-exec timeout 470 python3 benchmarks/gpu_check.py --out "$out_dir" "${data_args[@]}" "$@"
+exec timeout 470 python3 "benchmarks/$script" --out "$out_dir" "${data_args[@]}" "$@"
