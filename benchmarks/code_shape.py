@@ -1,5 +1,6 @@
-"""The shape of the code a newcomer reads, measured: what one IAT update runs through, import circles, the
-longest function, the largest module, the README's length. Run it on two checkouts to compare:
+"""The shape of the code a newcomer reads, measured: what one IAT update runs through, import circles (between
+modules, and between packages: arrows back up), the longest function, the largest module, the README's length.
+Run it on two checkouts to compare:
 
     python benchmarks/code_shape.py                      # this checkout (imports iat from src/)
     python benchmarks/code_shape.py --root /path/to/other/checkout
@@ -116,6 +117,18 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph between iat's top-level modules and packages (iat.training.* as one node): a circle here
+    is an arrow back up, a package whose parts import one that imports it (the parent `iat` left out)."""
+    def top(m: str) -> str:
+        return ".".join(m.split(".")[:2])
+
+    out: dict[str, set[str]] = {top(m): set() for m in graph}
+    for m, deps in graph.items():
+        out[top(m)] |= {top(d) for d in deps if top(d) not in (top(m), "iat")}
+    return out
+
+
 def measure(root: Path) -> dict:
     src = root / "src"
     files = sorted((src / "iat").rglob("*.py"))
@@ -132,6 +145,7 @@ def measure(root: Path) -> dict:
         "update_files": len({f for f, _ in path}),
         "update_path": [f"{f}:{name}" for f, name in path],
         "import_circles": circles(graph),
+        "arrows_back_up": circles(package_graph(graph)),
         "modules_sharing_a_name": sorted({s for s in stems if stems.count(s) > 1}),
         "longest_function": {"lines": longest[0], "where": longest[1]},
         "largest_module": {"lines": largest[0], "where": largest[1]},
