@@ -67,3 +67,14 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_train_help_lists_the_methods_data_sets_and_architectures(capsys, monkeypatch):
+    from iat.cli import main
+    from iat.methods import method_names
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside hyphenated names
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert all(name in text for name in [*method_names(), "fashion-mnist", "cifar100", "preactresnet18", "wrn28-10"])

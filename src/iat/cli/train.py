@@ -14,13 +14,18 @@ from pathlib import Path
 
 from iat.cli import options as opt
 from iat.config import WAS_ON_OFF, TrainConfig, choices_of, flag, kind_of
+from iat.data import dataset_choices
 from iat.distributed import speaks
+from iat.methods import method_names
+from iat.models import model_names
 from iat.rundir.read import check_model_size
 from iat.training import TrainingError, TrainingInterrupted, is_complete, train
 from iat.units import format_eps
 
 # Options that are not flags: free-form provenance, set by experiments and the demo.
 NOT_FLAGS = ("extra",)
+# The registries whose names `iat train --help` lists beside the required flags.
+REGISTRIES = {"method": method_names, "dataset": dataset_choices, "arch": model_names}
 
 
 class OnOffFlag(argparse.Action):
@@ -51,7 +56,8 @@ def _flag_kwargs(f: dataclasses.Field) -> dict:
     words of a Literal); its range and a registry's names are TrainConfig.validate's to check."""
     meta, kind = f.metadata, kind_of(f)
     if meta["required_flag"]:
-        return {"required": True, "help": meta["help"]}
+        names = REGISTRIES[f.name]()  # listed for the reader; TrainConfig.validate checks the value
+        return {"required": True, "help": f"{meta['help']}: {', '.join(n for n in names if ':' not in n)}"}
     kwargs = {"default": f.default, "help": meta["help"]}
     if f.name in WAS_ON_OFF:
         return {**kwargs, "action": OnOffFlag}
